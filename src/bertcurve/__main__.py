@@ -1,0 +1,3 @@
+from bertcurve.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,91 @@
+"""Every file name bertcurve reads or writes, in one place.
+
+Stages talk to each other only through these documented files (see
+``docs/formats.md``). Import names from here instead of spelling paths.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# ---------------------------------------------------------------- data dir
+# Written by `bertcurve prepare`, read by `bertcurve train`.
+DATA_META = "meta.json"                  # format DATA_FORMAT
+DATA_CARD = "DATASET.md"                 # human-readable dataset card
+DATA_FORMAT = "bertcurve.data/1"
+SPLITS = ("train", "val")
+# Tokenizer files are whatever `PreTrainedTokenizerFast.save_pretrained` writes
+# (tokenizer.json, tokenizer_config.json, special_tokens_map.json, vocab.txt);
+# `transformers.AutoTokenizer.from_pretrained(data_dir)` loads them offline.
+TOKENIZER_JSON = "tokenizer.json"
+VOCAB_TXT = "vocab.txt"
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4 in this order
+
+
+def ids_file(split: str) -> str:
+    """Flat uint16 token ids of every sentence of a split, no special tokens."""
+    return f"{split}.ids.u16"
+
+
+def sentence_offsets_file(split: str) -> str:
+    """int64 array, n_sentences + 1 entries: sentence i is ids[off[i]:off[i+1]]."""
+    return f"{split}.sentences.i64"
+
+
+def document_offsets_file(split: str) -> str:
+    """int64 array, n_documents + 1 entries: document j is sentences doc[j]:doc[j+1]."""
+    return f"{split}.documents.i64"
+
+
+def word_starts_file(split: str) -> str:
+    """uint8 per token (only with --whole-word): 1 where a jieba word starts."""
+    return f"{split}.word_starts.u8"
+
+
+def sentence_sources_file(split: str) -> str:
+    """uint16 per sentence: index into meta.json's ``sources`` list."""
+    return f"{split}.sources.u16"
+
+
+# ----------------------------------------------------------------- run dir
+# Written by `bertcurve train`, read by every later stage.
+RUN_CONFIG = "config.json"               # format RUN_CONFIG_FORMAT
+RUN_CONFIG_FORMAT = "bertcurve.run-config/1"
+METRICS = "metrics.jsonl"                # one JSON object per line, METRICS_FORMAT
+METRICS_FORMAT = "bertcurve.metrics/1"
+CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_PREFIX = "step-"
+FINAL_MODEL_DIR = "final"                # Hugging Face model directory
+LOCK_FILE = "train.lock"
+ANALYSIS = "analysis.json"               # format ANALYSIS_FORMAT
+ANALYSIS_FORMAT = "bertcurve.analysis/1"
+COMPARISON = "comparison.json"
+COMPARISON_FORMAT = "bertcurve.comparison/1"
+FIGURES_DIR = "figures"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+SEED_HISTORY = "training_history.json"   # `bertcurve export-history --format seed`
+
+# Inside checkpoints/step-XXXXXXXX/
+CKPT_WEIGHTS = "model.safetensors"
+CKPT_TRAINING_STATE = "training_state.pt"   # optimizer/scheduler/RNG; torch.load(weights_only=True)
+CKPT_META = "checkpoint.json"               # step, data position, config, tokenizer hash, checksums
+CKPT_META_FORMAT = "bertcurve.checkpoint/1"
+
+# ----------------------------------------------------------------- study dir
+STUDY_DATA_DIR = "data"
+STUDY_RUN_DIR = "run"
+
+
+def checkpoint_dir_name(step: int) -> str:
+    """``step-00012000``: zero-padded so names sort by step."""
+    return f"{CHECKPOINT_PREFIX}{step:08d}"
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step a checkpoint folder name encodes, or None for other names."""
+    name = Path(path).name
+    if not name.startswith(CHECKPOINT_PREFIX):
+        return None
+    digits = name[len(CHECKPOINT_PREFIX):]
+    return int(digits) if digits.isdigit() else None
