@@ -1,0 +1,552 @@
+"""Read a training log of any supported kind into one normalised shape.
+
+``load_log(source)`` accepts
+
+* a bertcurve run directory, or its ``metrics.jsonl`` (``bertcurve.metrics/1``);
+* the seed's ``training_history_*.json`` (parallel lists ``steps``, ``mlm_acc``,
+  ``loss``, ``nsp_acc``, ``lr``) and what ``bertcurve export-history --format seed``
+  writes;
+* a Hugging Face ``trainer_state.json`` (its ``log_history``), or a folder holding one
+  (the newest ``checkpoint-N/`` is used when the folder itself has none);
+* a TensorBoard event directory or event file (needs ``pip install tensorboard``);
+* a CSV/TSV file with a header row and a step column.
+
+Every metric becomes a :class:`Series` under a normalised name (see
+``docs/CONTRACTS.md``), sorted by step, with non-finite values dropped and
+repeated steps resolved (the value written last wins, as after a resumed run);
+what was done is written to :attr:`TrainingLog.notes`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from bertcurve import layout
+from bertcurve.errors import UserError
+
+KINDS = ("bertcurve-run", "seed-history", "hf-trainer-state", "tensorboard", "csv")
+
+#: Default metric order: the held-out accuracy when there is one, else the seed-style batch one.
+DEFAULT_METRICS = ("eval_mlm_accuracy", "train_mlm_accuracy")
+
+#: Series that describe the run rather than what it learned (never a default metric).
+AUXILIARY = {
+    "lr", "grad_norm", "tokens_seen", "tokens_per_s", "elapsed_s", "epoch",
+    "eval_mlm_accuracy_se", "eval_masked_tokens", "eval_s", "eval_tokens_seen", "eval_elapsed_s",
+}
+
+# Seed history keys -> normalised names (unknown keys are kept as they are).
+_SEED_NAMES = {
+    "mlm_acc": "train_mlm_accuracy",
+    "loss": "train_loss",
+    "nsp_acc": "train_nsp_accuracy",
+    "lr": "lr",
+    "eval_mlm_acc": "eval_mlm_accuracy",
+    "eval_loss": "eval_loss",
+}
+_SEED_STEP_KEYS = ("steps", "step")
+
+# metrics.jsonl keys by split -> normalised names.
+_RUN_SHARED = {"lr", "grad_norm", "tokens_seen", "tokens_per_s", "elapsed_s"}
+_RUN_SKIP = {"format", "step", "split", "time"}
+
+# Hugging Face log_history keys -> normalised names.
+_HF_NAMES = {
+    "loss": "train_loss",
+    "learning_rate": "lr",
+    "grad_norm": "grad_norm",
+    "eval_loss": "eval_loss",
+    "eval_accuracy": "eval_mlm_accuracy",
+    "eval_mlm_accuracy": "eval_mlm_accuracy",
+    "epoch": "epoch",
+}
+# Keys of the closing summary entry (run averages, not a point of the curve).
+_HF_SUMMARY_KEYS = {"train_runtime", "train_samples_per_second", "total_flos"}
+_HF_SKIP = {"step", "epoch"}
+
+# TensorBoard tags (HF Trainer and common conventions) -> normalised names.
+_TB_NAMES = {
+    "train/loss": "train_loss",
+    "train/learning_rate": "lr",
+    "train/grad_norm": "grad_norm",
+    "train/epoch": "epoch",
+    "eval/loss": "eval_loss",
+    "eval/accuracy": "eval_mlm_accuracy",
+    "train/mlm_accuracy": "train_mlm_accuracy",
+    "eval/mlm_accuracy": "eval_mlm_accuracy",
+    "loss": "train_loss",
+    "lr": "lr",
+    "learning_rate": "lr",
+}
+
+# CSV column names that hold the step, in order of preference.
+_STEP_COLUMNS = ("step", "steps", "global_step", "_step", "iteration", "iter", "trainer/global_step")
+
+
+@dataclass(frozen=True)
+class Series:
+    """One metric over steps: sorted by step, strictly increasing, finite values only."""
+
+    steps: np.ndarray   # int64 when every step is a whole number, else float64
+    values: np.ndarray  # float64
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def first_step(self) -> float:
+        return float(self.steps[0])
+
+    @property
+    def last_step(self) -> float:
+        return float(self.steps[-1])
+
+
+@dataclass
+class TrainingLog:
+    """A training log read by :func:`load_log`."""
+
+    name: str                   # display name: run dir name or file stem
+    path: Path                  # what was read
+    kind: str                   # one of KINDS
+    series: dict[str, Series]   # normalised metric name -> series
+    meta: dict = field(default_factory=dict)   # run config.json, trainer_state settings, ...; {} when unknown
+    notes: list[str] = field(default_factory=list)  # what was done about odd input
+    default: str | None = None  # metric picked by --metric-col / --tag, overrides DEFAULT_METRICS
+
+    def default_metric(self) -> str:
+        """The metric to analyse when none is named (see ``docs/CONTRACTS.md``)."""
+        if self.default and self.default in self.series:
+            return self.default
+        for name in DEFAULT_METRICS:
+            if name in self.series:
+                return name
+        learned = [n for n in self.series if n not in AUXILIARY]
+        if len(learned) == 1:
+            return learned[0]
+        raise UserError(
+            f"{self.path}: no MLM accuracy in this log and no single obvious metric; "
+            f"choose one with --metric ({self._available()})"
+        )
+
+    def metric(self, name: str | None = None, *, min_points: int = 1, allow_constant: bool = True) -> Series:
+        """The series called ``name`` (default: :meth:`default_metric`).
+
+        ``min_points`` and ``allow_constant=False`` turn a series too short or flat
+        to analyse into a UserError instead of a meaningless statistic.
+        """
+        chosen = self.default_metric() if name is None else name
+        if chosen not in self.series:
+            raise UserError(f"metric {chosen!r} is not in {self.path}; choose one of: {self._available()}")
+        series = self.series[chosen]
+        if len(series) < min_points:
+            raise UserError(
+                f"metric {chosen!r} in {self.path} has {len(series)} usable point(s); "
+                f"at least {min_points} are needed (train longer or log more often)"
+            )
+        if not allow_constant and len(series) and np.ptp(series.values) == 0:
+            raise UserError(
+                f"metric {chosen!r} in {self.path} is constant ({series.values[0]:g}) over all "
+                f"{len(series)} points; there is no curve to analyse"
+            )
+        return series
+
+    def _available(self) -> str:
+        return ", ".join(sorted(self.series)) or "none"
+
+
+# ------------------------------------------------------------------ helpers
+def make_series(steps: Iterable[Any], values: Iterable[Any], *, name: str = "metric") -> tuple[Series, list[str]]:
+    """Build a clean :class:`Series` from raw steps and values, and say what was done.
+
+    Non-finite values or steps are dropped; out-of-order steps are sorted (stably);
+    when a step repeats, the value that came last in the input wins, because a
+    resumed run re-logs the steps after its checkpoint and those are the truth.
+    """
+    steps_arr = np.asarray(list(steps) if not isinstance(steps, np.ndarray) else steps, dtype=np.float64)
+    values_arr = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=np.float64)
+    if steps_arr.shape != values_arr.shape:
+        raise UserError(f"{name}: {steps_arr.size} steps but {values_arr.size} values; the log is inconsistent")
+    notes: list[str] = []
+    finite = np.isfinite(values_arr) & np.isfinite(steps_arr)
+    dropped = int(steps_arr.size - finite.sum())
+    if dropped:
+        notes.append(f"{name}: dropped {dropped} non-finite (NaN/inf/missing) value(s)")
+        steps_arr, values_arr = steps_arr[finite], values_arr[finite]
+    if steps_arr.size > 1 and np.any(np.diff(steps_arr) < 0):
+        out_of_order = int(np.sum(np.diff(steps_arr) < 0))
+        notes.append(f"{name}: steps were not in order ({out_of_order} step(s) went backwards); sorted by step")
+    order = np.argsort(steps_arr, kind="stable")
+    steps_arr, values_arr = steps_arr[order], values_arr[order]
+    if steps_arr.size > 1:
+        # Within a run of equal steps the stable sort keeps input order, so the last one is the newest.
+        keep = np.append(steps_arr[1:] != steps_arr[:-1], True)
+        repeated = int(steps_arr.size - keep.sum())
+        if repeated:
+            notes.append(f"{name}: {repeated} repeated step(s); kept the value logged last for each")
+            steps_arr, values_arr = steps_arr[keep], values_arr[keep]
+    if steps_arr.size and np.all(steps_arr == np.round(steps_arr)) and np.all(np.abs(steps_arr) < 2**53):
+        steps_out = steps_arr.astype(np.int64)
+    else:
+        steps_out = steps_arr
+    return Series(steps=steps_out, values=values_arr), notes
+
+
+def _number(value: Any, where: str) -> float:
+    """A finite-or-not float from a JSON value; a string or list is a UserError."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise UserError(f"{where}: {value!r} is not a number; fix or remove that entry")
+
+
+def _collect(points: dict[str, tuple[list[float], list[float]]], path: Path) -> tuple[dict[str, Series], list[str]]:
+    series: dict[str, Series] = {}
+    notes: list[str] = []
+    for name, (steps, values) in points.items():
+        s, n = make_series(steps, values, name=name)
+        notes += n
+        if len(s):
+            series[name] = s
+    if not series:
+        raise UserError(f"{path}: no numeric metric found in the log; is it the right file?")
+    return series, notes
+
+
+def _add(points: dict[str, tuple[list[float], list[float]]], name: str, step: float, value: float) -> None:
+    steps, values = points.setdefault(name, ([], []))
+    steps.append(step)
+    values.append(value)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; is it the right file?") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not text.strip():
+        raise UserError(f"{path} is empty; point at a log that has data in it")
+    return text
+
+
+# ------------------------------------------------------------------ readers
+def _load_run_metrics(path: Path, run_dir: Path | None) -> TrainingLog:
+    text = _read_text(path)
+    points: dict[str, tuple[list[float], list[float]]] = {}
+    notes: list[str] = []
+    lines = text.splitlines()
+    last_nonblank = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            if number - 1 == last_nonblank:
+                # A crash while appending leaves a torn last line; everything before it is sound.
+                notes.append(f"{path.name}: ignored an incomplete last line ({number})")
+                continue
+            raise UserError(f"{path}:{number} is not valid JSON; the metrics file is damaged") from None
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{number} is not a JSON object")
+        fmt = row.get("format")
+        if fmt is not None and fmt != layout.METRICS_FORMAT:
+            raise UserError(
+                f"{path}:{number} has format {fmt!r}; this bertcurve reads {layout.METRICS_FORMAT!r} "
+                f"(upgrade bertcurve to read newer logs)"
+            )
+        if "step" not in row:
+            raise UserError(f"{path}:{number} has no 'step'; the metrics file is damaged")
+        step = _number(row["step"], f"{path}:{number} step")
+        split = str(row.get("split", "train"))
+        for key, value in row.items():
+            if key in _RUN_SKIP or isinstance(value, (str, list, dict)) and not _numeric_string(value):
+                continue
+            if split == "train" and key in _RUN_SHARED:
+                name = key
+            else:
+                name = f"{split}_{key}"
+            _add(points, name, step, _number(value, f"{path}:{number} {key}"))
+    series, more = _collect(points, path)
+    meta: dict[str, Any] = {}
+    if run_dir is not None and (run_dir / layout.RUN_CONFIG).is_file():
+        try:
+            meta["config"] = json.loads((run_dir / layout.RUN_CONFIG).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            notes.append(f"{layout.RUN_CONFIG} could not be read; run settings unknown")
+    name = run_dir.name if run_dir is not None else path.stem
+    return TrainingLog(name=name, path=path, kind="bertcurve-run", series=series, meta=meta, notes=notes + more)
+
+
+def _numeric_string(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _load_seed(path: Path, data: dict) -> TrainingLog:
+    step_key = next(k for k in _SEED_STEP_KEYS if k in data)
+    raw_steps = data[step_key]
+    steps = [_number(s, f"{path} {step_key}[{i}]") for i, s in enumerate(raw_steps)]
+    points: dict[str, tuple[list[float], list[float]]] = {}
+    meta: dict[str, Any] = {}
+    for key, values in data.items():
+        if key == step_key:
+            continue
+        if not isinstance(values, list):
+            meta[key] = values
+            continue
+        if len(values) != len(steps):
+            raise UserError(
+                f"{path}: {key!r} has {len(values)} entries but {step_key!r} has {len(steps)}; "
+                f"the history is inconsistent"
+            )
+        name = _SEED_NAMES.get(key, key)
+        points[name] = (steps, [_number(v, f"{path} {key}[{i}]") for i, v in enumerate(values)])
+    series, notes = _collect(points, path)
+    return TrainingLog(name=path.stem, path=path, kind="seed-history", series=series, meta=meta, notes=notes)
+
+
+def _load_hf(path: Path, data: dict) -> TrainingLog:
+    history = data.get("log_history")
+    if not isinstance(history, list):
+        raise UserError(f"{path}: 'log_history' is not a list; is it a Hugging Face trainer_state.json?")
+    points: dict[str, tuple[list[float], list[float]]] = {}
+    notes: list[str] = []
+    skipped_summary = 0
+    for i, entry in enumerate(history):
+        if not isinstance(entry, dict) or "step" not in entry:
+            continue
+        if _HF_SUMMARY_KEYS & entry.keys():
+            skipped_summary += 1  # its train_loss is the run average, not a point of the curve
+            continue
+        step = _number(entry["step"], f"{path} log_history[{i}].step")
+        for key, value in entry.items():
+            if key == "step" or isinstance(value, (list, dict)):
+                continue
+            if isinstance(value, str) and not _numeric_string(value):
+                continue
+            name = _HF_NAMES.get(key, key)
+            _add(points, name, step, _number(value, f"{path} log_history[{i}].{key}"))
+    if skipped_summary:
+        notes.append("left out the closing summary entry of log_history (run averages, not curve points)")
+    if not points:
+        raise UserError(f"{path}: log_history holds no logged metrics; train with logging_steps set")
+    series, more = _collect(points, path)
+    meta = {k: v for k, v in data.items() if k != "log_history" and isinstance(v, (int, float, str, bool))}
+    name = path.parent.name if path.name == "trainer_state.json" else path.stem
+    return TrainingLog(name=name or path.stem, path=path, kind="hf-trainer-state", series=series, meta=meta,
+                       notes=notes + more)
+
+
+def _tb_name(tag: str) -> str:
+    if tag in _TB_NAMES:
+        return _TB_NAMES[tag]
+    return re.sub(r"[^0-9A-Za-z_]+", "_", tag).strip("_").lower() or "value"
+
+
+def _load_tensorboard(path: Path, tag: str | None) -> TrainingLog:
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        raise UserError(
+            "reading TensorBoard event files needs the tensorboard package; "
+            "install it with `pip install tensorboard` (or `pip install bertcurve[tensorboard]`)"
+        ) from None
+    directory = path if path.is_dir() else path.parent
+    files = sorted(directory.glob("events.out.tfevents*")) if path.is_dir() else [path]
+    if not files:
+        raise UserError(f"{path}: no TensorBoard event files (events.out.tfevents*) in this folder")
+    points: dict[str, tuple[list[float], list[float]]] = {}
+    tags_seen: list[str] = []
+    for file in files:
+        acc = EventAccumulator(str(file), size_guidance={"scalars": 0})
+        try:
+            acc.Reload()
+        except Exception as exc:  # tensorboard raises several types for damaged files
+            raise UserError(f"{file}: cannot read TensorBoard events ({exc})") from None
+        for t in acc.Tags().get("scalars", []):
+            if t not in tags_seen:
+                tags_seen.append(t)
+            name = _tb_name(t)
+            for event in acc.Scalars(t):
+                _add(points, name, float(event.step), float(event.value))
+    if not points:
+        raise UserError(f"{path}: the event files hold no scalar values")
+    default = None
+    if tag is not None:
+        if tag not in tags_seen:
+            raise UserError(f"tag {tag!r} is not in {path}; choose one of: {', '.join(sorted(tags_seen))}")
+        default = _tb_name(tag)
+    series, notes = _collect(points, path)
+    if len(files) > 1:
+        notes.insert(0, f"merged {len(files)} event files")
+    return TrainingLog(name=directory.name, path=path, kind="tensorboard", series=series,
+                       meta={"tags": tags_seen}, notes=notes, default=default)
+
+
+def _load_csv(path: Path, step_col: str | None, metric_col: str | None) -> TrainingLog:
+    text = _read_text(path)
+    if path.suffix.lower() == ".tsv":
+        delimiter = "\t"
+    else:
+        try:
+            delimiter = csv.Sniffer().sniff(text[:4096], delimiters=",\t;").delimiter
+        except csv.Error:
+            delimiter = ","
+    rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
+    rows = [r for r in rows if any(cell.strip() for cell in r)]
+    if len(rows) < 2:
+        raise UserError(f"{path} has a header but no data rows")
+    header = [h.strip() for h in rows[0]]
+    lowered = [h.lower() for h in header]
+    if step_col is None:
+        found = next((c for c in _STEP_COLUMNS if c in lowered), None)
+        if found is None:
+            raise UserError(
+                f"{path}: no step column found (looked for {', '.join(_STEP_COLUMNS)}); "
+                f"name it with --step-col (columns: {', '.join(header)})"
+            )
+        step_index = lowered.index(found)
+    else:
+        if step_col not in header:
+            raise UserError(f"--step-col {step_col!r} is not a column of {path}; columns: {', '.join(header)}")
+        step_index = header.index(step_col)
+    if metric_col is not None and metric_col not in header:
+        raise UserError(f"--metric-col {metric_col!r} is not a column of {path}; columns: {', '.join(header)}")
+    points: dict[str, tuple[list[float], list[float]]] = {}
+    names = {}
+    for j, col in enumerate(header):
+        if j == step_index:
+            continue
+        names[j] = _csv_name(col)
+    non_numeric: dict[int, tuple[int, str]] = {}
+    for line_no, row in enumerate(rows[1:], start=2):
+        cell = row[step_index].strip() if step_index < len(row) else ""
+        try:
+            step = float(cell)
+        except ValueError:
+            raise UserError(f"{path}:{line_no}: step {cell!r} is not a number") from None
+        for j, name in names.items():
+            raw = row[j].strip() if j < len(row) else ""
+            if raw == "" or raw.lower() in {"nan", "na", "null", "none"}:
+                value = math.nan
+            else:
+                try:
+                    value = float(raw)
+                except ValueError:
+                    non_numeric.setdefault(j, (line_no, raw))
+                    continue
+            _add(points, name, step, value)
+    notes: list[str] = []
+    for j, (line_no, raw) in non_numeric.items():
+        if metric_col is not None and header[j] == metric_col:
+            raise UserError(f"{path}:{line_no}: column {metric_col!r} holds {raw!r}, which is not a number")
+        points.pop(names[j], None)
+        notes.append(f"column {header[j]!r} is not numeric (e.g. {raw!r} on line {line_no}); left out")
+    if not points:
+        raise UserError(f"{path}: no numeric column besides the step column")
+    series, more = _collect(points, path)
+    default = _csv_name(metric_col) if metric_col is not None else None
+    if default is not None and default not in series:
+        raise UserError(f"--metric-col {metric_col!r} in {path} has no finite value")
+    return TrainingLog(name=path.stem, path=path, kind="csv", series=series, meta={"columns": header},
+                       notes=notes + more, default=default)
+
+
+def _csv_name(column: str) -> str:
+    """Normalise a CSV column name: known aliases map to the contract names, others are slugged."""
+    for table in (_TB_NAMES, _HF_NAMES, _SEED_NAMES):
+        if column in table:
+            return table[column]
+    slug = re.sub(r"[^0-9A-Za-z_]+", "_", column.strip()).strip("_").lower()
+    return _HF_NAMES.get(slug, _SEED_NAMES.get(slug, slug)) or "value"
+
+
+# ------------------------------------------------------------------ entry point
+def load_log(
+    source: str | Path,
+    *,
+    tag: str | None = None,
+    step_col: str | None = None,
+    metric_col: str | None = None,
+) -> TrainingLog:
+    """Read a training log of any supported kind (see the module docstring).
+
+    ``tag`` picks a TensorBoard scalar as the default metric; ``step_col`` and
+    ``metric_col`` name the CSV columns (the step column is detected when not named).
+    Bad input raises :class:`~bertcurve.errors.UserError`.
+    """
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise UserError(f"log not found: {path}")
+    if path.is_dir():
+        if (path / layout.METRICS).is_file():
+            return _load_run_metrics(path / layout.METRICS, path)
+        if (path / "trainer_state.json").is_file():
+            return load_log(path / "trainer_state.json")
+        if any(path.glob("events.out.tfevents*")):
+            return _load_tensorboard(path, tag)
+        checkpoints = sorted(
+            (p for p in path.glob("checkpoint-*") if (p / "trainer_state.json").is_file()),
+            key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1,
+        )
+        if checkpoints:
+            log = load_log(checkpoints[-1] / "trainer_state.json")
+            log.name = path.name
+            log.notes.insert(0, f"read the newest Hugging Face checkpoint, {checkpoints[-1].name}")
+            return log
+        raise UserError(
+            f"{path} holds no training log: expected {layout.METRICS}, trainer_state.json "
+            f"or TensorBoard event files"
+        )
+    if path.name.startswith("events.out.tfevents"):
+        return _load_tensorboard(path, tag)
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return _load_run_metrics(path, path.parent if path.name == layout.METRICS else None)
+    if suffix in {".csv", ".tsv"}:
+        return _load_csv(path, step_col, metric_col)
+    if suffix == ".json":
+        text = _read_text(path)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path} is not valid JSON ({exc})") from None
+        if isinstance(data, dict) and "log_history" in data:
+            return _load_hf(path, data)
+        if isinstance(data, dict) and any(isinstance(data.get(k), list) for k in _SEED_STEP_KEYS):
+            return _load_seed(path, data)
+        raise UserError(
+            f"{path}: not a training log bertcurve knows (expected a seed-style history with a "
+            f"'steps' list or a Hugging Face trainer_state.json with 'log_history')"
+        )
+    if suffix == ".txt":
+        return _load_csv(path, step_col, metric_col)
+    raise UserError(
+        f"{path}: unknown log type {suffix or '(no extension)'!r}; give a run directory, metrics.jsonl, "
+        f"a .json history or trainer_state.json, a TensorBoard folder, or a .csv/.tsv file"
+    )
