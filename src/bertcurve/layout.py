@@ -19,6 +19,7 @@ SPLITS = ("train", "val")
 # `transformers.AutoTokenizer.from_pretrained(data_dir)` loads them offline.
 TOKENIZER_JSON = "tokenizer.json"
 VOCAB_TXT = "vocab.txt"
+VAL_TEXT = "val.txt"                     # cleaned validation sentences, one per line (UTF-8)
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4 in this order
 
 

