@@ -1,0 +1,471 @@
+"""Load a trained masked language model and predict masked tokens fast.
+
+Shared by ``bertcurve fill-mask``, ``bertcurve export`` and the benchmark.
+Speed comes from four things (see ``docs/inference.md``):
+
+* ``torch.inference_mode`` (no autograd bookkeeping);
+* length-bucketed batches (sentences sorted by length, so little padding);
+* the output layer only at ``[MASK]`` positions: the encoder runs on every
+  token, but the vocabulary projection (hidden x vocab, the largest matrix of
+  a small model) runs only where a prediction is wanted;
+* optional int8 dynamic quantization of the Linear layers on the CPU.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from bertcurve import layout
+from bertcurve.errors import UserError
+from bertcurve.fsutil import read_json
+
+QUANTIZE_CHOICES = ("int8",)
+
+
+# ------------------------------------------------------------------ loading
+@dataclass(frozen=True)
+class MaskedLM:
+    """A model ready for prediction, with its tokenizer and where it came from."""
+
+    model: Any                  # a transformers *ForMaskedLM module, in eval mode
+    tokenizer: Any              # a transformers PreTrainedTokenizerFast
+    source: str                 # the path the user gave
+    step: int | None            # optimizer step of the weights, when known
+    device: str                 # "cpu" or "cuda"
+    quantize: str | None        # None or "int8"
+    max_length: int             # positions the model can see, special tokens included
+    prefix: tuple[int, ...] = ()  # special ids the tokenizer puts before a text ([CLS])
+    suffix: tuple[int, ...] = ()  # and after it ([SEP])
+
+    @property
+    def mask_token(self) -> str:
+        return self.tokenizer.mask_token
+
+    def with_specials(self, content_ids: Sequence[int]) -> list[int]:
+        """A model input from a text's token ids: ``[CLS] ids [SEP]`` for BERT."""
+        return [*self.prefix, *content_ids, *self.suffix]
+
+
+def _is_run_dir(path: Path) -> bool:
+    cfg = path / layout.RUN_CONFIG
+    if (path / layout.METRICS).is_file() or (path / layout.CHECKPOINTS_DIR).is_dir():
+        return True
+    if cfg.is_file():
+        try:
+            return read_json(cfg).get("format") == layout.RUN_CONFIG_FORMAT
+        except (UserError, AttributeError):
+            return False
+    return False
+
+
+def available_steps(run_dir: Path) -> list[int]:
+    """Steps of the complete checkpoints of a run (those with weights), sorted."""
+    ckpt_root = Path(run_dir) / layout.CHECKPOINTS_DIR
+    if not ckpt_root.is_dir():
+        return []
+    steps = []
+    for child in ckpt_root.iterdir():
+        step = layout.checkpoint_step(child)
+        if step is not None and (child / layout.CKPT_WEIGHTS).is_file():
+            steps.append(step)
+    return sorted(steps)
+
+
+def _steps_hint(run_dir: Path) -> str:
+    steps = available_steps(run_dir)
+    if not steps:
+        return "the run has no checkpoints yet"
+    shown = ", ".join(str(s) for s in steps[-8:])
+    more = f" (and {len(steps) - 8} earlier)" if len(steps) > 8 else ""
+    return f"checkpoints exist for steps {shown}{more}"
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    """Where the pieces of a model live on disk (resolved from what the user gave)."""
+
+    hf_dir: Path | None          # a complete Hugging Face model dir, or None
+    weights: Path | None         # safetensors weights to load into the HF config (checkpoints)
+    config_dir: Path | None      # dir whose config.json describes the architecture
+    hf_config: dict | None       # or the config as a dict (from checkpoint.json)
+    tokenizer_dir: Path          # dir AutoTokenizer.from_pretrained can read
+    step: int | None
+    run_dir: Path | None
+
+
+def _has_hf_model(path: Path) -> bool:
+    if not (path / "config.json").is_file():
+        return False
+    return any((path / name).is_file() for name in (
+        "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"))
+
+
+def _has_tokenizer(path: Path) -> bool:
+    return (path / layout.TOKENIZER_JSON).is_file() or (path / layout.VOCAB_TXT).is_file()
+
+
+def _hf_config_from_checkpoint_meta(meta: dict) -> dict | None:
+    """The Hugging Face config dict a checkpoint.json carries, if any."""
+    for key in ("hf_config", "model_hf_config", "transformers_config"):
+        value = meta.get(key)
+        if isinstance(value, dict) and value.get("model_type"):
+            return value
+    cfg = meta.get("config")
+    if isinstance(cfg, dict):
+        for key in ("hf_config", "hf_model_config"):
+            value = cfg.get(key)
+            if isinstance(value, dict) and value.get("model_type"):
+                return value
+    return None
+
+
+def _tokenizer_dir_for_run(run_dir: Path, extra: Sequence[Path] = ()) -> Path:
+    candidates = [*extra, run_dir / layout.FINAL_MODEL_DIR, run_dir]
+    cfg_path = run_dir / layout.RUN_CONFIG
+    if cfg_path.is_file():
+        cfg = read_json(cfg_path, "run config")
+        data = _find_key(cfg, "data") or _find_key(cfg, "data_dir")
+        if isinstance(data, str):
+            data_path = Path(data)
+            if not data_path.is_absolute():
+                # relative paths in a run config are relative to where train ran;
+                # try the run dir's parent as well
+                candidates += [data_path, run_dir.parent / data_path]
+            else:
+                candidates.append(data_path)
+    for cand in candidates:
+        if cand.is_dir() and _has_tokenizer(cand):
+            return cand
+    raise UserError(
+        f"no tokenizer found for run {run_dir} (looked in {', '.join(str(c) for c in candidates)}); "
+        "keep the run's data directory where training read it, or pass a Hugging Face model dir"
+    )
+
+
+def _find_key(obj: Any, key: str) -> Any:
+    """First value stored under ``key`` in a nested dict (run configs nest sections)."""
+    if isinstance(obj, dict):
+        if key in obj and not isinstance(obj[key], dict):
+            return obj[key]
+        for value in obj.values():
+            found = _find_key(value, key)
+            if found is not None:
+                return found
+    return None
+
+
+def locate_model(model: str | Path, step: int | None = None) -> ModelLocation:
+    """Resolve a run dir (final model or checkpoint ``step``), a checkpoint dir or an HF dir."""
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise UserError(f"{path} does not exist; give a run directory or a Hugging Face model directory")
+    if not path.is_dir():
+        raise UserError(f"{path} is a file; give a run directory or a Hugging Face model directory")
+
+    # a checkpoint folder given directly: RUN/checkpoints/step-XXXXXXXX
+    if step is None and layout.checkpoint_step(path) is not None and (path / layout.CKPT_WEIGHTS).is_file():
+        step = layout.checkpoint_step(path)
+        path = path.parent.parent
+
+    if _is_run_dir(path):
+        if step is None:
+            final = path / layout.FINAL_MODEL_DIR
+            if _has_hf_model(final):
+                return ModelLocation(final, None, None, None, _tokenizer_dir_for_run(path),
+                                     _final_step(path), path)
+            raise UserError(
+                f"run {path} has no final model yet ({final} missing); {_steps_hint(path)}: "
+                "pick one with --step N"
+            )
+        ckpt = path / layout.CHECKPOINTS_DIR / layout.checkpoint_dir_name(step)
+        weights = ckpt / layout.CKPT_WEIGHTS
+        if not weights.is_file():
+            raise UserError(f"run {path} has no checkpoint for step {step}; {_steps_hint(path)}")
+        if _has_hf_model(ckpt):
+            return ModelLocation(ckpt, None, None, None, _tokenizer_dir_for_run(path, [ckpt]), step, path)
+        meta_path = ckpt / layout.CKPT_META
+        meta = read_json(meta_path, "checkpoint metadata") if meta_path.is_file() else {}
+        hf_config = _hf_config_from_checkpoint_meta(meta)
+        config_dir = None
+        if hf_config is None:
+            for cand in (ckpt, path / layout.FINAL_MODEL_DIR):
+                if (cand / "config.json").is_file():
+                    config_dir = cand
+                    break
+        if hf_config is None and config_dir is None:
+            hf_config = _hf_config_via_train(meta, path)
+        return ModelLocation(None, weights, config_dir, hf_config,
+                             _tokenizer_dir_for_run(path, [ckpt]), step, path)
+
+    if step is not None:
+        raise UserError(f"--step needs a run directory, but {path} is not one (no {layout.RUN_CONFIG})")
+    if _has_hf_model(path):
+        if not _has_tokenizer(path) and not (path / "tokenizer_config.json").is_file():
+            raise UserError(f"{path} holds a model but no tokenizer files; save the tokenizer next to it")
+        return ModelLocation(path, None, None, None, path, None, None)
+    raise UserError(
+        f"{path} holds no model: expected a run directory (with {layout.RUN_CONFIG} and "
+        f"{layout.FINAL_MODEL_DIR}/ or {layout.CHECKPOINTS_DIR}/) or a Hugging Face model directory "
+        "(config.json + model.safetensors)"
+    )
+
+
+def _hf_config_via_train(meta: dict, run_dir: Path) -> dict:
+    """Ask the train stage's model builder for the HF config of a checkpoint's resolved config."""
+    cfg = meta.get("config")
+    if cfg is None and (run_dir / layout.RUN_CONFIG).is_file():
+        cfg = read_json(run_dir / layout.RUN_CONFIG, "run config")
+    try:
+        from bertcurve import model as model_module  # the train stage's public builder
+    except ImportError:
+        model_module = None
+    builder = getattr(model_module, "hf_config_from_run_config", None) if model_module else None
+    if cfg is None or builder is None:
+        raise UserError(
+            f"cannot tell the architecture of the checkpoints in {run_dir}: no config.json next to "
+            "the weights, none in checkpoint.json and no final model; re-run training to write one"
+        )
+    hf = builder(cfg)
+    return hf.to_dict() if hasattr(hf, "to_dict") else dict(hf)
+
+
+def _final_step(run_dir: Path) -> int | None:
+    """The step of a run's final model: its checkpoint.json/config, else the last checkpoint."""
+    final = run_dir / layout.FINAL_MODEL_DIR
+    for name in (layout.CKPT_META, "bertcurve.json", "training.json"):
+        p = final / name
+        if p.is_file():
+            try:
+                step = read_json(p).get("step")
+            except (UserError, AttributeError):
+                continue
+            if isinstance(step, int):
+                return step
+    steps = available_steps(run_dir)
+    return steps[-1] if steps else None
+
+
+def _pick_device(device: str | None) -> str:
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device} asked for, but no CUDA GPU is visible; use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UserError(f"unknown device {device!r}; use cpu, cuda or auto")
+    return device
+
+
+def load_masked_lm(
+    model: str | Path,
+    step: int | None = None,
+    *,
+    quantize: str | None = None,
+    device: str | None = None,
+) -> MaskedLM:
+    """Load the model (and tokenizer) behind a run dir, checkpoint or HF model dir.
+
+    ``step`` picks a checkpoint of a run instead of its final model.
+    ``quantize="int8"`` applies dynamic int8 quantization to every Linear
+    layer (CPU only). The model is returned in eval mode.
+    """
+    if quantize is not None and quantize not in QUANTIZE_CHOICES:
+        raise UserError(f"unknown --quantize {quantize!r}; choose one of {', '.join(QUANTIZE_CHOICES)}")
+    loc = locate_model(model, step)
+    dev = _pick_device(device)
+    if quantize and dev != "cpu":
+        raise UserError("--quantize int8 is dynamic CPU quantization; use it with --device cpu")
+
+    import torch
+    from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars in CLI output
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(loc.tokenizer_dir), local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot load the tokenizer in {loc.tokenizer_dir}: {_one_line(exc)}") from None
+        try:
+            if loc.hf_dir is not None:
+                net = AutoModelForMaskedLM.from_pretrained(str(loc.hf_dir), local_files_only=True)
+            else:
+                if loc.hf_config is not None:
+                    cfg_dict = dict(loc.hf_config)
+                    model_type = cfg_dict.pop("model_type")
+                    config = AutoConfig.for_model(model_type, **cfg_dict)
+                else:
+                    config = AutoConfig.from_pretrained(str(loc.config_dir), local_files_only=True)
+                net = AutoModelForMaskedLM.from_config(config)
+                _load_checkpoint_weights(net, loc.weights)
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserError(f"cannot load the model in {model}: {_one_line(exc)}") from None
+    if tokenizer.mask_token is None:
+        raise UserError(f"the tokenizer in {loc.tokenizer_dir} has no mask token; it cannot fill masks")
+    vocab = net.config.vocab_size
+    if len(tokenizer) > vocab:
+        raise UserError(
+            f"tokenizer in {loc.tokenizer_dir} has {len(tokenizer)} tokens but the model only {vocab}; "
+            "they do not belong together"
+        )
+    net.eval()
+    if quantize == "int8":
+        net = quantize_int8(net)
+    net.to(dev)
+    max_length = int(getattr(net.config, "max_position_embeddings", 512))
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_max, int) and 0 < tok_max < max_length:
+        max_length = tok_max
+    # transformers 5 tokenizers have no build_inputs_with_special_tokens; learn the
+    # template from how the tokenizer wraps a lone mask token
+    wrapped = tokenizer(tokenizer.mask_token)["input_ids"]
+    at = wrapped.index(tokenizer.mask_token_id)
+    return MaskedLM(net, tokenizer, str(model), loc.step, dev, quantize, max_length,
+                    tuple(wrapped[:at]), tuple(wrapped[at + 1:]))
+
+
+def _load_checkpoint_weights(net: Any, weights: Path) -> None:
+    """Load a training checkpoint's safetensors into a *ForMaskedLM.
+
+    Training may save a pre-training model (MLM + NSP heads); the NSP head
+    and buffers such as position ids are not part of a masked LM, so only
+    those keys may be left over. Everything the masked LM needs must be there.
+    """
+    from safetensors.torch import load_file
+
+    state = load_file(str(weights))
+    own = net.state_dict()
+    # checkpoints of a torch.compile'd or DDP-wrapped model carry prefixes
+    for prefix in ("_orig_mod.", "module."):
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    tied = {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
+    real_missing = [k for k in missing if k not in tied and not k.endswith("position_ids")]
+    if real_missing:
+        raise UserError(
+            f"checkpoint {weights} does not fit the model's architecture "
+            f"({len(real_missing)} weights missing, e.g. {real_missing[0]}); the checkpoint and its "
+            "config do not belong together"
+        )
+    if any(k in tied for k in missing):
+        net.tie_weights()
+    del own, unexpected
+
+
+def quantize_int8(net: Any) -> Any:
+    """Dynamic int8 quantization of every ``nn.Linear`` (weights int8, activations per batch)."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
+        return torch.ao.quantization.quantize_dynamic(net, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
+
+
+# --------------------------------------------------------------- prediction
+def length_buckets(lengths: Sequence[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
+    """Group indices into batches of similar length (sorted, longest first).
+
+    Each batch has at most ``batch_size`` sequences and, when ``max_tokens``
+    is given, at most that many padded tokens (a long batch gets fewer rows).
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        width = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) >= batch_size or (max_tokens and (len(current) + 1) * width > max_tokens)):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def mask_logits(lm: MaskedLM, input_ids: Any, attention_mask: Any, rows: Any, cols: Any) -> Any:
+    """Logits (n_masks x vocab) at positions ``(rows[i], cols[i])`` of a padded batch.
+
+    For BERT-style models the encoder runs on the whole batch and the MLM
+    head only on the gathered mask states; other models run whole.
+    """
+    net = lm.model
+    encoder = getattr(net, "bert", None)
+    head = getattr(net, "cls", None)
+    if encoder is not None and head is not None:
+        hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return head(hidden[rows, cols])
+    return net(input_ids=input_ids, attention_mask=attention_mask).logits[rows, cols]
+
+
+def predict_top_k(
+    lm: MaskedLM,
+    sequences: Sequence[Sequence[int]],
+    top_k: int = 5,
+    batch_size: int = 64,
+    max_tokens: int = 16384,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Top-k token ids and probabilities at every mask of every id sequence.
+
+    ``sequences`` are complete model inputs (special tokens included). Returns,
+    in input order, one ``(ids, probs)`` pair of ``n_masks x top_k`` arrays per
+    sequence; masks appear in the order they occur in the sequence.
+    """
+    import torch
+
+    mask_id = lm.tokenizer.mask_token_id
+    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    k = min(top_k, int(lm.model.config.vocab_size))
+    empty = (np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32))
+    out: list[tuple[np.ndarray, np.ndarray]] = [empty] * len(sequences)
+    lengths = [len(s) for s in sequences]
+    with torch.inference_mode():
+        for batch in length_buckets(lengths, batch_size, max_tokens):
+            width = max(lengths[i] for i in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            att = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, i in enumerate(batch):
+                ids[r, : lengths[i]] = torch.as_tensor(sequences[i], dtype=torch.long)
+                att[r, : lengths[i]] = 1
+            rows, cols = (ids == mask_id).nonzero(as_tuple=True)
+            if len(rows) == 0:
+                continue
+            logits = mask_logits(lm, ids.to(lm.device), att.to(lm.device), rows.to(lm.device), cols.to(lm.device))
+            probs, top = torch.softmax(logits.float(), dim=-1).topk(k, dim=-1)
+            probs_np, top_np = probs.cpu().numpy(), top.cpu().numpy()
+            counts = np.bincount(rows.numpy(), minlength=len(batch))
+            start = 0
+            for r, i in enumerate(batch):
+                out[i] = (top_np[start: start + counts[r]], probs_np[start: start + counts[r]])
+                start += counts[r]
+    return out
+
+
+def token_text(tokenizer: Any, token_id: int) -> str:
+    """How a vocabulary entry reads in Chinese text: no WordPiece '##', no spaces."""
+    tok = tokenizer.convert_ids_to_tokens(int(token_id))
+    if tok is None:
+        return ""
+    if tok.startswith("##"):
+        tok = tok[2:]
+    return tok.replace("\u2581", "").replace("Ġ", "")
+
+
+def strip_cjk_spaces(text: str) -> str:
+    """Remove the spaces ``decode`` puts between Chinese characters, keep those between Latin words."""
+    return re.sub(r"(?<=[^\x00-\x7f])\s+|\s+(?=[^\x00-\x7f])", "", text)
