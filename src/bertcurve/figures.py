@@ -144,6 +144,13 @@ def smooth(values: np.ndarray, window: int | None = None) -> tuple[np.ndarray, i
     return out, 2 * half + 1
 
 
+def tail_mean(values: np.ndarray, share: float = 0.05) -> float:
+    """Mean of the last ``share`` of the points (at least one): where a noisy run ended."""
+    v = np.asarray(values, dtype=float)
+    k = max(1, int(round(len(v) * share)))
+    return float(np.mean(v[-k:]))
+
+
 def _step_formatter(max_step: float) -> FuncFormatter:
     """Steps as 20k / 1.5M instead of 20000 / 1500000."""
 
@@ -179,6 +186,7 @@ def _note(ax: Any, text: str, *, loc: str = "upper left", color: str = "#333333"
         "lower right": (0.98, 0.03, "right", "bottom"),
         "lower left": (0.02, 0.03, "left", "bottom"),
         "center": (0.5, 0.5, "center", "center"),
+        "center right": (0.98, 0.5, "right", "center"),
     }
     x, y, ha, va = positions[loc]
     face = "#FDECEA" if warn else "#F7F7F7"
@@ -269,8 +277,8 @@ def training_curves(log: TrainingLog, *, lang: str = "both") -> Figure:
         ax_acc.set_ylabel(label("MLM accuracy", "MLM 准确率", lang))
         ax_acc.legend(loc="lower right")
         best = ser["eval_mlm_accuracy"] if "eval_mlm_accuracy" in ser else ser["train_mlm_accuracy"]
-        last_sm = smooth(best.values)[0][-1]
-        _note(ax_acc, block(f"last (smoothed): {last_sm:.1%}", f"最终（平滑）：{last_sm:.1%}", lang),
+        last_sm = tail_mean(best.values)
+        _note(ax_acc, block(f"end of run (mean of last 5%): {last_sm:.1%}", f"训练结束时（最后 5% 均值）：{last_sm:.1%}", lang),
               loc="upper left")
     else:
         _empty(ax_acc, label("no MLM accuracy in this log", "日志中没有 MLM 准确率", lang))
@@ -401,9 +409,10 @@ def loss_analysis(log: TrainingLog, *, lang: str = "both", fit: Any = None) -> F
         _plot_eval(ax_a, log, "eval_loss", C_EVAL, lang)
     ax_a.set_ylabel(label("Loss (nats)", "损失（奈特）", lang))
     ax_a.legend(loc="upper right")
-    drop = s.values[0] - sm[-1]
-    _note(ax_a, block(f"{s.values[0]:.2f} → {sm[-1]:.2f} (smoothed): −{drop:.2f}",
-                      f"{s.values[0]:.2f} → {sm[-1]:.2f}（平滑后）：下降 {drop:.2f}", lang), loc="center")
+    end = tail_mean(s.values)
+    _note(ax_a, block(f"first {s.values[0]:.2f} → end {end:.2f} (mean of last 5%): −{s.values[0] - end:.2f}",
+                      f"起始 {s.values[0]:.2f} → 结束 {end:.2f}（最后 5% 均值）：下降 {s.values[0] - end:.2f}", lang),
+          loc="center")
 
     # (b) log step axis, with the saturating fit
     ax_b.set_title(label("Loss on a log-step axis, with fit", "对数步数轴上的损失与拟合", lang))
@@ -415,11 +424,14 @@ def loss_analysis(log: TrainingLog, *, lang: str = "both", fit: Any = None) -> F
         grid = np.geomspace(max(float(s.steps[pos][0]), 1.0), float(s.steps[-1]), 300)
         ax_b.plot(grid, fit.predict(grid), color=C_FIT, lw=2.2, ls="--", label=fit_label(fit, lang))
         floor = fit_asymptote(fit)
-        if floor is not None and np.isfinite(floor):
+        # A floor pinned at its bound (e.g. 0) is not an estimate; do not draw it as one.
+        if floor is not None and np.isfinite(floor) and not set(fit.at_bounds) & {"a", "L"}:
             ax_b.axhline(floor, color=C_FIT, lw=1, ls=":",
                          label=label(f"fitted floor L∞ = {floor:.2f}", f"拟合下限 L∞ = {floor:.2f}", lang))
     else:
         _note(ax_b, block("no saturating fit converged", "饱和曲线拟合未收敛", lang), loc="lower left")
+    lo_y, hi_y = float(np.min(s.values)), float(np.max(s.values))
+    ax_b.set_ylim(lo_y - 0.05 * (hi_y - lo_y), hi_y + 0.08 * (hi_y - lo_y))
     ax_b.set_xscale("log")
     ax_b.set_xlabel(label("Training step (log axis)", "训练步数（对数轴）", lang))
     ax_b.set_ylabel(label("Loss (nats)", "损失（奈特）", lang))
@@ -431,7 +443,7 @@ def loss_analysis(log: TrainingLog, *, lang: str = "both", fit: Any = None) -> F
     # fits at the ends instead of shrinking windows, which would make the ends spike).
     rate, w_rate = _smooth_rate(s.steps.astype(float), s.values)
     ax_c.plot(s.steps, rate, color=C_LOSS_SMOOTH, lw=1.3, alpha=0.9,
-              label=label(f"decrease per 1k steps (Savitzky–Golay, {w_rate} points)", f"每千步下降量（Savitzky–Golay 平滑，{w_rate} 点）", lang))
+              label=label("decrease per 1k steps (smoothed)", "每千步下降量（平滑）", lang))
     for i, (lo, hi, slope) in enumerate(_phase_rates(s.steps, s.values)):
         ax_c.fill_between([lo, hi], 0, -slope, color=C_LOSS, alpha=0.25, lw=0,
                           label=label("per quarter of training", "每四分之一训练期", lang) if i == 0 else None)
@@ -455,7 +467,7 @@ def loss_analysis(log: TrainingLog, *, lang: str = "both", fit: Any = None) -> F
         twin.set_ylim(bottom=0)
         h2, l2 = twin.get_legend_handles_labels()
         handles, labels_ = handles + h2, labels_ + l2
-    ax_c.legend(handles, labels_, loc="upper right")
+    ax_c.legend(handles, labels_, loc="upper right", fontsize=8.5)
 
     for ax in (ax_a, ax_c):
         _steps_axis(ax, max_step, lang)
@@ -658,4 +670,230 @@ def correlation_analysis(log: TrainingLog, *, lang: str = "both", metric: str | 
         _steps_axis(ax, max_step, lang)
     _suptitle(fig, f"Correlation analysis (Pearson r = {r.statistic:.4f})",
               f"相关性分析（Pearson r = {r.statistic:.4f}）", lang, log.name)
+    return fig
+
+
+# ------------------------------------------------------------------ fits shared by the figures
+_MODEL_WORDS = {
+    "power_law": ("power law", "幂律"),
+    "exp_saturation": ("exponential saturation", "指数饱和"),
+    "log_linear": ("log-linear", "对数线性"),
+    "logistic_log": ("logistic in log t", "对数 t 的逻辑斯蒂"),
+    "linear": ("linear", "线性"),
+}
+
+
+def direction_of(metric: str, series: Series) -> int:
+    """+1 for a metric that grows with training (accuracy), -1 for one that falls (loss)."""
+    if "loss" in metric or "perplexity" in metric:
+        return -1
+    if is_accuracy(metric):
+        return 1
+    return 1 if series.values[-max(1, len(series) // 10):].mean() >= series.values[: max(1, len(series) // 10)].mean() else -1
+
+
+def fit_label(fit: Any, lang: str) -> str:
+    """Legend text of a fitted curve: its family, formula and R²."""
+    en, zh = _MODEL_WORDS.get(fit.model, (fit.model, fit.model))
+    return label(f"{en} fit {fit.formula} (R² = {fit.r_squared:.3f})",
+                 f"{zh}拟合（R² = {fit.r_squared:.3f}）", lang)
+
+
+def fit_asymptote(fit: Any) -> float | None:
+    """The level a saturating fit tends to (its ``a`` or ``L``), or None for unbounded models."""
+    names = list(fit.param_names)
+    if fit.model in ("power_law", "exp_saturation") and "a" in names:
+        return float(fit.params[names.index("a")])
+    if fit.model == "logistic_log" and "L" in names:
+        return float(fit.params[names.index("L")])
+    return None
+
+
+@dataclass
+class LogFits:
+    """The learning-curve fits the figures draw, computed once per log with :mod:`bertcurve.curves`."""
+
+    metric: str
+    direction: int
+    fits: dict[str, Any]          # model name -> curves.FitResult
+    best: Any                     # the model chosen by out-of-sample backtest, or None
+    reason: str                   # why it was chosen (or why none was)
+    loss: Any = None              # power law L∞ + A·t^(−α) of the loss, or None
+
+    @property
+    def forecast(self) -> Any:
+        return self.best
+
+    @classmethod
+    def compute(cls, log: TrainingLog, metric: str | None = None) -> "LogFits":
+        from bertcurve import curves
+
+        metric = metric or log.default_metric()
+        s = log.metric(metric)
+        direction = direction_of(metric, s)
+        limits = curves.limits_for(metric)
+        fits = curves.fit_all(s.steps, s.values, direction=direction, limits=limits)
+        choice = curves.choose_model(curves.backtest(s.steps, s.values, direction=direction, limits=limits), fits)
+        best = fits[choice.model] if choice.model else None
+        loss_fit = None
+        loss_name = "train_loss" if "train_loss" in log.series else "eval_loss" if "eval_loss" in log.series else None
+        if loss_name == metric:
+            loss_fit = best
+        elif loss_name and len(log.series[loss_name]) >= 8:
+            ls = log.series[loss_name]
+            lim = curves.limits_for(loss_name)
+            loss_fits = curves.fit_all(ls.steps, ls.values, direction=-1, limits=lim)
+            pick = curves.choose_model(curves.backtest(ls.steps, ls.values, direction=-1, limits=lim), loss_fits)
+            loss_fit = loss_fits[pick.model] if pick.model else None
+        return cls(metric, direction, fits, best, choice.reason, loss_fit)
+
+
+def default_target(metric: str, last: float, direction: int) -> float:
+    """A forecast target just beyond where the run ended: the next multiple of 5 points of accuracy
+    above the smoothed last value, or (other metrics) 10 % better than it."""
+    if is_accuracy(metric):
+        if direction > 0:
+            return float(min(1.0, np.floor(last * 20 + 1e-9) / 20 + 0.05))
+        return float(max(0.0, np.ceil(last * 20 - 1e-9) / 20 - 0.05))
+    return float(last * (0.9 if direction < 0 else 1.1)) if last else 1.0
+
+
+# ------------------------------------------------------------------ figure 5: forecast
+def _steps_per_hour(log: TrainingLog) -> float | None:
+    """Measured training speed (optimizer steps per hour of wall time), when the log has times."""
+    if "elapsed_s" in log.series:
+        e = log.series["elapsed_s"]
+        if len(e) >= 2 and e.values[-1] > e.values[0]:
+            return float((e.steps[-1] - e.steps[0]) / (e.values[-1] - e.values[0]) * 3600.0)
+    return None
+
+
+def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None, fit: Any = None,
+             target: float | None = None, level: float = 0.95) -> Figure:
+    """Observed curve, fitted curve and its extrapolation, the prediction band, the target line
+    and the step (with its plausible range) at which the fit reaches the target; beside it, the
+    backtest that justifies trusting the model: fitted on the first half, predicting the second."""
+    from bertcurve import curves
+
+    lang = check_lang(lang)
+    metric = metric or log.default_metric()
+    s = log.metric(metric, min_points=6, allow_constant=False)
+    direction = direction_of(metric, s)
+    limits = curves.limits_for(metric)
+    if fit is None:
+        fits = LogFits.compute(log, metric)
+        fit = fits.best
+    if fit is None or not fit.converged:
+        raise UserError(f"no learning-curve model could be fitted to {metric} of {log.name}; "
+                        "a forecast needs a longer or less noisy log")
+    x = s.steps.astype(float)
+    if target is None:
+        target = default_target(metric, tail_mean(s.values), direction)
+    reach = fit.steps_to_reach(target, horizon_factor=100.0)
+    early, late = fit.steps_to_reach_band(target, level, horizon_factor=100.0)
+    last = float(x[-1])
+    horizon = 3.0 * last
+    if reach is not None and reach > last:
+        horizon = min(max(horizon, reach * 1.25), 50.0 * last)
+
+    fig, axes = new_figure(17, 6.2, 1, 2, width_ratios=[1.7, 1])
+    ax, ax_bt = axes[0]
+    ax.set_title(label("Forecast with a saturating learning curve", "基于饱和学习曲线的预测", lang))
+    ax.scatter(x, s.values, s=8 if len(x) > 300 else 18, color=C_TRAIN, alpha=0.5, lw=0,
+               label=label("observed", "观测值", lang))
+    grid = np.linspace(max(x[0], 1.0), horizon, 600)
+    band = fit.prediction_interval(grid, level)
+    conf = fit.confidence_interval(grid, level)
+    ax.fill_between(grid, band.low, band.high, color=C_FIT, alpha=0.12, lw=0,
+                    label=label(f"{level:.0%} prediction interval (a new logged value)",
+                                f"{level:.0%} 预测区间（新记录值）", lang))
+    ax.fill_between(grid, conf.low, conf.high, color=C_FIT, alpha=0.28, lw=0,
+                    label=label(f"{level:.0%} interval of the curve itself", f"{level:.0%} 曲线置信区间", lang))
+    inside = grid <= last
+    pred = fit.predict(grid)
+    ax.plot(grid[inside], pred[inside], color=C_FIT, lw=2.4, label=fit_label(fit, lang))
+    ax.plot(grid[~inside], pred[~inside], color=C_FIT, lw=2.4, ls="--",
+            label=label("extrapolation", "外推", lang))
+    # The seed extrapolated a straight line; show it faintly for contrast.
+    lin = curves.fit_curve("linear", s.steps, s.values, direction=direction, limits=limits)
+    if lin.converged and fit.model != "linear":
+        ax.plot(grid, lin.predict(grid), color=C_LINEAR, lw=1.2, ls=":", alpha=0.9,
+                label=label("linear extrapolation (the seed's method)", "线性外推（原项目的方法）", lang))
+    ax.axvline(last, color=C_GREY, lw=1, ls="-.")
+    ax.text(last, 0.01, label(" end of log", " 日志终点", lang), transform=ax.get_xaxis_transform(),
+            color=C_GREY, fontsize=9, ha="left", va="bottom")
+    fmt = (lambda v: f"{v:.1%}") if is_accuracy(metric) else (lambda v: f"{v:.3g}")
+    ax.axhline(target, color="#000000", lw=1.2, ls="--",
+               label=label(f"target {fmt(target)}", f"目标 {fmt(target)}", lang))
+    asym = fit_asymptote(fit)
+    per_hour = _steps_per_hour(log)
+    if reach is not None:
+        if early is not None and late is not None:
+            ax.axvspan(early, late, color="#000000", alpha=0.06, lw=0)
+        ax.axvline(reach, color="#000000", lw=1.5)
+        rng_en = rng_zh = ""
+        if early is not None and late is not None:
+            rng_en = f" ({level:.0%}: {early:,.0f}–{late:,.0f})"
+            rng_zh = f"（{level:.0%}：{early:,.0f}–{late:,.0f}）"
+        hours_en = hours_zh = ""
+        if per_hour and reach > last:
+            more = (reach - last) / per_hour
+            hours_en = f"\n≈ {more:,.1f} more hours at the measured speed"
+            hours_zh = f"\n按实测速度还需约 {more:,.1f} 小时"
+        text = block(f"reaches {fmt(target)} at step ≈ {reach:,.0f}{rng_en}{hours_en}",
+                     f"约在第 {reach:,.0f} 步达到 {fmt(target)}{rng_zh}{hours_zh}", lang)
+        _note(ax, text, loc="center right")
+    else:
+        why_en = why_zh = ""
+        if asym is not None:
+            why_en = f": the fitted ceiling is {fmt(asym)}"
+            why_zh = f"：拟合上限为 {fmt(asym)}"
+        _note(ax, block(f"{fmt(target)} is not reached within 100× the logged steps{why_en}",
+                        f"在 100 倍已记录步数内达不到 {fmt(target)}{why_zh}", lang), loc="center right", warn=True,
+              color="#8B1A1A")
+    if asym is not None and np.isfinite(asym):
+        ax.axhline(asym, color=C_FIT, lw=1, ls=":")
+        ax.text(0.01, asym, label(f"ceiling {fmt(asym)}", f"上限 {fmt(asym)}", lang), color=C_FIT, fontsize=9,
+                transform=ax.get_yaxis_transform(), va="bottom")
+    lo_y = min(float(np.nanmin(s.values)), target)
+    hi_y = max(float(np.nanmax(s.values)), target)
+    pad = 0.12 * (hi_y - lo_y or 1.0)
+    ax.set_ylim(lo_y - pad, hi_y + pad)
+    ax.set_xlim(0, horizon)
+    ax.set_ylabel(metric_label(metric, lang))
+    if is_accuracy(metric):
+        _percent(ax)
+    # Past the end of the log, below a rising curve (above a falling one), the plot is empty.
+    ax.legend(loc="lower right" if direction > 0 else "upper right", fontsize=8.5)
+    _steps_axis(ax, horizon, lang)
+
+    # (b) backtest: the chosen model and the straight line fitted on the first half only.
+    ax_bt.set_title(label("Backtest: fitted on the first half only", "回测：仅用前一半数据拟合", lang))
+    cutoff = x[0] + 0.5 * (x[-1] - x[0])
+    train = x <= cutoff
+    ax_bt.scatter(x[train], s.values[train], s=8, color=C_TRAIN, alpha=0.5, lw=0,
+                  label=label("used for the fit", "用于拟合", lang))
+    ax_bt.scatter(x[~train], s.values[~train], s=8, color=C_GREY, alpha=0.35, lw=0,
+                  label=label("held back (to predict)", "留出（待预测）", lang))
+    grid_bt = np.linspace(max(x[0], 1.0), x[-1], 300)
+    for model, color, style in ((fit.model, C_FIT, "-"), ("linear", C_LINEAR, ":")):
+        if model == "linear" and fit.model == "linear":
+            continue
+        if int(train.sum()) < 6:
+            break
+        half = curves.fit_curve(model, s.steps[train], s.values[train], direction=direction, limits=limits)
+        if not half.converged:
+            continue
+        err = half.predict(x[~train]) - s.values[~train]
+        rmse = float(np.sqrt(np.mean(err ** 2))) if len(err) else float("nan")
+        en, zh = _MODEL_WORDS.get(model, (model, model))
+        ax_bt.plot(grid_bt, half.predict(grid_bt), color=color, lw=2, ls=style,
+                   label=label(f"{en}: RMSE on held-back part {fmt(rmse)}", f"{zh}：留出部分 RMSE {fmt(rmse)}", lang))
+    ax_bt.axvline(cutoff, color=C_GREY, lw=1, ls="-.")
+    ax_bt.set_ylabel(metric_label(metric, lang))
+    if is_accuracy(metric):
+        _percent(ax_bt)
+    ax_bt.legend(loc="lower right" if direction > 0 else "upper right", fontsize=8.5)
+    _steps_axis(ax_bt, float(x[-1]), lang)
+    _suptitle(fig, "Forecast", "预测", lang, log.name)
     return fig

@@ -140,3 +140,14 @@ def configure_matplotlib() -> CJKFont:
     matplotlib.rcParams["axes.unicode_minus"] = _covers(font.path, "\u2212")
     matplotlib.rcParams["svg.fonttype"] = "path"  # SVGs render the same without the font installed
     return font
+
+
+def has_bold(family: str) -> bool:
+    """True when matplotlib knows a bold face of ``family`` (else bold would be faked as regular
+    with a warning per text)."""
+    from matplotlib import font_manager
+
+    return any(
+        entry.name == family and (entry.weight == "bold" or (isinstance(entry.weight, int) and entry.weight >= 600))
+        for entry in font_manager.fontManager.ttflist
+    )
