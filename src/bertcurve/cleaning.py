@@ -109,7 +109,8 @@ def split_sentences(text: str) -> list[str]:
     """Cut ``text`` after sentence-ending punctuation, never inside a quotation.
 
     Closing quotes/brackets that follow the punctuation stay with the
-    sentence. The pieces are exact slices: ``"".join(pieces) == text``.
+    sentence; a quotation that closes right after such punctuation ends the
+    sentence too (``他说:“走吧。”`` | ``我笑了。``). The pieces are exact slices: ``"".join(pieces) == text``.
     A quotation that never closes ends at the end of ``text``.
     """
     pieces: list[str] = []
@@ -122,6 +123,9 @@ def split_sentences(text: str) -> list[str]:
         tok = m.group()
         if tok in PAIRS:
             stack.append(PAIRS[tok])
+        elif tok == "'" and 0 < m.start() < len(text) - 1 and text[m.start() - 1].isascii() \
+                and text[m.start() - 1].isalnum() and text[m.end()].isascii() and text[m.end()].isalnum():
+            pass  # an apostrophe (don't, 90's), not a quotation mark
         elif tok in ('"', "'"):
             # Straight quotes are their own closers: toggle.
             if stack and stack[-1] == tok:
@@ -132,6 +136,15 @@ def split_sentences(text: str) -> list[str]:
             if tok in stack:
                 while stack and stack.pop() != tok:
                     pass
+                # “……走了。” ends a sentence when the quotation itself ended with one.
+                if not stack and m.start() > start and text[m.start() - 1] in SENTENCE_END + ".":
+                    end = m.end()
+                    while end < len(text) and text[end] in CLOSERS:
+                        end += 1
+                    while i + 1 < len(tokens) and tokens[i + 1].start() < end:
+                        i += 1
+                    pieces.append(text[start:end])
+                    start = end
         elif not stack:
             end = m.end()
             # Absorb closing marks that directly follow (e.g. 。” or !)).

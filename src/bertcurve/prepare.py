@@ -30,7 +30,9 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from bertcurve import __version__, layout
-from bertcurve.charvocab import CharEncoder, Vocabulary, build_vocabulary, count_codepoints, save_tokenizer
+from bertcurve.charvocab import (
+    WHITESPACE_CODEPOINTS, CharEncoder, Vocabulary, build_vocabulary, count_codepoints, save_tokenizer,
+)
 from bertcurve.cleaning import Filter, normalize, simplified_converter, split_sentences
 from bertcurve.corpus import DEMO, InputSource, ReadOptions, ReadReport, resolve_inputs
 from bertcurve.datadir import DataDir
@@ -452,10 +454,12 @@ def _meta(config, sources, input_info, cache_key, vocab, split_stats, writers, t
           dropped, sentences_split, documents_read, domains, per_source, report, input_list,
           n_kept) -> dict[str, Any]:
     hist = writers["train"].lengths + writers["val"].lengths
+    train_counts[WHITESPACE_CODEPOINTS] = 0  # whitespace is not a token
+    all_counts[WHITESPACE_CODEPOINTS] = 0
     train_chars = int(np.count_nonzero(train_counts))
     in_vocab = np.zeros(0x110000, dtype=bool)
     in_vocab[[ord(c) for c in vocab.characters]] = True
-    total_train = int(train_counts.sum() - train_counts[0x20])
+    total_train = int(train_counts.sum())
     covered = int(train_counts[in_vocab].sum())
     n_dupes = int(dropped["duplicate"])
     top = np.argsort(-train_counts)[:20]
