@@ -137,7 +137,8 @@ class _SplitWriter:
 def _progress_bar(enabled: bool, **kwargs):
     from tqdm.auto import tqdm
 
-    return tqdm(disable=not enabled, file=sys.stderr, dynamic_ncols=True, **kwargs)
+    # delay: quick runs (and errors found at once) print no bar; leave=False: the summary line replaces it.
+    return tqdm(disable=not enabled, file=sys.stderr, dynamic_ncols=True, delay=1.0, leave=False, **kwargs)
 
 
 def _cache_key(config: PrepareConfig, sources: list[InputSource]) -> tuple[str, list[dict[str, str]]]:
