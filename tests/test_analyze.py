@@ -1,0 +1,201 @@
+"""`bertcurve analyze`: the seed's published numbers, analysis.json, and the one-line errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bertcurve import layout
+from bertcurve.analyze import analyze, cumulative_lr, summary_text
+from bertcurve.sources import Series
+
+SEED_DIR = Path("/work/shared/seed")
+SEED = SEED_DIR / "training_history_100k.json"
+needs_seed = pytest.mark.skipif(not SEED.is_file(), reason="seed history not available")
+
+
+def strict_json(path: Path) -> dict:
+    def no_constants(name):
+        raise AssertionError(f"non-standard JSON constant {name} in {path}")
+
+    return json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=no_constants)
+
+
+@pytest.fixture(scope="module")
+def seed_result(tmp_path_factory):
+    if not SEED.is_file():
+        pytest.skip("seed history not available")
+    out = tmp_path_factory.mktemp("seed") / "seed.analysis.json"
+    analyze(SEED, out=out, bootstrap=400, forecast=[200_000], target=0.6, steps_per_second=1.23)
+    return strict_json(out)
+
+
+@needs_seed
+def test_reproduces_the_seed_analysis_exactly(seed_result):
+    published = json.loads((SEED_DIR / "analysis_100k_result.json").read_text())
+    block = seed_result["seed_compatible"]
+    assert block["pearson_correlation"] == pytest.approx(published["pearson_correlation"], abs=1e-12)
+    assert block["pearson_correlation"] == pytest.approx(0.7869267513375451, abs=1e-12)
+    assert block["r_squared"] == pytest.approx(published["r_squared"], abs=1e-12)
+    for key in ("mean", "max", "min", "std"):
+        assert block["mlm_stats"][key] == published["mlm_stats"][key], key
+    assert block["loss_stats"] == published["loss_stats"]
+    assert block["total_steps"] == published["total_steps"]
+    assert block["data_points"] == published["data_points"]
+    p = seed_result["correlation"]["pearson"]
+    assert p["pvalue"] == pytest.approx(1.75e-211, rel=0.01)
+    assert round(p["ci_low"], 3) == 0.762 and round(p["ci_high"], 3) == 0.809
+    assert seed_result["correlation"]["spearman"]["statistic"] == pytest.approx(0.825, abs=5e-4)
+    assert seed_result["correlation"]["kendall"]["statistic"] == pytest.approx(0.648, abs=5e-4)
+
+
+@needs_seed
+def test_says_in_numbers_why_the_published_interval_is_too_narrow(seed_result):
+    dep = seed_result["dependence"]
+    assert dep["durbin_watson"] == pytest.approx(0.485, abs=0.005)
+    assert dep["lag1_autocorrelation"] == pytest.approx(0.753, abs=0.005)
+    assert 120 < dep["effective_sample_size"] < 160
+    assert dep["ljung_box_pvalue"] < 1e-10
+    assert dep["bootstrap_ci_width"] > 2 * dep["naive_ci_width"]
+    assert dep["adjusted_ci_width"] > 2 * dep["naive_ci_width"]
+    text = dep["explanation"]
+    for number in ("[0.762, 0.809]", "0.48", "0.75", "141"):
+        assert number in text
+    assert seed_result["linear_trend"]["slope_se_hac"] > 3 * seed_result["linear_trend"]["slope_se"]
+
+
+@needs_seed
+def test_seed_curve_is_saturating_and_the_line_loses_the_backtest(seed_result):
+    ranking = {r["model"]: r for r in seed_result["backtests"]["ranking"]}
+    chosen = seed_result["chosen_model"]["model"]
+    assert chosen != "linear"
+    assert ranking["linear"]["mean_rmse"] > 3 * ranking[chosen]["mean_rmse"]
+    f = seed_result["forecasts"][0]
+    assert f["step"] == 200_000 and f["beyond_lr_schedule"] is True
+    assert f["pi"][0] < f["value"] < f["pi"][1] <= 1.0
+    # the seed's linear cost-benefit extrapolation claimed 87.2 % at 200K; the backtested curve says far less
+    assert f["value"] < 0.75 < f["by_model"]["linear"]
+    lr = seed_result["lr_schedule"]
+    assert lr["decays_to_near_zero"] and lr["quarters"][3]["lr_area_share"] < 0.1
+    assert seed_result["phases"][0]["slope_per_1k_steps"] > 10 * abs(seed_result["phases"][3]["slope_per_1k_steps"])
+    fits = {f["model"]: f for f in seed_result["fits"]}
+    assert set(fits) == {"power_law", "exp_saturation", "log_linear", "logistic_log", "linear"}
+    for f in fits.values():
+        if f["converged"]:
+            assert f["r_squared"] > fits["linear"]["r_squared"] - 1e-12
+            assert set(f["params"]) == set(f["param_names"])
+    assert seed_result["format"] == layout.ANALYSIS_FORMAT
+    assert seed_result["target"]["first_logged_at"] is not None  # one noisy batch touched 0.6 ...
+    assert seed_result["verdict"] and "not [0.762, 0.809]" in " ".join(seed_result["verdict"])
+
+
+def _run_dir(tmp_path: Path, n: int = 60, total: int = 6000) -> Path:
+    """A synthetic bertcurve run: cosine LR, rising accuracy, eval every 10 logs, elapsed time."""
+    run = tmp_path / "run"
+    run.mkdir()
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(1, n + 1):
+        step = i * total // n
+        lr = 1e-3 * 0.5 * (1 + math.cos(math.pi * step / total))
+        acc = 0.6 - 0.5 * math.exp(-step / 1500) + rng.normal(0, 0.01)
+        lines.append({"format": layout.METRICS_FORMAT, "step": step, "split": "train", "loss": 8 - 10 * acc,
+                      "mlm_accuracy": acc, "lr": lr, "grad_norm": 1.0, "tokens_seen": step * 4096,
+                      "elapsed_s": step / 20.0, "tokens_per_s": 4096 * 20.0})
+        if i % 5 == 0:
+            lines.append({"format": layout.METRICS_FORMAT, "step": step, "split": "eval", "loss": 8 - 10 * acc,
+                          "mlm_accuracy": acc + 0.01, "mlm_top5_accuracy": acc + 0.2, "mlm_accuracy_se": 0.003,
+                          "masked_tokens": 20000, "tokens_seen": step * 4096, "elapsed_s": step / 20.0, "eval_s": 1.0})
+    (run / layout.METRICS).write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return run
+
+
+def test_run_dir_writes_analysis_json_in_the_run(tmp_path):
+    run = _run_dir(tmp_path)
+    res = analyze(run, metric="train_mlm_accuracy", target=0.55, bootstrap=100)
+    path = run / layout.ANALYSIS
+    assert res["path"] == str(path)
+    on_disk = strict_json(path)
+    assert on_disk["metric"]["name"] == "train_mlm_accuracy"
+    assert on_disk["throughput"]["steps_per_second"] == pytest.approx(20.0)
+    t = on_disk["target"]
+    assert t["step"] is not None and t["within_log"] is True  # 0.6 - 0.5 exp(-s/1500) passes 0.55 at ~3,700
+    assert t["step"] == pytest.approx(1500 * math.log(10), rel=0.15)
+    assert on_disk["lr_schedule"]["decays_to_near_zero"] is True
+    assert on_disk["forecasts"][0]["step"] == 12000
+    assert on_disk["headline"]["final_eval_mlm_accuracy"] is not None
+    assert "verdict" in summary_text(on_disk) or "结论" in summary_text(on_disk)
+    # default metric is the held-out one; hours appear for a target beyond the log
+    res2 = analyze(run, target=0.605, bootstrap=0, out=tmp_path / "eval.json")
+    assert res2["metric"]["name"] == "eval_mlm_accuracy"
+    assert res2["dependence"]["block_bootstrap"] is None
+    if res2["target"]["step"] is not None and not res2["target"]["within_log"]:
+        assert res2["target"]["hours_from_last_step"] > 0
+
+
+def test_cumulative_lr_is_the_integral():
+    lr = Series(steps=np.array([0, 10, 20, 30]), values=np.array([1.0, 1.0, 0.5, 0.0]))
+    assert cumulative_lr(lr, np.array([0.0, 10, 20, 30, 15])) == pytest.approx([0, 10, 17.5, 20, 13.75])
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bertcurve", *args], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+def _history(path: Path, steps, acc) -> Path:
+    path.write_text(json.dumps({"steps": list(steps), "mlm_acc": list(acc), "loss": [1.0] * len(acc)}))
+    return path
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    from bertcurve import cli
+
+    monkeypatch.chdir(tmp_path)
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    short = _history(tmp_path / "short.json", [1, 2, 3, 4], [0.1, 0.2, 0.3, 0.4])
+    flat = _history(tmp_path / "flat.json", range(1, 11), [0.3] * 10)
+    text = tmp_path / "bad.csv"
+    text.write_text("step,acc\n" + "".join(f"{i},{0.1 * i}\n" for i in range(1, 8)) + "8,high\n")
+    ok = _history(tmp_path / "ok.json", range(1, 11), [0.1 * i for i in range(1, 11)])
+    cases = [
+        ([str(tmp_path / "missing.json")], "log not found"),
+        ([str(empty)], "is empty"),
+        ([str(short)], "at least 5"),
+        ([str(flat)], "constant"),
+        ([str(text), "--metric-col", "acc"], "not a number"),
+        ([str(ok), "--metric", "eval_bleu"], "choose one of: train_loss, train_mlm_accuracy"),
+    ]
+    for args, message in cases:
+        code = cli.main(["analyze", *args, "--out", str(tmp_path / "x.json")])
+        err = capsys.readouterr().err
+        assert code == 2, (args, err)
+        assert message in err, (args, err)
+        assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.json").exists()
+    assert cli.main(["analyze", str(ok), "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / f"ok.{layout.ANALYSIS}").is_file()
+    assert "Pearson r" in out and "结论 verdict" in out
+
+
+def test_cli_process_error_has_no_traceback(tmp_path):
+    proc = run_cli("analyze", str(tmp_path / "missing.json"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"bertcurve: error: log not found: {tmp_path / 'missing.json'}"
+
+
+@needs_seed
+@pytest.mark.slow
+def test_cli_on_the_seed_prints_the_table(tmp_path):
+    proc = run_cli("analyze", str(SEED), "--bootstrap", "200", "--out", str(tmp_path / "a.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert "0.7869" in proc.stdout and "[0.762, 0.809]" in proc.stdout
+    assert "effective n" in proc.stdout
