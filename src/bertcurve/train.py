@@ -1,0 +1,749 @@
+"""Pretrain a BERT masked language model on a prepared data directory.
+
+    bertcurve train --data DATA_DIR --out RUN_DIR [--preset NAME] [--config FILE] [overrides]
+
+Writes RUN_DIR/config.json, RUN_DIR/metrics.jsonl (training and fixed-mask
+held-out evaluation records), RUN_DIR/checkpoints/step-XXXXXXXX/ and the
+final Hugging Face model in RUN_DIR/final/. A run killed at any moment
+continues exactly with `--resume auto` (the default). See docs/run-dir.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from bertcurve import layout
+from bertcurve.config import (
+    PRESETS,
+    SCHEDULES,
+    SpeedConfig,
+    TrainConfig,
+    build_config,
+    shape_of,
+    to_dict,
+    validate_speed,
+)
+from bertcurve.errors import UserError
+from bertcurve.fsutil import read_json, staged_directory, write_json
+
+TENSORBOARD_DIR = "tensorboard"
+
+
+# ------------------------------------------------------------ distributed
+@dataclass(frozen=True)
+class Dist:
+    """Rank information; only rank 0 writes files or prints."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "Dist":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        return cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _derived_seed(seed: int, *stream: int) -> int:
+    digest = hashlib.sha256(repr((seed, *stream)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class _Interrupt:
+    """First Ctrl-C / SIGTERM: finish the step, checkpoint, stop. Second: stop now."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "_Interrupt":
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or interrupted) run did."""
+
+    run_dir: Path
+    step: int
+    max_steps: int
+    completed: bool
+    final_eval: dict[str, Any] | None = None
+    parameters: int = 0
+    constant_guess_accuracy: float | None = None
+    resumed_from: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _resolve_device(speed: SpeedConfig):
+    import torch
+
+    if speed.device == "cuda" or (speed.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    else:
+        device = torch.device("cpu")
+    if speed.dtype == "bf16" or (speed.dtype == "auto" and device.type == "cuda"):
+        amp = torch.bfloat16
+    else:
+        amp = None
+    return device, amp
+
+
+def _autocast(device, amp):
+    import torch
+
+    if amp is None:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp)
+
+
+def _saved_run_config(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / layout.RUN_CONFIG
+    if not path.is_file():
+        return None
+    obj = read_json(path, "run config")
+    if not isinstance(obj, dict) or obj.get("format") != layout.RUN_CONFIG_FORMAT:
+        raise UserError(f"{path} is not a bertcurve run config ({layout.RUN_CONFIG_FORMAT}); "
+                        "choose another --out")
+    return obj
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            out += _diff(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [f"{prefix[:-1]}: {a!r} -> {b!r}"]
+
+
+def train(
+    data: str | Path,
+    out: str | Path,
+    *,
+    preset: str | None = None,
+    config: str | Path | Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    resume: str | Path = "auto",
+    speed: SpeedConfig | None = None,
+    tensorboard: bool = False,
+    quiet: bool = False,
+    log: Callable[[str], None] | None = None,
+    _fault: Callable[[str, int], None] | None = None,
+) -> TrainResult:
+    """Pretrain BERT on the data dir ``data`` into the run dir ``out``.
+
+    The config is ``preset`` (default ``demo``; when resuming, the run's
+    saved config) updated by the JSON file ``config`` and then by
+    ``overrides`` (dotted or plain field names, e.g. ``{"lr": 1e-3}``).
+    ``resume``: ``"auto"`` continues from the newest intact checkpoint (or
+    starts fresh), ``"none"`` refuses to touch a run dir that already has a
+    run, a path resumes from that checkpoint folder. Returns a
+    :class:`TrainResult`; a Ctrl-C or SIGTERM saves a checkpoint and returns
+    with ``completed=False``.
+    """
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # save_pretrained's shard bar would clutter our output
+    dist = Dist.from_env()
+    emit = log or (lambda msg: print(msg, flush=True))
+    say = (lambda msg: None) if (quiet or not dist.is_main) else emit
+    warn = (lambda msg: None) if not dist.is_main else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    speed = speed or SpeedConfig()
+    problems = validate_speed(speed)
+    if problems:
+        raise UserError("invalid speed settings: " + "; ".join(problems))
+    run_dir = Path(out)
+    resume_str = str(resume)
+    if resume_str not in ("auto", "none") and not Path(resume_str).is_dir():
+        raise UserError(f"--resume {resume_str}: no such checkpoint folder; use auto, none or a "
+                        f"{layout.CHECKPOINTS_DIR}/step-N folder")
+
+    from bertcurve.datadir import DataDir
+
+    data_dir = DataDir(data)
+    tokenizer = data_dir.tokenizer()
+    vocab_size = len(tokenizer)
+
+    from bertcurve.checkpoint import RunLock
+
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} exists and is not a directory")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir, warn=warn) if dist.is_main else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, config,
+                             overrides, resume_str, speed, tensorboard, say, warn, dist, _fault,
+                             quiet)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, config, overrides,
+                  resume_str, speed, tensorboard, say, warn, dist, _fault, quiet) -> TrainResult:
+    from bertcurve import checkpoint as ckpt
+    from bertcurve import metrics_log
+    from bertcurve.batches import SpecialIds, TrainStream, build_eval_set, make_examples
+    from bertcurve.model import TrainingModule, build_model, count_parameters, forward, param_groups
+    from bertcurve.progress import Progress
+    from bertcurve.schedule import lr_at
+
+    # ---------------------------------------------------------- config
+    saved = _saved_run_config(run_dir)
+    has_history = bool(ckpt.list_checkpoints(run_dir)) or (run_dir / layout.METRICS).exists()
+    if resume_str == "none" and (saved is not None or has_history):
+        raise UserError(f"{run_dir} already holds a run; continue it with --resume auto or "
+                        "choose a new --out")
+    if preset is None and config is None and saved is not None:
+        cfg = build_config(None, saved["train"], overrides)
+    else:
+        cfg = build_config(preset or "demo", config, overrides)
+    from bertcurve.config import validate
+
+    problems = validate(cfg, vocab_size)
+    if problems:
+        raise UserError("; ".join(problems))
+    tok_hash = ckpt.tokenizer_hash(data_dir.path)
+
+    # ---------------------------------------------------------- resume point
+    loaded = None
+    if resume_str == "auto":
+        if dist.is_main:
+            ckpt.remove_temporary(run_dir)
+        loaded = ckpt.latest_good_checkpoint(run_dir, warn=warn)
+        if loaded is None and ckpt.list_checkpoints(run_dir):
+            warn("warning: no intact checkpoint left; starting from step 0")
+    elif resume_str != "none":
+        try:
+            loaded = ckpt.load_checkpoint(Path(resume_str))
+        except ckpt.CorruptCheckpoint as exc:
+            raise UserError(f"checkpoint {resume_str} is damaged: {exc}; "
+                            "resume with --resume auto to use the newest intact one") from None
+    if loaded is not None:
+        old_cfg = loaded.meta.get("config", {})
+        if loaded.meta.get("tokenizer_sha256") != tok_hash:
+            raise UserError(
+                f"checkpoint {loaded.path.name} was trained with a different tokenizer than "
+                f"{data_dir.path} (vocabulary hash differs); resume with the data dir it was "
+                "trained on, or start a new run with another --out"
+            )
+        old_shape = loaded.meta.get("shape")
+        if old_shape != shape_of(cfg) or loaded.meta.get("vocab_size") != vocab_size:
+            changes = _diff(old_shape, shape_of(cfg)) or ["vocab_size"]
+            raise UserError(
+                f"checkpoint {loaded.path.name} has a different model shape ({'; '.join(changes)}); "
+                "resume with the same model settings, or start a new run with another --out"
+            )
+        changed = _diff(old_cfg, to_dict(cfg))
+        if changed:
+            warn("warning: config differs from the checkpoint's (the run is no longer an exact "
+                 "continuation): " + "; ".join(changed))
+        if loaded.step > cfg.optim.max_steps:
+            raise UserError(f"checkpoint is at step {loaded.step}, beyond max_steps "
+                            f"{cfg.optim.max_steps}; raise --max-steps")
+    start_step = loaded.step if loaded is not None else 0
+
+    # ---------------------------------------------------------- devices, model
+    threads = speed.threads or (1 if cfg.model.hidden_size <= 64 else 0)
+    if threads:
+        # Tiny matrices gain nothing from threads and lose a lot when the CPU is shared.
+        torch.set_num_threads(threads)
+    device, amp = _resolve_device(speed)
+    if device.type == "cpu" and amp is not None:
+        warn("warning: bf16 on a CPU without native bf16 support is many times slower than fp32")
+    special = SpecialIds.from_tokenizer(tokenizer)
+    torch.manual_seed(cfg.seed)
+    net = build_model(cfg.model, vocab_size, nsp=cfg.data.nsp, pad_token_id=special.pad)
+    n_params = count_parameters(net)
+    if loaded is not None:
+        missing, unexpected = net.load_state_dict(loaded.weights, strict=False)
+        tied = set(getattr(net, "_tied_weights_keys", None) or {})
+        real_missing = [k for k in missing if k not in tied and not k.endswith("decoder.weight")
+                        and not k.endswith("decoder.bias")]
+        if real_missing or unexpected:
+            raise UserError(f"checkpoint {loaded.path.name} does not match the model "
+                            f"(missing {real_missing[:3]}, unexpected {list(unexpected)[:3]})")
+        net.tie_weights()
+    net.to(device)
+    net.train()
+
+    ddp_net = net
+    if dist.world_size > 1:
+        import torch.distributed as tdist
+
+        if not tdist.is_initialized():
+            tdist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # DDP must see the forward call to synchronise gradients, so it wraps
+        # a module whose forward is the masked-positions-only loss.
+        ddp_net = torch.nn.parallel.DistributedDataParallel(
+            TrainingModule(net), device_ids=[device.index] if device.type == "cuda" else None)
+
+    def step_forward(batch):
+        return ddp_net(batch) if dist.world_size > 1 else forward(net, batch)
+
+    fused = device.type in ("cuda", "cpu")
+    try:
+        opt = torch.optim.AdamW(param_groups(net, cfg.optim.weight_decay), lr=cfg.optim.lr,
+                                betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
+                                fused=fused)
+    except (RuntimeError, TypeError):
+        opt = torch.optim.AdamW(param_groups(net, cfg.optim.weight_decay), lr=cfg.optim.lr,
+                                betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps)
+    if loaded is not None:
+        try:
+            opt.load_state_dict(loaded.training_state["optimizer"])
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise UserError(f"checkpoint {loaded.path.name}: optimizer state does not fit ({exc})") from None
+        rng = loaded.training_state.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and device.type == "cuda":
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+    # ---------------------------------------------------------- data
+    t0 = time.monotonic()
+    train_examples = make_examples(data_dir.split("train"), seq_len=cfg.data.seq_len,
+                                   special=special, whole_word=cfg.data.whole_word, nsp=cfg.data.nsp)
+    val_examples = make_examples(data_dir.split("val"), seq_len=cfg.data.seq_len, special=special,
+                                 whole_word=cfg.data.whole_word, nsp=cfg.data.nsp)
+    stream = TrainStream(train_examples, micro_batch=cfg.optim.micro_batch,
+                         mask_prob=cfg.data.mask_prob, seed=cfg.seed)
+    eval_set = build_eval_set(val_examples, eval_tokens=cfg.eval.eval_tokens,
+                              mask_prob=cfg.data.mask_prob, eval_seed=cfg.eval.eval_seed,
+                              batch_size=max(cfg.optim.micro_batch, 32))
+    labels = torch.cat([b.labels[b.labels >= 0] for b in eval_set.batches])
+    constant_guess = float(torch.bincount(labels).max()) / max(1, int(labels.numel()))
+    if loaded is not None:
+        old_fp = loaded.meta.get("eval_fingerprint")
+        if old_fp and old_fp != eval_set.fingerprint:
+            warn("warning: the held-out evaluation set differs from the checkpoint's "
+                 "(different data or eval settings); eval accuracies are not comparable")
+    say(f"data: {len(train_examples):,} training {'pairs' if cfg.data.nsp else 'sequences'}, "
+        f"eval set {eval_set.sequences:,} sequences / {eval_set.masked_tokens:,} masked tokens "
+        f"(constant-guess accuracy {constant_guess:.4f}), prepared in {time.monotonic() - t0:.1f}s")
+    arch = "BertForPreTraining (MLM+NSP)" if cfg.data.nsp else "BertForMaskedLM"
+    say(f"model: {arch}, {n_params:,} parameters ({n_params / 1e6:.2f}M), vocab {vocab_size:,}, "
+        f"device {device.type}{' bf16 autocast' if amp is not None else ' fp32'}")
+
+    # ---------------------------------------------------------- run files
+    tb = None
+    if dist.is_main:
+        write_json(run_dir / layout.RUN_CONFIG, {
+            "format": layout.RUN_CONFIG_FORMAT,
+            "train": to_dict(cfg),
+            "speed": to_dict(speed),
+            "preset": preset,
+            "data_dir": str(Path(data_dir.path).resolve()),
+            "tokenizer_sha256": tok_hash,
+            "vocab_size": vocab_size,
+            "parameters": n_params,
+            "architecture": arch,
+            "eval_set": {"masked_tokens": eval_set.masked_tokens, "sequences": eval_set.sequences,
+                         "fingerprint": eval_set.fingerprint,
+                         "constant_guess_accuracy": constant_guess},
+            "world_size": dist.world_size,
+        })
+        dropped = metrics_log.truncate_after(run_dir / layout.METRICS, start_step)
+        if dropped and loaded is not None:
+            say(f"resume: dropped {dropped} metrics line(s) newer than step {start_step}")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise UserError("--tensorboard needs the tensorboard package; "
+                                "install it with `pip install tensorboard`") from None
+            tb = SummaryWriter(str(run_dir / TENSORBOARD_DIR), purge_step=start_step + 1)
+    writer = metrics_log.MetricsWriter(run_dir / layout.METRICS if dist.is_main else None)
+
+    # ---------------------------------------------------------- helpers
+    elapsed_before = float(loaded.meta.get("elapsed_s", 0.0)) if loaded is not None else 0.0
+    tokens_seen = int(loaded.meta.get("tokens_seen", 0)) if loaded is not None else 0
+    clock0 = time.monotonic()
+
+    def elapsed() -> float:
+        return elapsed_before + time.monotonic() - clock0
+
+    last_good = {"step": start_step if loaded is not None else None}
+
+    def write_record(record: dict[str, Any]) -> None:
+        try:
+            writer.write(record)
+        except OSError as exc:
+            raise _write_failure("metrics.jsonl", exc, last_good["step"]) from None
+        if tb is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("step",) and value is not None:
+                    tb.add_scalar(f"{record['split']}/{key}", value, record["step"])
+
+    def evaluate(step: int) -> dict[str, Any]:
+        started = time.monotonic()
+        net.eval()
+        loss_sum = correct = top5 = 0.0
+        nsp_correct = n_pairs = 0
+        with torch.inference_mode(), _autocast(device, amp):
+            for b in eval_set.batches:
+                o = forward(net, b.to(device), topk=True)
+                loss_sum += float(o.mlm_loss_sum)
+                correct += float(o.mlm_correct)
+                top5 += float(o.mlm_top5)
+                if o.nsp_correct is not None:
+                    nsp_correct += int(o.nsp_correct)
+                    n_pairs += o.n_pairs
+        net.train()
+        n = eval_set.masked_tokens
+        acc = correct / n
+        rec = {"step": step, "split": "eval", "loss": loss_sum / n, "mlm_accuracy": acc,
+               "mlm_top5_accuracy": top5 / n, "mlm_accuracy_se": math.sqrt(acc * (1 - acc) / n),
+               "masked_tokens": n, "tokens_seen": tokens_seen}
+        if n_pairs:
+            rec["nsp_accuracy"] = nsp_correct / n_pairs
+        rec["elapsed_s"] = round(elapsed(), 3)
+        rec["eval_s"] = round(time.monotonic() - started, 3)
+        return rec
+
+    def save(step: int) -> None:
+        if not dist.is_main:
+            return
+        state = {"optimizer": opt.state_dict(), "rng": {"torch": torch.get_rng_state()}}
+        if device.type == "cuda":
+            state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+        meta = {
+            "micro_batches": step * cfg.optim.grad_accum,
+            "examples_seen": step * cfg.optim.grad_accum * cfg.optim.micro_batch,
+            "epoch": stream.epoch_of(step * cfg.optim.grad_accum),
+            "tokens_seen": tokens_seen,
+            "elapsed_s": round(elapsed(), 3),
+            "config": to_dict(cfg),
+            "shape": shape_of(cfg),
+            "vocab_size": vocab_size,
+            "tokenizer_sha256": tok_hash,
+            "eval_fingerprint": eval_set.fingerprint,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        before = (lambda tmp: _fault("checkpoint-before-rename", step)) if _fault else None
+        try:
+            ckpt.save_checkpoint(run_dir, step, net, state, meta, before_rename=before)
+        except OSError as exc:
+            raise _write_failure("a checkpoint", exc, last_good["step"]) from None
+        last_good["step"] = step
+        ckpt.prune_checkpoints(run_dir, cfg.eval.keep, cfg.eval.save_at)
+
+    # ---------------------------------------------------------- loop
+    o = cfg.optim
+    total_steps = o.max_steps
+    progress = Progress(total_steps, start_step, enabled=dist.is_main and not quiet)
+    if loaded is not None:
+        say(f"resumed from {loaded.path.name} (step {start_step}/{total_steps})")
+    if start_step == 0:
+        rec = evaluate(0)
+        write_record(rec)
+        progress.eval_acc = rec["mlm_accuracy"]
+    if speed.compile:
+        net.bert.compile()  # in place: parameter names (and checkpoints) stay the same
+    interval_tokens, interval_start = 0, time.monotonic()
+    last_eval: dict[str, Any] | None = None
+    interrupted = False
+    step = start_step
+    params = [p for p in net.parameters() if p.requires_grad]
+    with _Interrupt() as interrupt:
+        try:
+            while step < total_steps:
+                step += 1
+                lr = lr_at(step, peak_lr=o.lr, warmup_steps=o.warmup_steps, max_steps=o.max_steps,
+                           schedule=o.schedule, min_lr_ratio=o.min_lr_ratio)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                # Dropout draws from the global generator: seed it per step so a
+                # resumed run draws exactly what an uninterrupted one would.
+                torch.manual_seed(_derived_seed(cfg.seed, 7, step, dist.rank))
+                first = (step - 1) * o.grad_accum
+                mine = [first + j for j in range(o.grad_accum) if j % dist.world_size == dist.rank]
+                batches = [stream.batch(k) for k in mine]
+                n_masked = sum(b.n_masked for b in batches)
+                n_pairs = sum(len(b.next_sentence_label) for b in batches
+                              if b.next_sentence_label is not None)
+                n_tokens = sum(b.n_tokens for b in batches)
+                if dist.world_size > 1:
+                    import torch.distributed as tdist
+
+                    counts = torch.tensor([n_masked, n_pairs, n_tokens], dtype=torch.long,
+                                          device=device)
+                    tdist.all_reduce(counts)
+                    n_masked, n_pairs, n_tokens = (int(x) for x in counts.tolist())
+                    scale = dist.world_size  # DDP averages gradients over ranks
+                else:
+                    scale = 1
+                loss_sum = correct = 0.0
+                nsp_loss_sum = nsp_correct = 0.0
+                for i, b in enumerate(batches):
+                    sync = (dist.world_size == 1 or i == len(batches) - 1)
+                    ctx = nullcontext() if sync else ddp_net.no_sync()
+                    with ctx, _autocast(device, amp):
+                        out = step_forward(b.to(device))
+                        loss = out.mlm_loss_sum / n_masked
+                        if out.nsp_loss_sum is not None:
+                            loss = loss + out.nsp_loss_sum / max(1, n_pairs)
+                            nsp_loss_sum += float(out.nsp_loss_sum.detach())
+                            nsp_correct += float(out.nsp_correct)
+                        (loss * scale).backward()
+                    loss_sum += float(out.mlm_loss_sum.detach())
+                    correct += float(out.mlm_correct)
+                if _fault:
+                    _fault("after-backward", step)
+                if dist.world_size > 1:
+                    stats = torch.tensor([loss_sum, correct, nsp_loss_sum, nsp_correct],
+                                         dtype=torch.float64, device=device)
+                    tdist.all_reduce(stats)
+                    loss_sum, correct, nsp_loss_sum, nsp_correct = stats.tolist()
+                step_loss = loss_sum / n_masked
+                if not math.isfinite(step_loss):
+                    raise UserError(
+                        f"training loss became {step_loss} at step {step} (lr {lr:.3g}); stopped. "
+                        f"The last good checkpoint ({_ckpt_name(last_good['step'])}) and "
+                        "metrics.jsonl are kept; lower --lr or --clip, or check the data"
+                    )
+                max_norm = o.clip if o.clip > 0 else float("inf")
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+                if not math.isfinite(grad_norm):
+                    raise UserError(
+                        f"gradient norm became {grad_norm} at step {step} (lr {lr:.3g}); stopped. "
+                        f"The last good checkpoint ({_ckpt_name(last_good['step'])}) is kept; "
+                        "lower --lr or set --clip"
+                    )
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                tokens_seen += n_tokens
+                interval_tokens += n_tokens
+
+                if step % cfg.log_every == 0 or step == total_steps:
+                    now = time.monotonic()
+                    tps = interval_tokens / max(1e-9, now - interval_start)
+                    interval_tokens, interval_start = 0, now
+                    rec = {"step": step, "split": "train", "loss": step_loss,
+                           "mlm_accuracy": correct / n_masked, "lr": lr, "grad_norm": grad_norm,
+                           "tokens_seen": tokens_seen,
+                           "epoch": round(stream.epoch_of(step * o.grad_accum), 6)}
+                    if n_pairs:
+                        rec["nsp_accuracy"] = nsp_correct / n_pairs
+                        rec["nsp_loss"] = nsp_loss_sum / n_pairs
+                    rec["elapsed_s"] = round(elapsed(), 3)
+                    rec["tokens_per_s"] = round(tps, 1)
+                    write_record(rec)
+                    progress.update(step, loss=step_loss, lr=lr, tokens_per_s=tps)
+                if step % cfg.eval_every == 0 or step == total_steps:
+                    last_eval = evaluate(step) if dist.is_main else None
+                    if last_eval is not None:
+                        write_record(last_eval)
+                        progress.eval_acc = last_eval["mlm_accuracy"]
+                    if _fault:
+                        _fault("after-eval", step)
+                if step % cfg.save_every == 0 or step in cfg.eval.save_at or step == total_steps:
+                    save(step)
+                    if _fault:
+                        _fault("after-checkpoint", step)
+                if interrupt.requested:
+                    interrupted = True
+                    break
+        except KeyboardInterrupt:
+            progress.close()
+            writer.close()
+            raise
+        except torch.cuda.OutOfMemoryError:
+            raise UserError(
+                f"CUDA ran out of memory at micro-batch {o.micro_batch} x seq-len "
+                f"{cfg.data.seq_len}; lower --micro-batch (raise --grad-accum to keep the "
+                "effective batch) or --seq-len"
+            ) from None
+        finally:
+            progress.close()
+            writer.close()
+            if tb is not None:
+                tb.close()
+
+    if interrupted:
+        if last_good["step"] != step:
+            save(step)
+        say(f"interrupted: checkpoint saved at step {step}/{total_steps}; "
+            f"continue with `bertcurve train --out {run_dir} --data {data_dir.path}`")
+        return TrainResult(run_dir, step, total_steps, False, last_eval, n_params, constant_guess,
+                           start_step if loaded is not None else None)
+
+    if dist.is_main:
+        if last_eval is None and start_step == total_steps:
+            # Resumed a finished run (e.g. killed while writing final/): take the logged eval.
+            evals = [r for r in metrics_log.read_records(run_dir / layout.METRICS)
+                     if r.get("split") == "eval"]
+            last_eval = evals[-1] if evals else None
+        try:
+            _save_final(net, data_dir.path, run_dir / layout.FINAL_MODEL_DIR)
+        except OSError as exc:
+            raise _write_failure("the final model", exc, last_good["step"]) from None
+        if last_eval is not None:
+            say(f"done: step {step}, held-out accuracy {last_eval['mlm_accuracy']:.4f} "
+                f"± {last_eval.get('mlm_accuracy_se', 0):.4f} (constant guess {constant_guess:.4f}), "
+                f"top-5 {last_eval.get('mlm_top5_accuracy', 0):.4f}, "
+                f"{elapsed():.0f}s; model in {run_dir / layout.FINAL_MODEL_DIR}")
+    if dist.world_size > 1:
+        import torch.distributed as tdist
+
+        tdist.barrier()
+    return TrainResult(run_dir, step, total_steps, True, last_eval, n_params, constant_guess,
+                       start_step if loaded is not None else None)
+
+
+def _ckpt_name(step: int | None) -> str:
+    return "none yet" if step is None else layout.checkpoint_dir_name(step)
+
+
+def _write_failure(what: str, exc: OSError, last_step: int | None) -> UserError:
+    reason = exc.strerror or str(exc)
+    return UserError(
+        f"could not write {what} ({reason}{': ' + str(exc.filename) if exc.filename else ''}); "
+        f"training stopped. The last good checkpoint ({_ckpt_name(last_step)}) and metrics.jsonl "
+        "are intact: free space or fix permissions, then run the same command again to resume"
+    )
+
+
+def _save_final(net, data_path: Path, final: Path) -> None:
+    """``final/``: Hugging Face model + the data dir's tokenizer files, atomically."""
+    with staged_directory(final) as tmp:
+        net.save_pretrained(str(tmp), safe_serialization=True)
+        for name in os.listdir(data_path):
+            if name.startswith("tokenizer") or name in (layout.VOCAB_TXT, "special_tokens_map.json"):
+                src = Path(data_path) / name
+                if src.is_file():
+                    shutil.copy2(src, tmp / name)
+
+
+# ------------------------------------------------------------------ CLI
+_OVERRIDES: list[tuple[str, str, type, str]] = [
+    # (option, config field, type, help)
+    ("--max-steps", "optim.max_steps", int, "optimizer steps of the whole run"),
+    ("--lr", "optim.lr", float, "peak learning rate"),
+    ("--warmup-steps", "optim.warmup_steps", int, "linear warm-up steps"),
+    ("--schedule", "optim.schedule", str, f"learning-rate decay after warm-up: {', '.join(SCHEDULES)}"),
+    ("--min-lr-ratio", "optim.min_lr_ratio", float, "final learning rate as a fraction of --lr"),
+    ("--weight-decay", "optim.weight_decay", float, "AdamW weight decay (not on biases/LayerNorm)"),
+    ("--micro-batch", "optim.micro_batch", int, "sequences per forward/backward pass"),
+    ("--grad-accum", "optim.grad_accum", int, "micro-batches per optimizer step"),
+    ("--clip", "optim.clip", float, "gradient-norm clipping threshold (0 disables)"),
+    ("--seq-len", "data.seq_len", int, "tokens per sequence including [CLS]/[SEP] (default 128)"),
+    ("--mask-prob", "data.mask_prob", float, "fraction of tokens selected for prediction (default 0.15)"),
+    ("--hidden-size", "model.hidden_size", int, "model width"),
+    ("--layers", "model.num_layers", int, "number of encoder layers"),
+    ("--heads", "model.num_heads", int, "attention heads per layer"),
+    ("--ffn", "model.intermediate_size", int, "feed-forward inner width"),
+    ("--eval-every", "eval.eval_every", int, "steps between held-out evaluations (0: max_steps/100)"),
+    ("--eval-tokens", "eval.eval_tokens", int, "masked tokens in the fixed held-out set"),
+    ("--eval-seed", "eval.eval_seed", int, "seed of the held-out set's masks"),
+    ("--log-every", "eval.log_every", int, "steps between training-metric lines (0: max_steps/1000)"),
+    ("--save-every", "eval.save_every", int, "steps between checkpoints (0: max_steps/10)"),
+    ("--keep", "eval.keep", int, "most recent checkpoints to keep (milestones are kept too)"),
+    ("--seed", "seed", int, "seed of initialisation, data order, masks and dropout"),
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="prepared data directory (bertcurve prepare)")
+    parser.add_argument("--out", required=True, help="run directory to create or continue")
+    parser.add_argument("--preset", choices=list(PRESETS), default=None,
+                        help="starting settings (default: demo, or the run's saved config when resuming)")
+    parser.add_argument("--config", default=None,
+                        help="JSON file of settings ({\"optim\": {\"lr\": 1e-3}, ...}) or a run's config.json")
+    parser.add_argument("--resume", default="auto",
+                        help="auto (default: newest intact checkpoint, else start), none (refuse an "
+                             "existing run) or a checkpoint folder")
+    results = parser.add_argument_group("settings that change results (override the preset)")
+    for option, name, typ, help_text in _OVERRIDES:
+        kwargs: dict[str, Any] = {"type": typ, "default": None, "help": help_text,
+                                  "dest": "ov_" + name.replace(".", "__")}
+        if option == "--schedule":
+            kwargs["choices"] = list(SCHEDULES)
+        results.add_argument(option, **kwargs)
+    results.add_argument("--save-at", default=None,
+                         help="comma-separated milestone steps whose checkpoints are never pruned")
+    results.add_argument("--whole-word", action="store_true", default=None,
+                         help="mask whole jieba words (data dir prepared with --whole-word)")
+    results.add_argument("--nsp", action="store_true", default=None,
+                         help="also train next-sentence prediction on 50/50 adjacent/random pairs")
+    results.add_argument("--untied", action="store_true", default=None,
+                         help="separate MLM output matrix instead of sharing the input embeddings")
+    speed = parser.add_argument_group("settings that change speed only")
+    speed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                       help="where to train (auto: CUDA when available)")
+    speed.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
+                       help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    speed.add_argument("--compile", action="store_true", help="torch.compile the encoder (GPU)")
+    speed.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also write TensorBoard events to RUN_DIR/tensorboard (needs tensorboard)")
+    parser.add_argument("--quiet", action="store_true", help="print only errors and warnings")
+
+
+def _parse_save_at(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise UserError(f"--save-at must be comma-separated step numbers, got {text!r}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    for _, name, _, _ in _OVERRIDES:
+        value = getattr(args, "ov_" + name.replace(".", "__"))
+        if value is not None:
+            overrides[name] = value
+    save_at = _parse_save_at(args.save_at)
+    if save_at is not None:
+        overrides["eval.save_at"] = list(save_at)
+    if args.whole_word:
+        overrides["data.whole_word"] = True
+    if args.nsp:
+        overrides["data.nsp"] = True
+    if args.untied:
+        overrides["model.tie_word_embeddings"] = False
+    result = train(
+        args.data, args.out, preset=args.preset, config=args.config, overrides=overrides,
+        resume=args.resume,
+        speed=SpeedConfig(device=args.device, dtype=args.dtype, compile=args.compile,
+                          threads=args.threads),
+        tensorboard=args.tensorboard, quiet=args.quiet,
+    )
+    return 0 if result.completed else 130
