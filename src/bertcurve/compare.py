@@ -1,0 +1,287 @@
+"""Compare the headline figures of several runs or logs, and say where they are not like for like.
+
+Each source is analysed as `bertcurve analyze` would (nothing is written next to
+it); the table shows Pearson r, R², mean and max of the metric, final loss,
+final held-out accuracy and the forecast at a common step, with differences
+against the first source, like the seed's 50K-vs-100K table. Because r and the
+mean depend on the window they are computed over, the same figures are also
+given over the window every run covers.
+
+examples:
+  bertcurve compare runs/50k runs/100k
+  bertcurve compare runs/demo ../shared/seed/training_history_100k.json --at-step 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from bertcurve import __version__, layout
+from bertcurve import stats as st
+from bertcurve.analyze import analyze
+from bertcurve.errors import UserError
+from bertcurve.fsutil import write_json
+from bertcurve.sources import load_log
+
+# (key, label, format) of the headline rows, in table order.
+ROWS: list[tuple[str, str, str]] = [
+    ("pearson_r", "Pearson r", ".4f"),
+    ("r_squared", "R²", ".4f"),
+    ("r_ci_low", "r CI low (dependence-aware)", ".3f"),
+    ("r_ci_high", "r CI high (dependence-aware)", ".3f"),
+    ("effective_n", "有效样本量 effective n", ".0f"),
+    ("mean", "均值 mean", ".4f"),
+    ("max", "最大 max", ".4f"),
+    ("final_mean", "末10%均值 mean of last 10 %", ".4f"),
+    ("final_loss", "最终损失 final loss", ".4f"),
+    ("final_eval_accuracy", "最终验证准确率 final eval acc", ".4f"),
+    ("forecast", "预测 forecast @ common step", ".4f"),
+    ("window_pearson_r", "r over the common window", ".4f"),
+    ("window_mean", "mean over the common window", ".4f"),
+]
+
+
+def _row(res: dict, common_step: float, window_end: float, log_values: tuple[np.ndarray, np.ndarray]) -> dict:
+    dep = res["dependence"]
+    boot = dep.get("block_bootstrap")
+    ci = [boot["ci_low"], boot["ci_high"]] if boot else dep["adjusted_fisher_ci"]
+    head = res["headline"]
+    loss_key = "final_eval_loss" if res["metric"]["name"].startswith("eval_") and "final_eval_loss" in head \
+        else ("final_train_loss" if "final_train_loss" in head else "final_eval_loss")
+    fc = next((f for f in res["forecasts"] if f["step"] == common_step), None)
+    steps, values = log_values
+    in_window = steps <= window_end
+    window_r = None
+    if in_window.sum() >= 3 and np.ptp(values[in_window]) > 0:
+        window_r = st.pearson(steps[in_window], values[in_window]).statistic
+    return {
+        "name": res["source"]["name"],
+        "path": res["source"]["path"],
+        "kind": res["source"]["kind"],
+        "metric": res["metric"]["name"],
+        "n": res["metric"]["n"],
+        "first_step": res["metric"]["first_step"],
+        "last_step": res["metric"]["last_step"],
+        "pearson_r": res["correlation"]["pearson"]["statistic"],
+        "r_squared": res["correlation"]["pearson"]["statistic"] ** 2,
+        "r_ci_low": ci[0],
+        "r_ci_high": ci[1],
+        "effective_n": dep["effective_sample_size"],
+        "mean": res["descriptive"]["mean"],
+        "max": res["descriptive"]["max"],
+        "final_mean": head["mean_last_10pct"],
+        "final_loss": head.get(loss_key),
+        "final_loss_metric": loss_key.removeprefix("final_") if head.get(loss_key) is not None else None,
+        "final_eval_accuracy": head.get("final_eval_mlm_accuracy"),
+        "forecast": None if fc is None else fc.get("value"),
+        "forecast_pi": None if fc is None else fc.get("pi"),
+        "forecast_model": None if fc is None else fc.get("model"),
+        "forecast_is_extrapolation": bool(fc and fc["extrapolation"]),
+        "window_pearson_r": window_r,
+        "window_mean": float(np.mean(values[in_window])) if in_window.any() else None,
+        "chosen_model": res["chosen_model"]["model"],
+        "verdict": res["verdict"][:2],
+    }
+
+
+def _differences(rows: list[dict]) -> list[dict]:
+    base = rows[0]
+    out = []
+    for r in rows[1:]:
+        d: dict[str, Any] = {"name": r["name"], "against": base["name"]}
+        for key, _, _ in ROWS:
+            a, b = base.get(key), r.get(key)
+            if a is None or b is None:
+                d[key] = None
+                continue
+            d[key] = {"difference": b - a, "percent": (b - a) / abs(a) * 100 if a else None}
+        out.append(d)
+    return out
+
+
+def _config(log_meta: dict) -> dict:
+    cfg = log_meta.get("config") or {}
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _like_for_like_notes(rows: list[dict], metas: list[dict], window_end: float, common_step: float) -> list[str]:
+    notes = []
+    metrics = {r["metric"] for r in rows}
+    if len(metrics) > 1:
+        notes.append(f"different metrics are compared ({', '.join(sorted(metrics))}): a training-batch accuracy "
+                     f"and a held-out accuracy measure different things")
+    if any(r["metric"] == "train_mlm_accuracy" for r in rows):
+        notes.append("train_mlm_accuracy is the accuracy of one training batch per log line (the seed's measure): "
+                     "noisy and not held-out")
+    windows = {(r["first_step"], r["last_step"]) for r in rows}
+    if len(windows) > 1:
+        spans = ", ".join(f"{r['name']} {r['first_step']:,}–{r['last_step']:,}" for r in rows)
+        notes.append(f"different step windows ({spans}): Pearson r, R² and the mean depend on the window they "
+                     f"are computed over (on a saturating curve r falls as the flat tail grows); compare the "
+                     f"'common window' rows "
+                     f"(steps ≤ {window_end:,.0f}) instead")
+    kinds = {r["kind"] for r in rows}
+    if len(kinds) > 1:
+        notes.append(f"logs of different kinds ({', '.join(sorted(kinds))}): logging cadence and metric "
+                     f"definitions may differ")
+    fingerprints = {}
+    for r, meta in zip(rows, metas):
+        eval_set = _config(meta).get("eval_set") or {}
+        if eval_set.get("fingerprint"):
+            fingerprints[r["name"]] = eval_set.get("fingerprint")
+    if len(set(fingerprints.values())) > 1:
+        notes.append("the runs were evaluated on different held-out sets (eval-set fingerprints differ): "
+                     "final eval accuracies are not directly comparable")
+    tok = {r["name"]: _config(m).get("tokenizer_sha256") for r, m in zip(rows, metas) if _config(m).get("tokenizer_sha256")}
+    if len(set(tok.values())) > 1:
+        notes.append("the runs use different tokenizers/vocabularies: losses and accuracies are not on one scale")
+    max_steps = {}
+    for r, meta in zip(rows, metas):
+        optim = (_config(meta).get("train") or {}).get("optim") or {}
+        if optim.get("max_steps"):
+            max_steps[r["name"]] = optim["max_steps"]
+    if len(set(max_steps.values())) > 1:
+        notes.append("the learning-rate schedules have different lengths (max_steps " +
+                     ", ".join(f"{k} {v:,}" for k, v in max_steps.items()) +
+                     "): at a given step the runs are at different points of their schedules")
+    extrap = [r["name"] for r in rows if r["forecast_is_extrapolation"]]
+    if extrap:
+        notes.append(f"the forecast at step {common_step:,.0f} is an extrapolation for {', '.join(extrap)}")
+    return notes
+
+
+def compare(
+    sources: Sequence[str | Path],
+    *,
+    out: str | Path | None = None,
+    metric: str | None = None,
+    at_step: float | None = None,
+    bootstrap: int = 300,
+    seed: int = 0,
+    write: bool = True,
+) -> dict:
+    """Compare the headline figures of several logs and write comparison.json.
+
+    ``metric``: the metric for every source (default: each log's default metric).
+    ``at_step``: the common step for forecasts (default: the largest last step).
+    ``out``: where to write (default ./comparison.json). Returns the comparison dict.
+    """
+    if len(sources) < 2:
+        raise UserError("compare needs at least two sources (runs or logs)")
+    logs = [load_log(s) for s in sources]
+    results_steps = []
+    for log in logs:
+        s = log.metric(metric, min_points=5, allow_constant=False)
+        results_steps.append((s.steps.astype(np.float64), s.values))
+    last_steps = [float(s[0][-1]) for s in results_steps]
+    common = float(at_step) if at_step is not None else max(last_steps)
+    if not (common > 0 and math.isfinite(common)):
+        raise UserError("--at-step must be a positive number")
+    window_end = min(last_steps)
+    results = [analyze(src, metric=metric, forecast=[common], bootstrap=bootstrap, seed=seed, write=False)
+               for src in sources]
+    rows = [_row(res, common, window_end, sv) for res, sv in zip(results, results_steps)]
+    seen: dict[str, int] = {}
+    for r in rows:  # two runs both called "run" stay distinguishable
+        seen[r["name"]] = seen.get(r["name"], 0) + 1
+        if seen[r["name"]] > 1:
+            r["name"] = f"{r['name']}#{seen[r['name']]}"
+    result = {
+        "format": layout.COMPARISON_FORMAT,
+        "generated_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "bertcurve_version": __version__,
+        "common_step": common,
+        "common_window_end": window_end,
+        "rows": rows,
+        "differences": _differences(rows),
+        "notes": _like_for_like_notes(rows, [log.meta for log in logs], window_end, common),
+    }
+    from bertcurve.analyze import _clean
+
+    result = _clean(result)
+    if write:
+        path = Path(out).expanduser() if out is not None else Path.cwd() / layout.COMPARISON
+        if path.is_dir():
+            path = path / layout.COMPARISON
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
+        result["path"] = str(path)
+        write_json(path, result)
+    return result
+
+
+def _fmt(v: Any, fmt: str) -> str:
+    if v is None:
+        return "—"
+    return format(v, fmt)
+
+
+def table_text(res: dict) -> str:
+    """The comparison as a text table with Δ columns against the first source."""
+    rows = res["rows"]
+    names = [r["name"] for r in rows]
+    width = max(12, *(len(n) for n in names))
+    label_w = 32
+    head = f"{'':<{label_w}}" + "".join(f"{n:>{width + 2}}" for n in names)
+    head += "".join(f"{'Δ ' + n[:width - 2]:>{width + 2}}" for n in names[1:])
+    lines = [head]
+    lines.append(f"{'指标 metric':<{label_w}}" + "".join(f"{r['metric']:>{width + 2}}" for r in rows))
+    lines.append(f"{'步数 steps':<{label_w}}" + "".join(f"{r['first_step']:,}–{r['last_step']:,}".rjust(width + 2)
+                                                      for r in rows))
+    for key, label, fmt in ROWS:
+        if all(r.get(key) is None for r in rows):
+            continue
+        label_full = label if key != "forecast" else f"预测 forecast @ {res['common_step']:,.0f}"
+        if key.startswith("window_"):
+            label_full = f"{label.split(' over')[0]} (steps ≤ {res['common_window_end']:,.0f})"
+        line = f"{label_full:<{label_w}}" + "".join(f"{_fmt(r.get(key), fmt):>{width + 2}}" for r in rows)
+        for d in res["differences"]:
+            cell = d.get(key)
+            if cell is None:
+                line += f"{'—':>{width + 2}}"
+            else:
+                pct = f" ({cell['percent']:+.1f}%)" if cell["percent"] is not None else ""
+                line += f"{format(cell['difference'], '+' + fmt) + pct:>{width + 2}}"
+        lines.append(line)
+    if res["notes"]:
+        lines.append("")
+        lines.append("注意 not like for like:")
+        lines += [f"  - {n}" for n in res["notes"]]
+    if res.get("path"):
+        lines.append(f"\nwrote {res['path']}")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sources", nargs="+",
+                        help="two or more run directories or logs (metrics.jsonl, seed history, trainer_state.json, "
+                             "TensorBoard folder, CSV); the first is the baseline of the differences")
+    parser.add_argument("--metric", default=None,
+                        help="metric to compare (default: each log's eval_mlm_accuracy, else train_mlm_accuracy)")
+    parser.add_argument("--at-step", type=float, default=None,
+                        help="common step for the forecast row (default: the largest last step)")
+    parser.add_argument("--out", default=None, help="where to write comparison.json (default ./comparison.json)")
+    parser.add_argument("--bootstrap", type=int, default=300,
+                        help="block-bootstrap resamples for each run's interval of r (0 = effective-n Fisher only)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap")
+    parser.add_argument("--json", action="store_true", help="print comparison.json instead of the table")
+
+
+def run(args: argparse.Namespace) -> int:
+    res = compare(args.sources, out=args.out, metric=args.metric, at_step=args.at_step,
+                  bootstrap=args.bootstrap, seed=args.seed)
+    if args.json:
+        import json
+
+        print(json.dumps(res, ensure_ascii=False, indent=2))
+    else:
+        print(table_text(res))
+    return 0
