@@ -1,0 +1,862 @@
+"""Write report.md and a self-contained report.html for one or more training runs.
+
+The report gathers what a reader needs to judge a run: the dataset card, the
+model and training configuration, throughput and hardware, the learning-curve
+figures, the statistics with plain-words verdicts, the forecast, and (with
+several runs) a comparison. report.html embeds every figure (base64 PNG) and
+its style sheet, so it opens offline and can be mailed as one file.
+
+The first SOURCE is the main run; any further ones are compared with it.
+Missing pieces are computed on the way: analysis (as `bertcurve analyze`
+would, without writing it) and figures (into RUN_DIR/figures, as `bertcurve
+plot` would).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as _dt
+import html
+import io
+import json
+import platform
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from bertcurve import __version__, layout
+from bertcurve.errors import UserError
+from bertcurve.fsutil import atomic_write_text, read_json
+
+REPORT_FORMAT = "bertcurve.report/1"   # written into report.html's <meta name="generator">
+from bertcurve.study import STUDY_JSON  # noqa: E402  (study.json: written by `bertcurve study` beside run/)
+
+SECTIONS = ("summary", "dataset", "model", "throughput", "curves", "analysis", "forecast", "comparison", "notes")
+
+
+# ------------------------------------------------------------------ a tiny document model
+@dataclass
+class Doc:
+    """Blocks rendered both as Markdown and as HTML, so the two files never drift apart."""
+
+    title: str
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+
+    def h2(self, text: str, anchor: str) -> None:
+        self.blocks.append(("h2", (text, anchor)))
+
+    def h3(self, text: str) -> None:
+        self.blocks.append(("h3", text))
+
+    def p(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def bullets(self, items: Sequence[str]) -> None:
+        if items:
+            self.blocks.append(("ul", list(items)))
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]], *, align: str | None = None) -> None:
+        if rows:
+            self.blocks.append(("table", (list(header), [[_cell(c) for c in r] for r in rows], align)))
+
+    def kv(self, rows: Sequence[tuple[str, Any]]) -> None:
+        """A two-column table of settings or facts; rows whose value is None are left out."""
+        kept = [(k, v) for k, v in rows if v is not None]
+        if kept:
+            self.table(["", ""], kept, align="kv")
+
+    def figure(self, path: Path, caption: str, rel: str) -> None:
+        self.blocks.append(("figure", (Path(path), caption, rel)))
+
+    def pre(self, text: str) -> None:
+        self.blocks.append(("pre", text))
+
+    def note(self, text: str) -> None:
+        self.blocks.append(("note", text))
+
+    # -- rendering ----------------------------------------------------------------
+    def markdown(self) -> str:
+        out = [f"# {self.title}", ""]
+        for kind, data in self.blocks:
+            if kind == "h2":
+                out += [f"## {data[0]}", ""]
+            elif kind == "h3":
+                out += [f"### {data}", ""]
+            elif kind == "p":
+                out += [data, ""]
+            elif kind == "note":
+                out += [f"> {data}", ""]
+            elif kind == "ul":
+                out += [f"- {item}" for item in data] + [""]
+            elif kind == "table":
+                header, rows, align = data
+                if align == "kv":
+                    header = ["", ""]
+                out.append("| " + " | ".join(_md_escape(h) for h in header) + " |")
+                out.append("|" + "|".join("---" for _ in header) + "|")
+                out += ["| " + " | ".join(_md_escape(c) for c in row) + " |" for row in rows]
+                out.append("")
+            elif kind == "figure":
+                path, caption, rel = data
+                out += [f"![{caption}]({rel})", "", f"*{caption}*", ""]
+            elif kind == "pre":
+                out += ["```", data, "```", ""]
+        return "\n".join(out).rstrip() + "\n"
+
+    def html(self) -> str:
+        body: list[str] = []
+        toc: list[str] = []
+        for kind, data in self.blocks:
+            if kind == "h2":
+                text, anchor = data
+                toc.append(f'<a href="#{anchor}">{html.escape(text)}</a>')
+                body.append(f'<h2 id="{anchor}">{html.escape(text)}</h2>')
+            elif kind == "h3":
+                body.append(f"<h3>{html.escape(data)}</h3>")
+            elif kind == "p":
+                body.append(f"<p>{_inline(data)}</p>")
+            elif kind == "note":
+                body.append(f'<p class="note">{_inline(data)}</p>')
+            elif kind == "ul":
+                body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in data) + "</ul>")
+            elif kind == "table":
+                header, rows, align = data
+                cls = ' class="kv"' if align == "kv" else ""
+                head = "" if align == "kv" else "<thead><tr>" + "".join(
+                    f"<th>{_inline(h)}</th>" for h in header) + "</tr></thead>"
+                rows_html = "".join(
+                    "<tr>" + "".join(
+                        (f"<th>{_inline(c)}</th>" if (align == "kv" and j == 0) else
+                         f'<td{" class=num" if _numeric(c) else ""}>{_inline(c)}</td>')
+                        for j, c in enumerate(row)) + "</tr>"
+                    for row in rows)
+                body.append(f'<div class="tablewrap"><table{cls}>{head}<tbody>{rows_html}</tbody></table></div>')
+            elif kind == "figure":
+                path, caption, _rel = data
+                mime = "image/svg+xml" if path.suffix == ".svg" else "image/png"
+                encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+                body.append(f'<figure><img src="data:{mime};base64,{encoded}" alt="{html.escape(caption)}">'
+                            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+            elif kind == "pre":
+                body.append(f"<pre>{html.escape(data)}</pre>")
+        nav = '<nav class="toc">' + " · ".join(toc) + "</nav>"
+        text = self.title + "\n".join(body)
+        return (
+            "<!DOCTYPE html>\n"
+            '<html lang="zh-CN">\n<head>\n<meta charset="utf-8">\n'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            f'<meta name="generator" content="bertcurve {__version__} ({REPORT_FORMAT})">\n'
+            f"<title>{html.escape(self.title)}</title>\n<style>{cjk_font_face(text)}{_CSS}</style>\n</head>\n"
+            "<body>\n<main>\n"
+            f"<h1>{html.escape(self.title)}</h1>\n{nav}\n" + "\n".join(body) + "\n</main>\n</body>\n</html>\n"
+        )
+
+
+_CSS = """
+:root { --fg:#1d2430; --muted:#5b6472; --line:#dde1e6; --accent:#0072B2; --warn:#8B1A1A; --bg:#ffffff; }
+* { box-sizing: border-box; }
+body { margin:0; background:#f4f6f8; color:var(--fg);
+  font-family: -apple-system, "Segoe UI", "Noto Sans SC", "Noto Sans CJK SC", "Source Han Sans SC",
+  "PingFang SC", "Microsoft YaHei", "WenQuanYi Micro Hei", "bertcurve CJK", sans-serif; line-height:1.6; font-size:16px; }
+main { max-width: 1180px; margin: 0 auto; padding: 28px 40px 60px; background: var(--bg);
+  box-shadow: 0 0 24px rgba(0,0,0,.06); }
+h1 { font-size: 1.9em; margin: .2em 0 .3em; line-height:1.25; }
+h2 { font-size: 1.35em; margin: 1.8em 0 .6em; padding-bottom: .25em; border-bottom: 2px solid var(--accent); }
+h3 { font-size: 1.1em; margin: 1.3em 0 .4em; color: #333; }
+nav.toc { font-size: .92em; color: var(--muted); padding: .5em 0 .9em; border-bottom: 1px solid var(--line); }
+nav.toc a { color: var(--accent); text-decoration: none; }
+p.note { background:#fff8e6; border-left: 4px solid #E69F00; padding:.55em .9em; margin: .8em 0; }
+ul { padding-left: 1.3em; } li { margin: .25em 0; }
+.tablewrap { overflow-x: auto; margin: .6em 0 1em; }
+table { border-collapse: collapse; font-size: .92em; min-width: 50%; }
+th, td { border-bottom: 1px solid var(--line); padding: .35em .8em; text-align: left; vertical-align: top; }
+thead th { background: #eef2f6; border-bottom: 2px solid #c9d1da; white-space: nowrap; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.kv th { font-weight: 600; color: #333; white-space: nowrap; background: #f7f9fb; width: 1%; }
+figure { margin: 1em 0 1.6em; } figure img { width: 100%; height: auto; border: 1px solid var(--line); }
+figcaption { color: var(--muted); font-size: .9em; margin-top: .3em; }
+pre { background: #f6f8fa; border: 1px solid var(--line); padding: .8em; overflow-x: auto; font-size: .85em;
+  white-space: pre-wrap; }
+code { background:#f0f2f4; padding: 0 .25em; border-radius: 3px; font-size: .92em; }
+"""
+
+
+def cjk_font_face(text: str) -> str:
+    """An @font-face rule embedding just the CJK glyphs ``text`` uses (a subset of the font
+    :mod:`bertcurve.fonts` picked), so Chinese renders offline on machines without a CJK font.
+
+    Returns "" when there is nothing to embed or the font cannot be subset.
+    """
+    chars = sorted({ch for ch in text if ord(ch) > 0x2E7F})
+    if not chars:
+        return ""
+    try:
+        from fontTools import subset
+        from fontTools.ttLib import TTFont
+
+        from bertcurve.fonts import find_cjk_font
+
+        path = find_cjk_font().path
+        font = TTFont(str(path), fontNumber=0, lazy=False)
+        options = subset.Options()
+        options.flavor = "woff"          # zlib-compressed; woff2 would need the brotli package
+        options.layout_features = ["*"]
+        options.name_IDs = []
+        options.hinting = False
+        subsetter = subset.Subsetter(options)
+        subsetter.populate(unicodes=[ord(c) for c in chars])
+        subsetter.subset(font)
+        buffer = io.BytesIO()
+        font.flavor = "woff"
+        font.save(buffer)
+    except Exception:  # fontTools raises many types on odd fonts; the report is still readable without it
+        return ""
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return ('@font-face { font-family: "bertcurve CJK"; font-display: swap; '
+            f'src: url(data:font/woff;base64,{data}) format("woff"); }}\n')
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return _num(value)
+    return str(value)
+
+
+def _num(x: float | None, digits: int = 4) -> str:
+    if x is None:
+        return "—"
+    if x != x:
+        return "—"
+    if abs(x) >= 1e5 or (abs(x) < 1e-3 and x != 0):
+        return f"{x:.3g}"
+    return f"{x:.{digits}g}"
+
+
+def _numeric(text: str) -> bool:
+    return bool(re.fullmatch(r"[−\-+]?[\d,.]+(e[−\-+]?\d+)?%?( ?[a-zA-Z/%]+)?", text.strip()))
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _inline(text: str) -> str:
+    """Escape, then turn `code` and **bold** into tags (the only inline markup the report uses)."""
+    out = html.escape(str(text))
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2%}"
+
+
+def _step(x: float | None) -> str:
+    return "—" if x is None else f"{x:,.0f}"
+
+
+def _hours(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def _title(en: str, zh: str, lang: str) -> str:
+    return en if lang == "en" else zh if lang == "zh" else f"{en} · {zh}"
+
+
+# ------------------------------------------------------------------ gathering inputs
+@dataclass
+class RunInfo:
+    """Everything the report knows about one source."""
+
+    source: Path
+    log: Any                         # sources.TrainingLog
+    analysis: dict | None
+    run_dir: Path | None             # a bertcurve run directory, or None for foreign logs
+    config: dict | None              # the run's config.json
+    data_meta: dict | None           # meta.json of its data dir
+    data_dir: Path | None
+    study: dict | None               # study.json beside the run (hardware, stage times)
+
+
+def _run_dir_of(source: Path) -> Path | None:
+    if source.is_dir() and (source / layout.METRICS).is_file():
+        return source
+    if source.name == layout.METRICS:
+        return source.parent
+    return None
+
+
+def _fresh(path: Path, *inputs: Path) -> bool:
+    """``path`` exists and is at least as new as every existing input."""
+    if not path.is_file():
+        return False
+    mtime = path.stat().st_mtime
+    return all(mtime >= p.stat().st_mtime for p in inputs if p.exists())
+
+
+def gather(source: str | Path, *, metric: str | None = None, target: float | None = None) -> RunInfo:
+    """Load a source with its analysis, config, data card and study record (what exists)."""
+    from bertcurve.analyze import analyze
+    from bertcurve.sources import load_log
+
+    path = Path(source).expanduser()
+    log = load_log(path)
+    run_dir = _run_dir_of(path)
+    analysis = None
+    if run_dir is not None and target is None:
+        saved = run_dir / layout.ANALYSIS
+        if _fresh(saved, run_dir / layout.METRICS):
+            try:
+                candidate = read_json(saved, "analysis")
+            except UserError:
+                candidate = None
+            if (isinstance(candidate, dict) and candidate.get("format") == layout.ANALYSIS_FORMAT
+                    and (metric is None or candidate.get("metric", {}).get("name") == metric)):
+                analysis = candidate
+    if analysis is None:
+        try:
+            analysis = analyze(path, metric=metric, target=target, write=False)
+        except UserError as exc:
+            log.notes.append(f"no analysis: {exc}")
+    config = data_meta = study_rec = None
+    data_dir = None
+    if run_dir is not None:
+        if (run_dir / layout.RUN_CONFIG).is_file():
+            config = read_json(run_dir / layout.RUN_CONFIG, "run config")
+        candidates = []
+        if config and config.get("data_dir"):
+            candidates.append(Path(config["data_dir"]))
+        candidates.append(run_dir.parent / layout.STUDY_DATA_DIR)   # a study keeps data/ beside run/
+        for cand in candidates:
+            if (cand / layout.DATA_META).is_file():
+                data_dir = cand
+                data_meta = read_json(cand / layout.DATA_META, "data set metadata")
+                break
+        if (run_dir.parent / STUDY_JSON).is_file():
+            try:
+                study_rec = read_json(run_dir.parent / STUDY_JSON, "study record")
+            except UserError:
+                study_rec = None
+    return RunInfo(path, log, analysis, run_dir, config, data_meta, data_dir, study_rec)
+
+
+# ------------------------------------------------------------------ sections
+def _summary(doc: Doc, info: RunInfo, lang: str) -> None:
+    doc.h2(_title("Summary", "摘要", lang), "summary")
+    a = info.analysis
+    facts: list[str] = []
+    ser = info.log.series
+    if "eval_mlm_accuracy" in ser:
+        s = ser["eval_mlm_accuracy"]
+        se = ser.get("eval_mlm_accuracy_se")
+        se_txt = f" ± {se.values[-1]:.2%} (standard error)" if se is not None and len(se) else ""
+        facts.append(f"**Held-out MLM accuracy** at step {_step(s.steps[-1])}: **{s.values[-1]:.2%}**{se_txt}, "
+                     f"from {s.values[0]:.2%} at step {_step(s.steps[0])}.")
+    if "train_mlm_accuracy" in ser:
+        s = ser["train_mlm_accuracy"]
+        k = max(1, len(s) // 20)
+        facts.append(f"Training-batch MLM accuracy over the last 5 % of the log: {sum(s.values[-k:]) / k:.2%} "
+                     f"(one batch per point, so noisy; the held-out value is the one to trust).")
+    loss = ser.get("eval_loss") or ser.get("train_loss")
+    if loss is not None and len(loss):
+        facts.append(f"Loss {loss.values[0]:.3f} → {loss.values[-1]:.3f}.")
+    if info.config:
+        facts.append(f"Model: {info.config.get('architecture', 'BERT')}, "
+                     f"{info.config.get('parameters', 0) / 1e6:.2f}M parameters.")
+    elapsed = ser.get("elapsed_s")
+    if elapsed is not None and len(elapsed):
+        facts.append(f"Training wall time: {_hours(float(elapsed.values[-1]))}.")
+    doc.bullets(facts)
+    if a and a.get("verdict"):
+        doc.h3(_title("Verdict in plain words", "结论", lang))
+        doc.bullets(a["verdict"])
+
+
+def _dataset(doc: Doc, info: RunInfo, lang: str) -> None:
+    doc.h2(_title("Dataset card", "数据集", lang), "dataset")
+    meta = info.data_meta
+    if meta is None:
+        doc.p("No bertcurve data directory is recorded for this log (it was not written by `bertcurve train`, "
+              "or its data directory has moved), so there is no dataset card.")
+        return
+    splits = meta.get("splits", {})
+    rows: list[tuple[str, Any]] = [("Data directory", f"`{info.data_dir}`")]
+    for name in ("train", "val"):
+        sp = splits.get(name) or {}
+        if sp:
+            parts = [f"{sp.get('sentences', 0):,} sentences"]
+            if sp.get("documents") is not None:
+                parts.append(f"{sp['documents']:,} documents")
+            if sp.get("tokens") is not None:
+                parts.append(f"{sp['tokens']:,} tokens")
+            rows.append((f"{name} split", ", ".join(parts)))
+    rows.append(("Vocabulary", f"{meta.get('vocab_size', 0):,} tokens (characters + 5 specials)"
+                 if meta.get("vocab_size") else None))
+    for key, label in (("duplicate_rate", "Duplicate rate"), ("mean_chars", "Mean sentence length"),
+                       ("unk_rate", "[UNK] rate")):
+        if key in meta and isinstance(meta[key], (int, float)):
+            rows.append((label, f"{meta[key]:.4g}"))
+    sources = meta.get("sources") or meta.get("inputs")
+    if isinstance(sources, list) and sources:
+        names = [s.get("name") or s.get("path") or str(s) if isinstance(s, dict) else str(s) for s in sources]
+        rows.append(("Sources", ", ".join(str(n) for n in names[:8]) + (" …" if len(names) > 8 else "")))
+    doc.kv(rows)
+    card = info.data_dir / layout.DATA_CARD if info.data_dir else None
+    if card is not None and card.is_file():
+        text = card.read_text(encoding="utf-8")
+        doc.h3(_title(f"{layout.DATA_CARD} (as written by `bertcurve prepare`)", f"{layout.DATA_CARD}（数据卡）", lang))
+        _embed_markdown(doc, text)
+
+
+def _embed_markdown(doc: Doc, text: str) -> None:
+    """Add a Markdown file (the dataset card) as blocks: headings, tables, lists, paragraphs."""
+    lines = text.splitlines()
+    i = 0
+    para: list[str] = []
+
+    def flush() -> None:
+        if para:
+            doc.p(" ".join(para))
+            para.clear()
+
+    while i < len(lines):
+        line = lines[i].rstrip()
+        if not line.strip():
+            flush()
+        elif line.startswith("#"):
+            flush()
+            title = line.lstrip("#").strip()
+            if not line.startswith("# "):  # the card's own title is already our heading
+                doc.h3(title)
+        elif line.startswith("|"):
+            flush()
+            rows = []
+            while i < len(lines) and lines[i].strip().startswith("|"):
+                cells = [c.strip() for c in lines[i].strip().strip("|").split("|")]
+                if not all(re.fullmatch(r":?-{2,}:?", c) for c in cells if c):
+                    rows.append(cells)
+                i += 1
+            if rows:
+                doc.table(rows[0], rows[1:])
+            continue
+        elif re.match(r"^\s*[-*] ", line):
+            flush()
+            items = []
+            while i < len(lines) and re.match(r"^\s*[-*] ", lines[i]):
+                items.append(re.sub(r"^\s*[-*] ", "", lines[i]).strip())
+                i += 1
+            doc.bullets(items)
+            continue
+        elif line.startswith("```"):
+            flush()
+            block = []
+            i += 1
+            while i < len(lines) and not lines[i].startswith("```"):
+                block.append(lines[i])
+                i += 1
+            doc.pre("\n".join(block))
+        else:
+            para.append(line.strip())
+        i += 1
+    flush()
+
+
+def _model(doc: Doc, info: RunInfo, lang: str) -> None:
+    doc.h2(_title("Model and training configuration", "模型与训练配置", lang), "model")
+    cfg = info.config
+    if not cfg:
+        meta = {k: v for k, v in (info.log.meta or {}).items() if isinstance(v, (int, float, str, bool))}
+        doc.p(f"This log was read as **{info.log.kind}** from `{info.source}`; it carries no bertcurve run "
+              "configuration." + (" What it does say:" if meta else ""))
+        if meta:
+            doc.kv(list(meta.items())[:20])
+        return
+    t = cfg.get("train", {})
+    m, d, o, e = t.get("model", {}), t.get("data", {}), t.get("optim", {}), t.get("eval", {})
+    eff_batch = (o.get("micro_batch") or 0) * (o.get("grad_accum") or 1) * (cfg.get("world_size") or 1)
+    doc.kv([
+        ("Architecture", cfg.get("architecture")),
+        ("Parameters", f"{cfg['parameters']:,} ({cfg['parameters'] / 1e6:.2f}M)" if cfg.get("parameters") else None),
+        ("Layers × hidden × heads", f"{m.get('num_layers')} × {m.get('hidden_size')} × {m.get('num_heads')}"
+         if m else None),
+        ("Feed-forward width", m.get("intermediate_size")),
+        ("Output layer tied to embeddings", m.get("tie_word_embeddings")),
+        ("Vocabulary", f"{cfg.get('vocab_size'):,}" if cfg.get("vocab_size") else None),
+        ("Sequence length", d.get("seq_len")),
+        ("Masking", f"{d.get('mask_prob', 0):.0%} of tokens" + (", whole words" if d.get("whole_word") else "")
+         if d else None),
+        ("Next-sentence prediction", d.get("nsp")),
+        ("Optimizer", f"AdamW, lr {o.get('lr')}, weight decay {o.get('weight_decay')}" if o else None),
+        ("Schedule", f"{o.get('warmup_steps')} warm-up steps, then {o.get('schedule')} to "
+                     f"{o.get('min_lr_ratio', 0):g} × lr" if o else None),
+        ("Steps", f"{o.get('max_steps'):,}" if o.get("max_steps") else None),
+        ("Batch", f"{o.get('micro_batch')} × {o.get('grad_accum')} accumulation"
+                  + (f" × {cfg.get('world_size')} processes" if (cfg.get("world_size") or 1) > 1 else "")
+                  + f" = {eff_batch} sequences per step" if o else None),
+        ("Gradient clipping", o.get("clip")),
+        ("Held-out evaluation", f"every {e.get('eval_every')} steps on {cfg.get('eval_set', {}).get('masked_tokens', e.get('eval_tokens')):,} fixed masked tokens"
+         if e else None),
+        ("Constant-guess accuracy", _pct(cfg.get("eval_set", {}).get("constant_guess_accuracy"))
+         if cfg.get("eval_set", {}).get("constant_guess_accuracy") is not None else None),
+        ("Seed", t.get("seed")),
+        ("Preset", cfg.get("preset")),
+    ])
+
+
+def _throughput(doc: Doc, info: RunInfo, lang: str) -> None:
+    import numpy as np
+
+    doc.h2(_title("Throughput and hardware", "吞吐量与硬件", lang), "throughput")
+    ser = info.log.series
+    rows: list[tuple[str, Any]] = []
+    tps = ser.get("tokens_per_s")
+    if tps is not None and len(tps):
+        later = tps.values[len(tps) // 2:]
+        rows.append(("Tokens per second (median of the later half)", f"{float(np.median(later)):,.0f}"))
+    a = info.analysis or {}
+    speed = a.get("throughput")
+    if speed and speed.get("steps_per_second"):
+        rows.append(("Optimizer steps per second", f"{speed['steps_per_second']:.3g}"))
+    el = ser.get("elapsed_s")
+    if el is not None and len(el):
+        rows.append(("Training wall time", _hours(float(el.values[-1]))))
+    tok = ser.get("tokens_seen")
+    if tok is not None and len(tok):
+        rows.append(("Tokens seen", f"{tok.values[-1]:,.0f}"))
+    sp = (info.config or {}).get("speed") or {}
+    if sp:
+        rows.append(("Device setting", f"{sp.get('device')} ({sp.get('dtype')}"
+                     + (", torch.compile" if sp.get("compile") else "") + ")"))
+    hw = (info.config or {}).get("hardware") or (info.study or {}).get("hardware")
+    if hw:
+        for key, label in (("device_name", "Device"), ("gpu", "GPU"), ("cpu", "CPU"), ("cpu_count", "CPU cores"),
+                           ("torch", "torch"), ("python", "Python"), ("platform", "Platform")):
+            if hw.get(key):
+                rows.append((label, hw[key]))
+    if not rows:
+        doc.p("The log records no timing (no `elapsed_s` or `tokens_per_s`), so throughput is unknown.")
+        return
+    doc.kv(rows)
+    st = info.study
+    if st and st.get("stages"):
+        doc.h3(_title("Time per study stage", "各阶段耗时", lang))
+        doc.table(["Stage", "Status", "Time"],
+                  [[s.get("name"), s.get("status"), _hours(s.get("seconds"))] for s in st["stages"]])
+
+
+def _figure(doc: Doc, figures: dict[str, Path], key: str, caption: str, base: Path) -> None:
+    path = figures.get(key)
+    if path is not None and path.is_file():
+        try:
+            rel = path.relative_to(base).as_posix()
+        except ValueError:
+            rel = path.as_posix()
+        doc.figure(path, caption, rel)
+
+
+def _curves(doc: Doc, info: RunInfo, figures: dict[str, Path], base: Path, lang: str) -> None:
+    doc.h2(_title("Learning curves", "学习曲线", lang), "curves")
+    _figure(doc, figures, "training_curves",
+            "Training curves: MLM accuracy (held-out and training batch), NSP accuracy or held-out loss, "
+            "loss, learning rate.", base)
+    nsp = info.log.series.get("train_nsp_accuracy") or info.log.series.get("eval_nsp_accuracy")
+    if nsp is not None and len(nsp) >= 10:
+        import numpy as np
+
+        late = nsp.values[len(nsp) // 2:]
+        if abs(float(np.mean(late)) - 0.5) < 0.03:
+            doc.note(f"The next-sentence-prediction accuracy stays at chance level ({np.mean(late):.1%} over the "
+                     "second half of training): the NSP head learned nothing, as in the seed study.")
+    _figure(doc, figures, "loss_analysis",
+            "Loss analysis: the loss and its moving average; on a log-step axis with the fitted curve; "
+            "how fast it still falls, beside the learning rate.", base)
+
+
+def _analysis(doc: Doc, info: RunInfo, figures: dict[str, Path], base: Path, lang: str) -> None:
+    doc.h2(_title("Statistics of the learning curve", "统计分析", lang), "analysis")
+    a = info.analysis
+    if not a:
+        doc.p("No analysis could be made of this log (see the notes at the end).")
+        return
+    m = a["metric"]
+    p = a["correlation"]["pearson"]
+    sp = a["correlation"]["spearman"]
+    kt = a["correlation"]["kendall"]
+    dep = a["dependence"]
+    lt = a["linear_trend"]["per_1k_steps"]
+    d = a["descriptive"]
+    doc.p(f"Metric **{m['name']}**: {m['n']:,} points from step {_step(m['first_step'])} to "
+          f"{_step(m['last_step'])}; mean {_num(d['mean'])}, max {_num(d['max'])}, min {_num(d['min'])}.")
+    rows = [
+        ["Pearson r (the seed's number)", _num(p["statistic"]), f"naive p = {_num(p['pvalue'])}",
+         f"[{_num(p['ci_low'], 3)}, {_num(p['ci_high'], 3)}] assuming independent points"],
+        ["R² of the straight line", _num(p["statistic"] ** 2), "", ""],
+        ["Spearman ρ", _num(sp["statistic"]), f"p = {_num(sp['pvalue'])}", "monotonic association"],
+        ["Kendall τ-b", _num(kt["statistic"]), f"p = {_num(kt['pvalue'])}", ""],
+        ["Slope per 1,000 steps", _num(lt["slope"]), f"± {_num(lt['se'])} naive",
+         f"± {_num(lt['se_hac'])} Newey–West (autocorrelation-robust)"],
+        ["Durbin–Watson of the line's residuals", _num(dep["durbin_watson"], 3), "2 = independent", ""],
+        ["Lag-1 residual autocorrelation", _num(dep["lag1_autocorrelation"], 3),
+         f"Ljung–Box p = {_num(dep['ljung_box_pvalue'])}", ""],
+        ["Effective sample size", f"{dep['effective_sample_size']:.0f} of {dep['n']:,}", "", ""],
+        ["Pearson r interval at the effective n", "", f"p = {_num(dep.get('adjusted_pvalue'))}",
+         f"[{_num(dep['adjusted_fisher_ci'][0], 3)}, {_num(dep['adjusted_fisher_ci'][1], 3)}]"],
+    ]
+    boot = dep.get("block_bootstrap")
+    if boot:
+        rows.append(["Moving-block bootstrap interval of r", "", f"block {boot['block_length']}, "
+                     f"{boot['n_resamples']} resamples", f"[{_num(boot['ci_low'], 3)}, {_num(boot['ci_high'], 3)}]"])
+    doc.table(["Statistic", "Value", "Test", "Interval / meaning"], rows)
+    if dep.get("explanation"):
+        doc.note(dep["explanation"])
+    _figure(doc, figures, "correlation_analysis",
+            "Correlation analysis: the seed's straight line against the best learning curve; their residuals; "
+            "and the residual autocorrelation that makes the naive p-value far too confident.", base)
+    doc.h3(_title("Learning-curve fits", "学习曲线拟合", lang))
+    ranking = {r["model"]: r for r in a.get("backtests", {}).get("ranking", [])}
+    chosen = (a.get("chosen_model") or {}).get("model")
+    fit_rows = []
+    for f in a.get("fits", []):
+        bt = ranking.get(f["model"], {}).get("mean_rmse")
+        name = f["model"] + (" (chosen)" if f["model"] == chosen else "")
+        if f.get("converged"):
+            params = ", ".join(
+                f"{k} = {_num(v['value'])}" + (f" ± {_num(v['se'], 2)}" if v.get("se") is not None else "")
+                for k, v in (f.get("params") or {}).items())
+            fit_rows.append([name, f["formula"], params, _num(f["r_squared"]), _num(f["aic"], 6), _num(bt)])
+        else:
+            fit_rows.append([name, f["formula"], f"did not converge: {f.get('message', '')}", "—", "—", "—"])
+    doc.table(["Model", "Formula (t = steps / 1000)", "Parameters (± SE)", "R²", "AIC", "Backtest RMSE"],
+              fit_rows)
+    if a.get("chosen_model", {}).get("reason"):
+        doc.p(f"Forecasts use **{chosen}**: {a['chosen_model']['reason']} (fitted on the first 30 %, 50 % and "
+              "70 % of the steps, scored on the rest). In-sample R² is not used to choose: it rewards flexible "
+              "curves that extrapolate badly.")
+    phases = [q for q in a.get("phases", []) if q.get("slope_per_1k_steps") is not None]
+    if phases:
+        doc.h3(_title("Phases of training", "训练阶段", lang))
+        doc.table(["Quarter", "Steps", "Mean", "Change per 1,000 steps"],
+                  [[q["quarter"], f"{_step(q['start_step'])}–{_step(q['end_step'])}", _num(q.get("mean")),
+                    _num(q["slope_per_1k_steps"])] for q in phases])
+    lr = a.get("lr_schedule")
+    if lr and lr.get("note"):
+        doc.note(lr["note"])
+
+
+def _forecast(doc: Doc, info: RunInfo, figures: dict[str, Path], base: Path, lang: str) -> None:
+    doc.h2(_title("Forecast", "预测", lang), "forecast")
+    _figure(doc, figures, "forecast",
+            "Forecast: the chosen learning curve extrapolated with its prediction band, the target and when it "
+            "is reached; beside it, the backtest that justifies the model.", base)
+    a = info.analysis
+    if not a or not a.get("forecasts"):
+        doc.p("No forecast: no learning-curve model converged on this log.")
+        return
+    level = a["metric"].get("level", 0.95)
+    rows = []
+    for f in a["forecasts"]:
+        if f.get("value") is None:
+            continue
+        rows.append([_step(f["step"]), _num(f["value"]),
+                     f"{_num(f['pi'][0])} – {_num(f['pi'][1])}", _num(f.get("by_model", {}).get("linear")),
+                     "yes" if f.get("beyond_lr_schedule") else "no"])
+    doc.table(["Step", f"Forecast ({a['chosen_model']['model']})", f"{level:.0%} prediction interval",
+               "Straight line would say", "Beyond the LR schedule"], rows)
+    t = a.get("target") or _default_target(info)
+    if t:
+        if t.get("step") is not None:
+            rng = t.get("step_range") or [None, None]
+            hours = t.get("hours_from_last_step")
+            doc.p(f"Target **{t['value']}**: reached by the fitted curve at step **{_step(t['step'])}** "
+                  f"(plausible range {_step(rng[0])}–{_step(rng[1])})"
+                  + (f", about {hours:.1f} more hours at the measured speed" if hours is not None else "") + ".")
+        else:
+            doc.p(f"Target **{t['value']}**: not reached — {t.get('note', 'the fitted curve levels off below it')}.")
+
+
+def _default_target(info: RunInfo) -> dict | None:
+    """The forecast figure's default target, answered with the analysis's chosen fit (so text and
+    figure agree when no --target was given)."""
+    from bertcurve import figures as F
+    from bertcurve.curves import FitResult
+
+    a = info.analysis or {}
+    chosen = (a.get("chosen_model") or {}).get("model")
+    fit_d = next((f for f in a.get("fits", []) if f["model"] == chosen and f.get("converged")), None)
+    name = (a.get("metric") or {}).get("name")
+    if fit_d is None or name not in info.log.series:
+        return None
+    fit = FitResult.from_dict(fit_d)
+    s = info.log.series[name]
+    target = F.default_target(name, F.tail_mean(s.values), int(a["metric"]["direction"]))
+    at = fit.steps_to_reach(target, horizon_factor=100.0)
+    early, late = fit.steps_to_reach_band(target, a["metric"].get("level", 0.95), horizon_factor=100.0)
+    out: dict[str, Any] = {"value": round(target, 6), "step": at, "step_range": [early, late]}
+    speed = a.get("throughput") or {}
+    if at is not None and speed.get("steps_per_second"):
+        out["hours_from_last_step"] = max(0.0, at - float(s.steps[-1])) / speed["steps_per_second"] / 3600
+    if at is None:
+        asym = F.fit_asymptote(fit)
+        out["note"] = (f"within 100× the logged steps the {chosen} curve levels off"
+                       + (f" at {asym:.4g}" if asym is not None else ""))
+    return out
+
+
+def _comparison(doc: Doc, infos: Sequence[RunInfo], figures: dict[str, Path], base: Path, lang: str,
+                names: Sequence[str]) -> None:
+    doc.h2(_title("Comparison of runs", "多次训练对比", lang), "comparison")
+    _figure(doc, figures, "comparison", "The runs side by side: metric and loss over steps, and where each ended.",
+            base)
+    rows = []
+    for info, name in zip(infos, names):
+        a = info.analysis or {}
+        h = a.get("headline", {})
+        p = (a.get("correlation") or {}).get("pearson", {})
+        chosen = (a.get("chosen_model") or {}).get("model")
+        asym = None
+        for f in a.get("fits", []):
+            if f["model"] == chosen and f.get("converged") and chosen in ("power_law", "exp_saturation"):
+                asym = f["param_values"][0]
+            elif f["model"] == chosen and f.get("converged") and chosen == "logistic_log":
+                asym = f["param_values"][1]
+        rows.append([name, (a.get("metric") or {}).get("name", "—"), _step((a.get("metric") or {}).get("last_step")),
+                     _num(h.get("final")), _num(h.get("mean_last_10pct")), _num(p.get("statistic")),
+                     chosen or "—", _num(asym)])
+    doc.table(["Run", "Metric", "Last step", "Final value", "Mean of last 10 %", "Pearson r", "Best model",
+               "Fitted ceiling"], rows)
+
+
+def _notes(doc: Doc, infos: Sequence[RunInfo], names: Sequence[str], lang: str, commands: Sequence[str]) -> None:
+    doc.h2(_title("Notes and reproduction", "说明与复现", lang), "notes")
+    items = []
+    for info, name in zip(infos, names):
+        items += [f"{name}: {n}" for n in info.log.notes]
+    doc.bullets(items or ["The logs were read without any correction."])
+    doc.p("Regenerate this report with:")
+    doc.pre("\n".join(commands))
+    doc.p(f"Generated by bertcurve {__version__} on {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC "
+          f"(Python {platform.python_version()}).")
+
+
+# ------------------------------------------------------------------ the verb
+@dataclass
+class ReportResult:
+    markdown: Path
+    html: Path
+    figures: list[Path]
+    sections: list[str]
+
+
+def _ensure_figures(infos: Sequence[RunInfo], fig_dir: Path, lang: str, metric: str | None,
+                    target: float | None) -> dict[str, Path]:
+    """The figures of the main run (and the comparison), drawn unless up to date."""
+    from bertcurve.plot import SINGLE_FIGURES, plot
+
+    main = infos[0]
+    inputs = [main.source / layout.METRICS if main.run_dir is not None and main.source.is_dir() else main.source]
+    if main.run_dir is not None:
+        inputs.append(main.run_dir / layout.ANALYSIS)
+    wanted = {name: fig_dir / f"{name}.png" for name in SINGLE_FIGURES}
+    existing = [p for p in wanted.values() if p.is_file()]
+    # A figure the log cannot support (e.g. a forecast from 5 points) stays missing; only stale
+    # figures, or none at all, mean drawing again.
+    if target is not None or not existing or not all(_fresh(p, *inputs) for p in existing):
+        plot([main.source], out=fig_dir, lang=lang, metric=metric, target=target, figures=SINGLE_FIGURES)
+    figures = {k: v for k, v in wanted.items() if v.is_file()}
+    if len(infos) > 1:
+        plot([i.source for i in infos], out=fig_dir / "comparison", lang=lang, metric=metric, figures=["comparison"])
+        figures["comparison"] = fig_dir / "comparison" / "comparison.png"
+    return figures
+
+
+def report(
+    sources: Sequence[str | Path],
+    *,
+    out: str | Path | None = None,
+    lang: str = "both",
+    metric: str | None = None,
+    target: float | None = None,
+) -> ReportResult:
+    """Write ``report.md`` and ``report.html`` for ``sources`` (the first is the main run).
+
+    ``out`` defaults to the main run directory (``./report`` for a log that is not a
+    run). ``lang`` sets the figure labels and section titles (zh, en, both); ``metric``
+    and ``target`` are passed to the analysis and forecast. Returns the paths written.
+    """
+    from bertcurve.figures import check_lang, unique_names
+
+    check_lang(lang)
+    if not sources:
+        raise UserError("give the run directory to report on (and optionally more runs to compare with)")
+    infos = [gather(s, metric=metric, target=target) for s in sources]
+    main = infos[0]
+    if out is not None:
+        out_dir = Path(out).expanduser()
+    elif main.run_dir is not None:
+        out_dir = main.run_dir
+    else:
+        out_dir = Path("report")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fig_dir = (main.run_dir / layout.FIGURES_DIR) if (main.run_dir is not None and out is None) \
+        else out_dir / layout.FIGURES_DIR
+    figures = _ensure_figures(infos, fig_dir, lang, metric, target)
+    names = unique_names([i.log for i in infos])
+
+    title = _title(f"Learning-curve report: {names[0]}", f"学习曲线报告：{names[0]}", lang)
+    doc = Doc(title)
+    sections = ["summary", "dataset", "model", "throughput", "curves", "analysis", "forecast"]
+    _summary(doc, main, lang)
+    _dataset(doc, main, lang)
+    _model(doc, main, lang)
+    _throughput(doc, main, lang)
+    _curves(doc, main, figures, out_dir, lang)
+    _analysis(doc, main, figures, out_dir, lang)
+    _forecast(doc, main, figures, out_dir, lang)
+    if len(infos) > 1:
+        _comparison(doc, infos, figures, out_dir, lang, names)
+        sections.append("comparison")
+    cmd = "bertcurve report " + " ".join(str(i.source) for i in infos) + (f" --lang {lang}" if lang != "both" else "")
+    cmd += f" --metric {metric}" if metric else ""
+    cmd += f" --target {target}" if target is not None else ""
+    _notes(doc, infos, names, lang, [cmd])
+    sections.append("notes")
+
+    md_path = out_dir / layout.REPORT_MD
+    html_path = out_dir / layout.REPORT_HTML
+    atomic_write_text(md_path, doc.markdown())
+    atomic_write_text(html_path, doc.html())
+    return ReportResult(md_path, html_path, list(figures.values()), sections)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sources", nargs="+", metavar="RUN_DIR",
+                        help="the run to report on (a run directory, or any log `bertcurve analyze` reads); "
+                             "further runs are compared with it")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for report.md, report.html and figures/ (default: the run directory, "
+                             "or ./report for a log that is not a run)")
+    parser.add_argument("--lang", choices=("zh", "en", "both"), default="both",
+                        help="language of figure labels and section titles (default: both)")
+    parser.add_argument("--metric", default=None,
+                        help="metric to analyse (default: held-out MLM accuracy, else the training-batch one)")
+    parser.add_argument("--target", type=float, default=None,
+                        help="metric value to forecast the step for, e.g. 0.6")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = report(args.sources, out=args.out, lang=args.lang, metric=args.metric, target=args.target)
+    print(result.html)
+    print(result.markdown)
+    return 0

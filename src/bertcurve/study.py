@@ -1,0 +1,412 @@
+"""A whole study in one command: prepare -> train -> analyze -> plot -> report.
+
+    bertcurve study                                # demo: built-in corpus, about 10 CPU minutes
+    bertcurve study corpus.txt --preset seed-100k  # the seed's setup on your corpus (for a GPU)
+
+Everything goes into one folder (default studies/PRESET): data/ (the prepared
+data directory), run/ (the training run, with analysis.json, figures/,
+report.md and report.html) and study.json (stage times and the hardware).
+Running the same command again skips every finished stage and resumes an
+interrupted training from its newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from bertcurve import __version__, layout
+from bertcurve.errors import UserError
+from bertcurve.fsutil import read_json, write_json
+
+STUDY_FORMAT = "bertcurve.study/1"
+STUDY_JSON = "study.json"
+STAGES = ("prepare", "train", "analyze", "plot", "report")
+
+
+@dataclass(frozen=True)
+class StudyPreset:
+    """What a study preset fixes: the training preset and the corpus used when none is given."""
+
+    train_preset: str
+    default_inputs: tuple[str, ...]
+    description: str
+
+
+PRESETS: dict[str, StudyPreset] = {
+    "demo": StudyPreset("demo", ("demo",),
+                        "built-in corpus (People's Daily 1998 + reviews), small BERT, ~10 minutes on 2 CPU cores"),
+    "seed-50k": StudyPreset("seed-50k", (),
+                            "the seed's 48M model, batch 128 and schedule for 50,000 steps (GPU)"),
+    "seed-100k": StudyPreset("seed-100k", (),
+                             "the seed's 48M model, batch 128 and schedule for 100,000 steps (GPU)"),
+}
+
+
+@dataclass
+class StageRecord:
+    name: str
+    status: str            # "done", "skipped" (up to date), "interrupted"
+    seconds: float
+    detail: str = ""
+    signature: dict = field(default_factory=dict)   # inputs' mtimes and options the outputs were made from
+
+
+@dataclass
+class StudyResult:
+    """Where everything is, and what each stage did."""
+
+    out: Path
+    data_dir: Path
+    run_dir: Path
+    stages: list[StageRecord] = field(default_factory=list)
+    completed: bool = False
+    final_eval: dict | None = None
+
+    @property
+    def report_html(self) -> Path:
+        return self.run_dir / layout.REPORT_HTML
+
+    @property
+    def report_md(self) -> Path:
+        return self.run_dir / layout.REPORT_MD
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.run_dir / layout.FIGURES_DIR
+
+    @property
+    def analysis(self) -> Path:
+        return self.run_dir / layout.ANALYSIS
+
+
+def hardware() -> dict[str, Any]:
+    """What this machine is, for the report's throughput section."""
+    info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(terse=True),
+                            "cpu_count": os.cpu_count()}
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    if cpu:
+        info["cpu"] = cpu
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            info["gpu"] = f"{torch.cuda.device_count()} × {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return info
+
+
+def signature(inputs: Sequence[Path], **options: Any) -> dict:
+    """What a stage's outputs depend on: its input files (name, size, mtime) and options."""
+    files = {str(p): [p.stat().st_size, p.stat().st_mtime_ns] if p.exists() else None for p in sorted(inputs)}
+    return {"files": files, "options": {k: v for k, v in options.items()}}
+
+
+def _training_finished(run_dir: Path) -> bool:
+    """The run wrote its final model and its log reached max_steps."""
+    cfg_path = run_dir / layout.RUN_CONFIG
+    if not (run_dir / layout.FINAL_MODEL_DIR).is_dir() or not cfg_path.is_file():
+        return False
+    try:
+        cfg = read_json(cfg_path, "run config")
+        max_steps = int(cfg["train"]["optim"]["max_steps"])
+    except (UserError, KeyError, TypeError, ValueError):
+        return False
+    last = 0
+    try:
+        with open(run_dir / layout.METRICS, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    last = max(last, int(json.loads(line).get("step", 0)))
+                except (ValueError, AttributeError):
+                    continue
+    except OSError:
+        return False
+    return last >= max_steps
+
+
+def _same_training(run_dir: Path, requested: Mapping[str, Any]) -> list[str]:
+    """Differences between the saved run config and the requested one (empty when the same)."""
+    saved = read_json(run_dir / layout.RUN_CONFIG, "run config").get("train", {})
+    diffs: list[str] = []
+
+    def walk(a: Any, b: Any, prefix: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                walk(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
+        elif a != b:
+            diffs.append(f"{prefix}: {a!r} -> {b!r}")
+
+    walk(saved, dict(requested), "")
+    return diffs
+
+
+def study(
+    inputs: Sequence[str | Path] = (),
+    *,
+    preset: str = "demo",
+    out: str | Path | None = None,
+    config: str | Path | None = None,
+    train_preset: str | None = None,
+    train_overrides: Mapping[str, Any] | None = None,
+    prepare_options: Mapping[str, Any] | None = None,
+    lang: str = "both",
+    target: float | None = None,
+    redo: Sequence[str] = (),
+    quiet: bool = False,
+    say: Callable[[str], None] | None = None,
+) -> StudyResult:
+    """Run (or finish) a study into ``out`` (default ``studies/PRESET``); return where everything is.
+
+    ``inputs``: corpora for ``bertcurve prepare`` (default: the preset's, i.e. the built-in
+    demo corpus for ``demo``; the seed presets need one). ``config``: a training config
+    JSON file applied on top of the preset. ``train_preset`` / ``train_overrides`` /
+    ``prepare_options``: finer control (tests use ``train_preset="tiny"``). ``redo``:
+    stages to run even when up to date (analyze, plot, report; a finished training is
+    never redone: use a new ``out``). Stages already done are skipped; an interrupted
+    training resumes from its newest checkpoint.
+    """
+    from bertcurve.figures import check_lang
+
+    check_lang(lang)
+    if preset not in PRESETS:
+        raise UserError(f"unknown study preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    bad = [s for s in redo if s not in ("analyze", "plot", "report")]
+    if bad:
+        raise UserError(f"--redo accepts analyze, plot and report, not {', '.join(bad)} "
+                        "(a finished training is never redone; choose a new --out)")
+    spec = PRESETS[preset]
+    input_list = [str(i) for i in inputs] or list(spec.default_inputs)
+    if not input_list:
+        raise UserError(f"preset {preset} needs a corpus: give one or more INPUT files or folders "
+                        "(e.g. `bertcurve study corpus.txt --preset seed-100k`)")
+    out_dir = Path(out).expanduser() if out is not None else Path("studies") / preset
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (
+            (out_dir / STUDY_JSON).exists() or (out_dir / layout.STUDY_DATA_DIR).exists()
+            or (out_dir / layout.STUDY_RUN_DIR).exists()):
+        raise UserError(f"--out {out_dir} is a non-empty folder that is not a bertcurve study; "
+                        "choose a new or empty folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    emit = say or (lambda msg: print(msg, flush=True))
+    tell = (lambda msg: None) if quiet else emit
+    data_dir = out_dir / layout.STUDY_DATA_DIR
+    run_dir = out_dir / layout.STUDY_RUN_DIR
+    result = StudyResult(out_dir, data_dir, run_dir)
+    record_path = out_dir / STUDY_JSON
+    previous = read_json(record_path, "study record") if record_path.is_file() else {}
+    t_preset = train_preset or spec.train_preset
+
+    def save_record() -> None:
+        write_json(record_path, {
+            "format": STUDY_FORMAT,
+            "bertcurve_version": __version__,
+            "preset": preset,
+            "train_preset": t_preset,
+            "inputs": input_list,
+            "config": str(config) if config else None,
+            "hardware": hardware(),
+            "stages": [s.__dict__ for s in result.stages],
+            "history": (previous.get("history") or []) + [
+                {"stage": s.name, "status": s.status, "seconds": round(s.seconds, 3)} for s in result.stages],
+        })
+
+    done_before = {s_["name"]: s_ for s_ in previous.get("stages", []) if s_.get("status") in ("done", "skipped")}
+
+    def up_to_date(name: str, sig: dict, outputs: Sequence[Path]) -> bool:
+        """Done in an earlier call from the same inputs and options, and its outputs are still there."""
+        return (name not in redo and done_before.get(name, {}).get("signature") == sig
+                and all(p.exists() for p in outputs))
+
+    def stage(name: str, fn: Callable[[], tuple[str, str]], sig: Callable[[], dict] | None = None) -> None:
+        tell(f"[{len(result.stages) + 1}/{len(STAGES)}] {name} ...")
+        started = time.perf_counter()
+        status, detail = fn()
+        rec = StageRecord(name, status, time.perf_counter() - started, detail, sig() if sig else {})
+        result.stages.append(rec)
+        save_record()
+        tell(f"      {status}{': ' + detail if detail else ''} ({rec.seconds:.1f} s)")
+
+    # -- 1. prepare (prepare itself reuses a data dir built from the same inputs and options)
+    def do_prepare() -> tuple[str, str]:
+        from bertcurve.prepare import prepare
+
+        meta = data_dir / layout.DATA_META
+        before = meta.stat().st_mtime if meta.is_file() else None
+        prepare(input_list, data_dir, progress=not quiet, **dict(prepare_options or {}))
+        after = meta.stat().st_mtime if meta.is_file() else None
+        m = read_json(meta, "data set metadata")
+        sp = m.get("splits", {})
+        detail = (f"{sp.get('train', {}).get('sentences', 0):,} train / {sp.get('val', {}).get('sentences', 0):,} "
+                  f"val sentences, vocabulary {m.get('vocab_size', 0):,}")
+        return ("skipped" if before is not None and before == after else "done"), detail
+
+    stage("prepare", do_prepare)
+
+    # -- 2. train (resume="auto" continues an interrupted run exactly)
+    def do_train() -> tuple[str, str]:
+        from bertcurve.config import build_config, to_dict
+        from bertcurve.train import train
+
+        if _training_finished(run_dir):
+            wanted = to_dict(build_config(t_preset, config, train_overrides))
+            diffs = _same_training(run_dir, wanted)
+            if diffs:
+                raise UserError(
+                    f"{run_dir} holds a finished run with other settings ({'; '.join(diffs[:4])}"
+                    f"{' ...' if len(diffs) > 4 else ''}); choose a new --out for a new study")
+            return "skipped", "finished earlier"
+        res = train(data_dir, run_dir, preset=t_preset, config=config, overrides=train_overrides,
+                    resume="auto", quiet=quiet, log=emit if not quiet else None)
+        result.final_eval = res.final_eval
+        resumed = f"resumed from step {res.resumed_from}, " if res.resumed_from else ""
+        if not res.completed:
+            return "interrupted", f"{resumed}stopped at step {res.step}/{res.max_steps}"
+        acc = res.final_eval.get("mlm_accuracy") if res.final_eval else None
+        return "done", (f"{resumed}{res.step} steps" + (f", held-out accuracy {acc:.4f}" if acc is not None else ""))
+
+    stage("train", do_train)
+    if result.stages[-1].status == "interrupted":
+        tell(f"\ntraining was interrupted; run the same command again to resume it:\n"
+             f"  bertcurve study {' '.join(input_list) if inputs else ''}".rstrip()
+             + (f" --preset {preset}" if preset != "demo" else "") + f" --out {out_dir}")
+        return result
+
+    metrics = run_dir / layout.METRICS
+    analysis = run_dir / layout.ANALYSIS
+    fig_dir = run_dir / layout.FIGURES_DIR
+
+    # -- 3. analyze
+    def sig_analyze() -> dict:
+        return signature([metrics], target=target)
+
+    def do_analyze() -> tuple[str, str]:
+        if up_to_date("analyze", sig_analyze(), [analysis]):
+            return "skipped", "up to date"
+        from bertcurve.analyze import analyze
+
+        res = analyze(run_dir, target=target)
+        chosen = (res.get("chosen_model") or {}).get("model")
+        return "done", f"{res['metric']['name']}, forecasting model {chosen or 'none (too few points)'}"
+
+    stage("analyze", do_analyze, sig_analyze)
+
+    # -- 4. plot
+    def sig_plot() -> dict:
+        return signature([metrics, analysis], lang=lang, target=target)
+
+    def do_plot() -> tuple[str, str]:
+        if up_to_date("plot", sig_plot(), [fig_dir / "training_curves.png"]):
+            return "skipped", "up to date"
+        from bertcurve.plot import plot
+
+        res = plot([run_dir], out=fig_dir, lang=lang, target=target)
+        return "done", f"{len(res.files)} figures" + (f"; left out: {'; '.join(res.skipped)}" if res.skipped else "")
+
+    stage("plot", do_plot, sig_plot)
+
+    # -- 5. report
+    def sig_report() -> dict:
+        return signature([metrics, analysis, *fig_dir.glob("*.png"), data_dir / layout.DATA_META],
+                         lang=lang, target=target)
+
+    def do_report() -> tuple[str, str]:
+        if up_to_date("report", sig_report(), [run_dir / layout.REPORT_HTML, run_dir / layout.REPORT_MD]):
+            return "skipped", "up to date"
+        from bertcurve.report import report
+
+        report([run_dir], lang=lang, target=target)
+        return "done", ""
+
+    stage("report", do_report, sig_report)
+    result.completed = True
+    if result.final_eval is None:
+        result.final_eval = _last_eval(metrics)
+    tell(_where(result))
+    return result
+
+
+def _last_eval(metrics: Path) -> dict | None:
+    last = None
+    try:
+        with open(metrics, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if row.get("split") == "eval":
+                    last = row
+    except OSError:
+        return None
+    return last
+
+
+def _where(result: StudyResult) -> str:
+    """The closing summary: what was learned and where every file is."""
+    total = sum(s.seconds for s in result.stages)
+    lines = ["", f"研究完成 study finished in {total / 60:.1f} min:"]
+    ev = result.final_eval
+    if ev and ev.get("mlm_accuracy") is not None:
+        se = ev.get("mlm_accuracy_se")
+        lines.append(f"  验证集 MLM 准确率 held-out MLM accuracy: {ev['mlm_accuracy']:.2%}"
+                     + (f" ± {se:.2%}" if se else "") + f" at step {ev.get('step', '?'):,}")
+    lines += [
+        f"  报告 report      {result.report_html}",
+        f"                  {result.report_md}",
+        f"  图表 figures     {result.figures_dir}/",
+        f"  分析 analysis    {result.analysis}",
+        f"  模型 model       {result.run_dir / layout.FINAL_MODEL_DIR}/",
+        f"  日志 metrics     {result.run_dir / layout.METRICS}",
+        f"  数据 data        {result.data_dir}/",
+        "",
+        f"  try: bertcurve fill-mask {result.run_dir} \"今天天气很[MASK]。\"",
+    ]
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="corpus files or folders for `bertcurve prepare` (default for --preset demo: the "
+                             "built-in demo corpus; the seed presets need one)")
+    parser.add_argument("--preset", choices=tuple(PRESETS), default="demo",
+                        help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()) + " (default: demo)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="training config JSON applied on top of the preset (see docs/run-dir.md)")
+    parser.add_argument("--out", type=Path, default=None, help="study folder (default: studies/PRESET)")
+    parser.add_argument("--train-preset", default=None,
+                        help="use this training preset instead of the study preset's (e.g. tiny for a smoke test)")
+    parser.add_argument("--lang", choices=("zh", "en", "both"), default="both",
+                        help="language of figure labels and report titles (default: both)")
+    parser.add_argument("--target", type=float, default=None,
+                        help="metric value to forecast the step for (default: the next 5 points of accuracy)")
+    parser.add_argument("--redo", nargs="+", choices=("analyze", "plot", "report"), default=(),
+                        help="run these stages even when they are up to date")
+    parser.add_argument("--quiet", action="store_true", help="print only the closing summary")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = study(args.inputs, preset=args.preset, out=args.out, config=args.config,
+                   train_preset=args.train_preset, lang=args.lang, target=args.target, redo=args.redo,
+                   quiet=args.quiet)
+    if args.quiet and result.completed:
+        print(_where(result))
+    return 0 if result.completed else 130
