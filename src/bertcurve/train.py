@@ -378,7 +378,9 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
                          "constant_guess_accuracy": constant_guess},
             "world_size": dist.world_size,
         })
-        dropped = metrics_log.truncate_after(run_dir / layout.METRICS, start_step)
+        # Without a checkpoint the run starts over, so every old line goes (step 0 included).
+        dropped = metrics_log.truncate_after(run_dir / layout.METRICS,
+                                             start_step if loaded is not None else -1)
         if dropped and loaded is not None:
             say(f"resume: dropped {dropped} metrics line(s) newer than step {start_step}")
         if tensorboard:
