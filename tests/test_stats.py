@@ -141,10 +141,20 @@ def test_block_bootstrap_indices_are_blocks():
     assert counts.min() > 0.9 * counts.mean() and counts.max() < 1.1 * counts.mean()
 
 
-def test_block_bootstrap_is_reproducible_and_chunking_does_not_change_it():
+@pytest.mark.parametrize("n, block", [(500, 24), (103, 10), (50, 1), (64, 64)])
+def test_block_bootstrap_fast_path_equals_explicit_resampling(n, block):
+    x, y = curve(n, 1, rho=0.7)
+    fast = st.block_bootstrap_pearson(x, y, block_length=block, n_resamples=300, seed=3)
+    idx = st.block_bootstrap_indices(n, block, 300, np.random.default_rng(3))
+    ref = st._rows_pearson_reference(x, y, idx)
+    assert (fast.ci_low, fast.ci_high) == pytest.approx(tuple(np.quantile(ref, [0.025, 0.975])), abs=1e-9)
+    assert fast.standard_error == pytest.approx(np.std(ref, ddof=1), rel=1e-7)
+
+
+def test_block_bootstrap_is_reproducible():
     x, y = curve(500, 1, rho=0.7)
     a = st.block_bootstrap_pearson(x, y, n_resamples=300, seed=3)
-    b = st.block_bootstrap_pearson(x, y, n_resamples=300, seed=3, max_cells=500 * 7)
+    b = st.block_bootstrap_pearson(x, y, n_resamples=300, seed=3)
     assert a == b
     assert a.ci_low < a.statistic < a.ci_high
     assert a.statistic == pytest.approx(sps.pearsonr(x, y).statistic)

@@ -217,6 +217,18 @@ def _number(value: Any, where: str) -> float:
     raise UserError(f"{where}: {value!r} is not a number; fix or remove that entry")
 
 
+def _numbers(values: list, where: str) -> np.ndarray:
+    """A JSON list as float64 (None -> NaN); the first bad entry is named in the error."""
+    try:
+        # Fast path for the usual all-numeric list (a 100,000-point history in milliseconds).
+        arr = np.asarray(values, dtype=np.float64)
+        if arr.ndim == 1:
+            return arr
+    except (TypeError, ValueError):
+        pass
+    return np.asarray([_number(v, f"{where}[{i}]") for i, v in enumerate(values)], dtype=np.float64)
+
+
 def _collect(points: dict[str, tuple[list[float], list[float]]], path: Path) -> tuple[dict[str, Series], list[str]]:
     series: dict[str, Series] = {}
     notes: list[str] = []
@@ -310,7 +322,9 @@ def _numeric_string(value: Any) -> bool:
 def _load_seed(path: Path, data: dict) -> TrainingLog:
     step_key = next(k for k in _SEED_STEP_KEYS if k in data)
     raw_steps = data[step_key]
-    steps = [_number(s, f"{path} {step_key}[{i}]") for i, s in enumerate(raw_steps)]
+    if not isinstance(raw_steps, list):
+        raise UserError(f"{path}: {step_key!r} is not a list")
+    steps = _numbers(raw_steps, f"{path} {step_key}")
     points: dict[str, tuple[list[float], list[float]]] = {}
     meta: dict[str, Any] = {}
     for key, values in data.items():
@@ -325,7 +339,7 @@ def _load_seed(path: Path, data: dict) -> TrainingLog:
                 f"the history is inconsistent"
             )
         name = _SEED_NAMES.get(key, key)
-        points[name] = (steps, [_number(v, f"{path} {key}[{i}]") for i, v in enumerate(values)])
+        points[name] = (steps, _numbers(values, f"{path} {key}"))
     series, notes = _collect(points, path)
     return TrainingLog(name=path.stem, path=path, kind="seed-history", series=series, meta=meta, notes=notes)
 
