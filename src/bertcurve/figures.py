@@ -725,7 +725,8 @@ class LogFits:
         return self.best
 
     @classmethod
-    def compute(cls, log: TrainingLog, metric: str | None = None) -> "LogFits":
+    def compute(cls, log: TrainingLog, metric: str | None = None, *, with_loss: bool = True) -> "LogFits":
+        """Fit every model to ``metric`` and pick one by backtest; also the loss (``with_loss``)."""
         from bertcurve import curves
 
         metric = metric or log.default_metric()
@@ -739,7 +740,7 @@ class LogFits:
         loss_name = "train_loss" if "train_loss" in log.series else "eval_loss" if "eval_loss" in log.series else None
         if loss_name == metric:
             loss_fit = best
-        elif loss_name and len(log.series[loss_name]) >= 8:
+        elif with_loss and loss_name and len(log.series[loss_name]) >= 8:
             ls = log.series[loss_name]
             lim = curves.limits_for(loss_name)
             loss_fits = curves.fit_all(ls.steps, ls.values, direction=-1, limits=lim)

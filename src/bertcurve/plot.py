@@ -106,13 +106,25 @@ def plot(
         for log, name in zip(logs, names):
             folder = out_dir / _safe_name(name) if several else out_dir
             folder.mkdir(parents=True, exist_ok=True)
-            fits = F.LogFits.compute(log, metric)
+            cache: dict[str, Any] = {}
+
+            def fits() -> Any:
+                # Fitting costs seconds: only when a figure needs it, once per log.
+                if "fits" not in cache:
+                    try:
+                        cache["fits"] = F.LogFits.compute(log, metric, with_loss="loss_analysis" in wanted)
+                    except UserError as exc:
+                        cache["fits"] = exc
+                if isinstance(cache["fits"], UserError):
+                    raise cache["fits"]
+                return cache["fits"]
+
             builders: dict[str, Callable[[], Any]] = {
                 "training_curves": lambda: F.training_curves(log, lang=lang),
-                "correlation_analysis": lambda: F.correlation_analysis(log, lang=lang, metric=fits.metric,
-                                                                       fit=fits.best),
-                "loss_analysis": lambda: F.loss_analysis(log, lang=lang, fit=fits.loss),
-                "forecast": lambda: F.forecast(log, lang=lang, metric=fits.metric, fit=fits.forecast,
+                "correlation_analysis": lambda: F.correlation_analysis(log, lang=lang, metric=fits().metric,
+                                                                       fit=fits().best),
+                "loss_analysis": lambda: F.loss_analysis(log, lang=lang, fit=_loss_fit(fits)),
+                "forecast": lambda: F.forecast(log, lang=lang, metric=fits().metric, fit=fits().forecast,
                                                target=target),
             }
             for figure in SINGLE_FIGURES:
@@ -134,6 +146,14 @@ def plot(
     if not result.files:
         raise UserError("no figure could be drawn: " + "; ".join(result.skipped))
     return result
+
+
+def _loss_fit(fits: Callable[[], Any]) -> Any:
+    """The loss fit, or None when the metric itself cannot be fitted (the loss figure still draws)."""
+    try:
+        return fits().loss
+    except UserError:
+        return None
 
 
 def _safe_name(name: str) -> str:

@@ -129,7 +129,7 @@ class Doc:
                 rows_html = "".join(
                     "<tr>" + "".join(
                         (f"<th>{_inline(c)}</th>" if (align == "kv" and j == 0) else
-                         f'<td{" class=num" if _numeric(c) else ""}>{_inline(c)}</td>')
+                         f'<td{" class=num" if (align != "kv" and _numeric(c)) else ""}>{_inline(c)}</td>')
                         for j, c in enumerate(row)) + "</tr>"
                     for row in rows)
                 body.append(f'<div class="tablewrap"><table{cls}>{head}<tbody>{rows_html}</tbody></table></div>')
@@ -404,10 +404,6 @@ def _dataset(doc: Doc, info: RunInfo, lang: str) -> None:
             rows.append((f"{name} split", ", ".join(parts)))
     rows.append(("Vocabulary", f"{meta.get('vocab_size', 0):,} tokens (characters + 5 specials)"
                  if meta.get("vocab_size") else None))
-    for key, label in (("duplicate_rate", "Duplicate rate"), ("mean_chars", "Mean sentence length"),
-                       ("unk_rate", "[UNK] rate")):
-        if key in meta and isinstance(meta[key], (int, float)):
-            rows.append((label, f"{meta[key]:.4g}"))
     sources = meta.get("sources") or meta.get("inputs")
     if isinstance(sources, list) and sources:
         names = [s.get("name") or s.get("path") or str(s) if isinstance(s, dict) else str(s) for s in sources]
@@ -550,10 +546,18 @@ def _throughput(doc: Doc, info: RunInfo, lang: str) -> None:
         return
     doc.kv(rows)
     st = info.study
-    if st and st.get("stages"):
+    if st and st.get("history"):
+        # Time actually spent per stage over every call of `bertcurve study` (skips cost ~0).
+        spent: dict[str, float] = {}
+        for h in st["history"]:
+            if h.get("status") in ("done", "interrupted"):
+                spent[h["stage"]] = spent.get(h["stage"], 0.0) + float(h.get("seconds") or 0.0)
+        resumed = sum(1 for h in st["history"] if h.get("stage") == "train" and h.get("status") == "interrupted")
         doc.h3(_title("Time per study stage", "各阶段耗时", lang))
-        doc.table(["Stage", "Status", "Time"],
-                  [[s.get("name"), s.get("status"), _hours(s.get("seconds"))] for s in st["stages"]])
+        doc.table(["Stage", "Time spent"], [[name, _hours(sec)] for name, sec in spent.items()]
+                  + [["total", _hours(sum(spent.values()))]])
+        if resumed:
+            doc.p(f"Training was interrupted {resumed} time(s) and resumed from its newest checkpoint.")
 
 
 def _figure(doc: Doc, figures: dict[str, Path], key: str, caption: str, base: Path) -> None:
