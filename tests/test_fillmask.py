@@ -14,7 +14,7 @@ from bertcurve import layout
 from bertcurve.cli import main
 from bertcurve.errors import UserError
 from bertcurve.fillmask import fill_mask, read_texts
-from bertcurve.inference import length_buckets, load_masked_lm, mask_logits, predict_top_k
+from bertcurve.inference import length_buckets, load_masked_lm, mask_logits
 
 TEXT = "今天天气很好，我们去公园散步。北京是中国的首都，人民生活幸福。"
 
@@ -54,26 +54,45 @@ def make_hf_dir(path: Path, max_positions: int = 64, seed: int = 0) -> Path:
     return path
 
 
-def make_run_dir(path: Path, steps: tuple[int, ...] = (10, 20), final: bool = True) -> Path:
-    """A run dir in the documented layout: config, metrics, checkpoints with weights, final/."""
-    from safetensors.torch import save_model
+def make_run_dir(path: Path, data_dir: Path, steps: tuple[int, ...] = (10, 20), final: bool = True,
+                 evals: dict[int, float] | None = None) -> Path:
+    """A run dir laid out exactly as `bertcurve train` writes it (see docs/run-dir.md).
 
-    path.mkdir(parents=True)
-    tok_dir = make_tokenizer_dir(path.parent / "data")
-    (path / layout.RUN_CONFIG).write_text(json.dumps({"format": layout.RUN_CONFIG_FORMAT, "data": str(tok_dir)}))
+    Checkpoints are save_pretrained folders (config.json + model.safetensors)
+    with checkpoint.json; final/ holds the last checkpoint's weights and the
+    data dir's tokenizer files. Weights are random (seeded per step): real
+    training is tested by the train stage and takes too long here.
+    """
+    import shutil
+
     from transformers import AutoTokenizer
 
-    vocab = len(AutoTokenizer.from_pretrained(str(tok_dir)))
-    for n, step in enumerate(steps):
+    path.mkdir(parents=True)
+    vocab = len(AutoTokenizer.from_pretrained(str(data_dir)))
+    max_steps = steps[-1]
+    (path / layout.RUN_CONFIG).write_text(json.dumps({
+        "format": layout.RUN_CONFIG_FORMAT,
+        "train": {"model": {"hidden_size": 32, "num_layers": 2, "num_heads": 2},
+                  "data": {"seq_len": 32, "mask_prob": 0.15, "nsp": False},
+                  "optim": {"lr": 0.002, "max_steps": max_steps, "micro_batch": 8, "grad_accum": 2}},
+        "preset": "tiny", "data_dir": str(Path(data_dir).resolve()), "vocab_size": vocab,
+    }))
+    evals = evals if evals is not None else {s: 0.05 + 0.01 * n for n, s in enumerate(steps)}
+    with open(path / layout.METRICS, "w", encoding="utf-8") as log:
+        for step, acc in sorted(evals.items()):
+            log.write(json.dumps({"format": layout.METRICS_FORMAT, "step": step, "split": "train",
+                                  "loss": 7.0, "mlm_accuracy": acc - 0.01}) + "\n")
+            log.write(json.dumps({"format": layout.METRICS_FORMAT, "step": step, "split": "eval",
+                                  "loss": 6.5, "mlm_accuracy": acc, "mlm_top5_accuracy": acc + 0.1,
+                                  "mlm_accuracy_se": 0.01, "masked_tokens": 2000}) + "\n")
+    for step in steps:
         ck = path / layout.CHECKPOINTS_DIR / layout.checkpoint_dir_name(step)
-        ck.mkdir(parents=True)
-        net = make_model(vocab, seed=100 + n)
-        save_model(net, str(ck / layout.CKPT_WEIGHTS))
-        (ck / layout.CKPT_META).write_text(json.dumps({"format": layout.CKPT_META_FORMAT, "step": step,
-                                                       "hf_config": net.config.to_dict()}))
+        make_model(vocab, seed=step).save_pretrained(str(ck))
+        (ck / layout.CKPT_META).write_text(json.dumps({"format": layout.CKPT_META_FORMAT, "step": step}))
     if final:
-        make_model(vocab, seed=100 + len(steps) - 1).save_pretrained(str(path / layout.FINAL_MODEL_DIR))
-        AutoTokenizer.from_pretrained(str(tok_dir)).save_pretrained(str(path / layout.FINAL_MODEL_DIR))
+        make_model(vocab, seed=steps[-1]).save_pretrained(str(path / layout.FINAL_MODEL_DIR))
+        for name in ("tokenizer.json", "tokenizer_config.json", layout.VOCAB_TXT):
+            shutil.copy2(data_dir / name, path / layout.FINAL_MODEL_DIR / name)
     return path
 
 
@@ -201,8 +220,8 @@ def test_int8_quantization_stays_close(hf_dir, lm):
         assert len(ids_a & ids_b) >= 3
 
 
-def test_run_dir_final_and_checkpoint_steps(tmp_path):
-    run = make_run_dir(tmp_path / "run")
+def test_run_dir_final_and_checkpoint_steps(tmp_path, tiny_data_dir):
+    run = make_run_dir(tmp_path / "run", tiny_data_dir)
     final = load_masked_lm(run, device="cpu")
     ck20 = load_masked_lm(run, step=20, device="cpu")
     ck10 = load_masked_lm(run, step=10, device="cpu")
@@ -221,8 +240,8 @@ def test_run_dir_final_and_checkpoint_steps(tmp_path):
         load_masked_lm(run, step=15)
 
 
-def test_run_without_final_model_points_to_steps(tmp_path):
-    run = make_run_dir(tmp_path / "run", steps=(10,), final=False)
+def test_run_without_final_model_points_to_steps(tmp_path, tiny_data_dir):
+    run = make_run_dir(tmp_path / "run", tiny_data_dir, steps=(10,), final=False)
     with pytest.raises(UserError, match="no final model.*steps 10.*--step"):
         load_masked_lm(run)
     assert load_masked_lm(run, step=10, device="cpu").step == 10

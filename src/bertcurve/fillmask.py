@@ -312,6 +312,9 @@ def to_json(results: Sequence[FillMaskResult], lm_source: str, step: int | None,
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # TEXT... may come after options (`fill-mask RUN --step 30 "今[MASK]"`); plain
+    # parse_args stops matching a '*' positional at the first option
+    parser.parse_args = parser.parse_intermixed_args  # type: ignore[method-assign]
     parser.add_argument("model", metavar="MODEL",
                         help="run directory, checkpoint folder or Hugging Face model directory")
     parser.add_argument("texts", metavar="TEXT", nargs="*",

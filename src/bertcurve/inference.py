@@ -13,9 +13,8 @@ Speed comes from four things (see ``docs/inference.md``):
 
 from __future__ import annotations
 
-import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -42,6 +41,7 @@ class MaskedLM:
     max_length: int             # positions the model can see, special tokens included
     prefix: tuple[int, ...] = ()  # special ids the tokenizer puts before a text ([CLS])
     suffix: tuple[int, ...] = ()  # and after it ([SEP])
+    tokenizer_dir: str = ""       # folder the tokenizer files were read from
 
     @property
     def mask_token(self) -> str:
@@ -90,10 +90,7 @@ def _steps_hint(run_dir: Path) -> str:
 class ModelLocation:
     """Where the pieces of a model live on disk (resolved from what the user gave)."""
 
-    hf_dir: Path | None          # a complete Hugging Face model dir, or None
-    weights: Path | None         # safetensors weights to load into the HF config (checkpoints)
-    config_dir: Path | None      # dir whose config.json describes the architecture
-    hf_config: dict | None       # or the config as a dict (from checkpoint.json)
+    hf_dir: Path                 # a Hugging Face model dir (final/, a checkpoint, an export)
     tokenizer_dir: Path          # dir AutoTokenizer.from_pretrained can read
     step: int | None
     run_dir: Path | None
@@ -108,21 +105,6 @@ def _has_hf_model(path: Path) -> bool:
 
 def _has_tokenizer(path: Path) -> bool:
     return (path / layout.TOKENIZER_JSON).is_file() or (path / layout.VOCAB_TXT).is_file()
-
-
-def _hf_config_from_checkpoint_meta(meta: dict) -> dict | None:
-    """The Hugging Face config dict a checkpoint.json carries, if any."""
-    for key in ("hf_config", "model_hf_config", "transformers_config"):
-        value = meta.get(key)
-        if isinstance(value, dict) and value.get("model_type"):
-            return value
-    cfg = meta.get("config")
-    if isinstance(cfg, dict):
-        for key in ("hf_config", "hf_model_config"):
-            value = cfg.get(key)
-            if isinstance(value, dict) and value.get("model_type"):
-                return value
-    return None
 
 
 def _tokenizer_dir_for_run(run_dir: Path, extra: Sequence[Path] = ()) -> Path:
@@ -177,38 +159,25 @@ def locate_model(model: str | Path, step: int | None = None) -> ModelLocation:
         if step is None:
             final = path / layout.FINAL_MODEL_DIR
             if _has_hf_model(final):
-                return ModelLocation(final, None, None, None, _tokenizer_dir_for_run(path),
-                                     _final_step(path), path)
+                return ModelLocation(final, _tokenizer_dir_for_run(path), _final_step(path), path)
             raise UserError(
                 f"run {path} has no final model yet ({final} missing); {_steps_hint(path)}: "
                 "pick one with --step N"
             )
         ckpt = path / layout.CHECKPOINTS_DIR / layout.checkpoint_dir_name(step)
-        weights = ckpt / layout.CKPT_WEIGHTS
-        if not weights.is_file():
+        if not (ckpt / layout.CKPT_WEIGHTS).is_file():
             raise UserError(f"run {path} has no checkpoint for step {step}; {_steps_hint(path)}")
-        if _has_hf_model(ckpt):
-            return ModelLocation(ckpt, None, None, None, _tokenizer_dir_for_run(path, [ckpt]), step, path)
-        meta_path = ckpt / layout.CKPT_META
-        meta = read_json(meta_path, "checkpoint metadata") if meta_path.is_file() else {}
-        hf_config = _hf_config_from_checkpoint_meta(meta)
-        config_dir = None
-        if hf_config is None:
-            for cand in (ckpt, path / layout.FINAL_MODEL_DIR):
-                if (cand / "config.json").is_file():
-                    config_dir = cand
-                    break
-        if hf_config is None and config_dir is None:
-            hf_config = _hf_config_via_train(meta, path)
-        return ModelLocation(None, weights, config_dir, hf_config,
-                             _tokenizer_dir_for_run(path, [ckpt]), step, path)
+        if not _has_hf_model(ckpt):
+            raise UserError(f"checkpoint {ckpt} has weights but no config.json; it was not written "
+                            "by this bertcurve's train and cannot be loaded")
+        return ModelLocation(ckpt, _tokenizer_dir_for_run(path, [ckpt]), step, path)
 
     if step is not None:
         raise UserError(f"--step needs a run directory, but {path} is not one (no {layout.RUN_CONFIG})")
     if _has_hf_model(path):
         if not _has_tokenizer(path) and not (path / "tokenizer_config.json").is_file():
             raise UserError(f"{path} holds a model but no tokenizer files; save the tokenizer next to it")
-        return ModelLocation(path, None, None, None, path, None, None)
+        return ModelLocation(path, path, _export_step(path), None)
     raise UserError(
         f"{path} holds no model: expected a run directory (with {layout.RUN_CONFIG} and "
         f"{layout.FINAL_MODEL_DIR}/ or {layout.CHECKPOINTS_DIR}/) or a Hugging Face model directory "
@@ -216,39 +185,39 @@ def locate_model(model: str | Path, step: int | None = None) -> ModelLocation:
     )
 
 
-def _hf_config_via_train(meta: dict, run_dir: Path) -> dict:
-    """Ask the train stage's model builder for the HF config of a checkpoint's resolved config."""
-    cfg = meta.get("config")
-    if cfg is None and (run_dir / layout.RUN_CONFIG).is_file():
-        cfg = read_json(run_dir / layout.RUN_CONFIG, "run config")
-    try:
-        from bertcurve import model as model_module  # the train stage's public builder
-    except ImportError:
-        model_module = None
-    builder = getattr(model_module, "hf_config_from_run_config", None) if model_module else None
-    if cfg is None or builder is None:
-        raise UserError(
-            f"cannot tell the architecture of the checkpoints in {run_dir}: no config.json next to "
-            "the weights, none in checkpoint.json and no final model; re-run training to write one"
-        )
-    hf = builder(cfg)
-    return hf.to_dict() if hasattr(hf, "to_dict") else dict(hf)
-
-
 def _final_step(run_dir: Path) -> int | None:
-    """The step of a run's final model: its checkpoint.json/config, else the last checkpoint."""
-    final = run_dir / layout.FINAL_MODEL_DIR
-    for name in (layout.CKPT_META, "bertcurve.json", "training.json"):
-        p = final / name
-        if p.is_file():
-            try:
-                step = read_json(p).get("step")
-            except (UserError, AttributeError):
-                continue
-            if isinstance(step, int):
-                return step
+    """The step of a run's final model: written when training reached ``max_steps``."""
+    cfg_path = run_dir / layout.RUN_CONFIG
+    if cfg_path.is_file():
+        try:
+            max_steps = _find_key(read_json(cfg_path, "run config"), "max_steps")
+        except UserError:
+            max_steps = None
+        if isinstance(max_steps, int):
+            return max_steps
     steps = available_steps(run_dir)
     return steps[-1] if steps else None
+
+
+def run_config(run_dir: Path) -> dict:
+    """A run's ``config.json`` (empty dict when absent)."""
+    path = Path(run_dir) / layout.RUN_CONFIG
+    if not path.is_file():
+        return {}
+    cfg = read_json(path, "run config")
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _export_step(path: Path) -> int | None:
+    """The training step recorded by `bertcurve export`, for an exported model dir."""
+    info = path / layout.EXPORT_INFO
+    if info.is_file():
+        try:
+            step = read_json(info).get("step")
+        except (UserError, AttributeError):
+            return None
+        return step if isinstance(step, int) else None
+    return None
 
 
 def _pick_device(device: str | None) -> str:
@@ -283,11 +252,24 @@ def load_masked_lm(
     if quantize and dev != "cpu":
         raise UserError("--quantize int8 is dynamic CPU quantization; use it with --device cpu")
 
-    import torch
-    from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bars in CLI output
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # we report a bad load ourselves, in one line
+    try:
+        return _load(model, loc, dev, quantize)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def _tied_or_buffer(key: str) -> bool:
+    return key in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias") or key.endswith("position_ids")
+
+
+def _load(model: str | Path, loc: ModelLocation, dev: str, quantize: str | None) -> MaskedLM:
+    from safetensors import SafetensorError
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -296,19 +278,18 @@ def load_masked_lm(
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot load the tokenizer in {loc.tokenizer_dir}: {_one_line(exc)}") from None
         try:
-            if loc.hf_dir is not None:
-                net = AutoModelForMaskedLM.from_pretrained(str(loc.hf_dir), local_files_only=True)
-            else:
-                if loc.hf_config is not None:
-                    cfg_dict = dict(loc.hf_config)
-                    model_type = cfg_dict.pop("model_type")
-                    config = AutoConfig.for_model(model_type, **cfg_dict)
-                else:
-                    config = AutoConfig.from_pretrained(str(loc.config_dir), local_files_only=True)
-                net = AutoModelForMaskedLM.from_config(config)
-                _load_checkpoint_weights(net, loc.weights)
-        except (OSError, ValueError, KeyError) as exc:
-            raise UserError(f"cannot load the model in {model}: {_one_line(exc)}") from None
+            net, info = AutoModelForMaskedLM.from_pretrained(
+                str(loc.hf_dir), local_files_only=True, output_loading_info=True)
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+            raise UserError(f"cannot load the model in {loc.hf_dir}: {_one_line(exc)}") from None
+    # a pre-training (MLM + NSP) model leaves its NSP head and pooler unused,
+    # which is fine; a masked-LM weight that is missing is not
+    missing = [k for k in info.get("missing_keys", ()) if not _tied_or_buffer(k)]
+    if missing:
+        raise UserError(
+            f"{loc.hf_dir} lacks {len(missing)} weights of a masked language model "
+            f"(e.g. {sorted(missing)[0]}); it is not a masked-LM checkpoint"
+        )
     if tokenizer.mask_token is None:
         raise UserError(f"the tokenizer in {loc.tokenizer_dir} has no mask token; it cannot fill masks")
     vocab = net.config.vocab_size
@@ -330,36 +311,7 @@ def load_masked_lm(
     wrapped = tokenizer(tokenizer.mask_token)["input_ids"]
     at = wrapped.index(tokenizer.mask_token_id)
     return MaskedLM(net, tokenizer, str(model), loc.step, dev, quantize, max_length,
-                    tuple(wrapped[:at]), tuple(wrapped[at + 1:]))
-
-
-def _load_checkpoint_weights(net: Any, weights: Path) -> None:
-    """Load a training checkpoint's safetensors into a *ForMaskedLM.
-
-    Training may save a pre-training model (MLM + NSP heads); the NSP head
-    and buffers such as position ids are not part of a masked LM, so only
-    those keys may be left over. Everything the masked LM needs must be there.
-    """
-    from safetensors.torch import load_file
-
-    state = load_file(str(weights))
-    own = net.state_dict()
-    # checkpoints of a torch.compile'd or DDP-wrapped model carry prefixes
-    for prefix in ("_orig_mod.", "module."):
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    tied = {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}
-    real_missing = [k for k in missing if k not in tied and not k.endswith("position_ids")]
-    if real_missing:
-        raise UserError(
-            f"checkpoint {weights} does not fit the model's architecture "
-            f"({len(real_missing)} weights missing, e.g. {real_missing[0]}); the checkpoint and its "
-            "config do not belong together"
-        )
-    if any(k in tied for k in missing):
-        net.tie_weights()
-    del own, unexpected
+                    tuple(wrapped[:at]), tuple(wrapped[at + 1:]), str(loc.tokenizer_dir))
 
 
 def quantize_int8(net: Any) -> Any:
@@ -464,8 +416,3 @@ def token_text(tokenizer: Any, token_id: int) -> str:
     if tok.startswith("##"):
         tok = tok[2:]
     return tok.replace("\u2581", "").replace("Ġ", "")
-
-
-def strip_cjk_spaces(text: str) -> str:
-    """Remove the spaces ``decode`` puts between Chinese characters, keep those between Latin words."""
-    return re.sub(r"(?<=[^\x00-\x7f])\s+|\s+(?=[^\x00-\x7f])", "", text)

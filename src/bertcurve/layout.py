@@ -73,6 +73,11 @@ CKPT_TRAINING_STATE = "training_state.pt"   # optimizer/scheduler/RNG; torch.loa
 CKPT_META = "checkpoint.json"               # step, data position, config, tokenizer hash, checksums
 CKPT_META_FORMAT = "bertcurve.checkpoint/1"
 
+# ------------------------------------------------------- exported model dir
+# Written by `bertcurve export` next to the Hugging Face files and README.md.
+EXPORT_INFO = "bertcurve_export.json"    # format EXPORT_FORMAT: run, step, eval accuracy
+EXPORT_FORMAT = "bertcurve.export/1"
+
 # ----------------------------------------------------------------- study dir
 STUDY_DATA_DIR = "data"
 STUDY_RUN_DIR = "run"
