@@ -234,6 +234,12 @@ def analyze(
         raise UserError("--bootstrap must be >= 0")
     log = load_log(source, tag=tag, step_col=step_col, metric_col=metric_col)
     name = metric or log.default_metric()
+    if metric is None and name == "eval_mlm_accuracy" and len(log.series[name]) < MIN_POINTS \
+            and len(log.series.get("train_mlm_accuracy", ())) >= MIN_POINTS:
+        # A short run may have only a few evaluations; its batch accuracy still has a curve.
+        log.notes.append(f"eval_mlm_accuracy has only {len(log.series[name])} point(s); analysed "
+                         f"train_mlm_accuracy instead (choose with --metric)")
+        name = "train_mlm_accuracy"
     series = log.metric(name, min_points=MIN_POINTS, allow_constant=False)
     if np.ptp(series.steps) == 0:
         raise UserError(f"all points of {name!r} are at one step; there is no curve to analyse")
