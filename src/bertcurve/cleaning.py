@@ -58,6 +58,9 @@ _SENT_TOKEN_RE = re.compile(
     + "|(?:\\.\\.\\.|[" + re.escape(SENTENCE_END) + "])+"
 )
 
+_QUOTE_RE = re.compile("[" + re.escape(_OPENERS) + "\"']")
+_END_RE = re.compile("(?:\\.\\.\\.|[" + re.escape(SENTENCE_END) + "])+[" + re.escape(CLOSERS) + "]*")
+
 
 def is_cjk(ch: str) -> bool:
     """True for a CJK unified ideograph (the characters a Chinese BERT predicts)."""
@@ -91,7 +94,7 @@ def normalize(text: str) -> str:
     """
     if "&" in text:
         text = html.unescape(text)
-    text = unicodedata.normalize("NFKC", text)
+    text = _nfkc(text)
     if "<" in text:
         text = _TAG_RE.sub(" ", text)
     if "://" in text or "www." in text.lower():
@@ -102,7 +105,12 @@ def normalize(text: str) -> str:
     text = _SPACE_BETWEEN_CJK.sub("", text)
     text = _WS_RE.sub(" ", text).strip()
     # Removing controls can expose a new NFKC composition; one more pass makes it idempotent.
-    return unicodedata.normalize("NFKC", text)
+    return _nfkc(text)
+
+
+def _nfkc(text: str) -> str:
+    # The quick check is ~40x cheaper than normalising text that is already NFKC (most lines).
+    return text if unicodedata.is_normalized("NFKC", text) else unicodedata.normalize("NFKC", text)
 
 
 def split_sentences(text: str) -> list[str]:
@@ -113,7 +121,17 @@ def split_sentences(text: str) -> list[str]:
     sentence too (``他说:“走吧。”`` | ``我笑了。``). The pieces are exact slices: ``"".join(pieces) == text``.
     A quotation that never closes ends at the end of ``text``.
     """
-    pieces: list[str] = []
+    if not _QUOTE_RE.search(text):
+        # Fast path (most lines): no quotation can hold a boundary, so cut after every end mark.
+        pieces = []
+        start = 0
+        for m in _END_RE.finditer(text):
+            pieces.append(text[start:m.end()])
+            start = m.end()
+        if start < len(text):
+            pieces.append(text[start:])
+        return pieces
+    pieces = []
     stack: list[str] = []
     start = 0
     tokens = list(_SENT_TOKEN_RE.finditer(text))

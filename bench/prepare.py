@@ -1,0 +1,107 @@
+"""Benchmark `bertcurve prepare` against the ecosystem's usual way, on the same input.
+
+    python bench/prepare.py [--input ../shared/corpus/modern_vernacular_lines.txt] [--repeats 1]
+
+Runs, each in a fresh subprocess so peak RSS is that run's own:
+
+1. ``bertcurve.prepare`` on the input (cleaning, sentence splitting, dedup,
+   split, vocabulary, tokenization, card), forced (no cache);
+2. the usual way: ``datasets.load_dataset("text")`` + ``Dataset.map`` with the
+   fast tokenizer that run 1 saved (``batched=True``), which only tokenizes
+   raw lines: no cleaning, splitting, dedup or statistics.
+
+Prints wall time, lines/s and peak RSS of each, their ratio (median over
+--repeats), and checks the floors of this project (<= 120 s, <= 2 GB RSS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_INPUT = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "modern_vernacular_lines.txt"
+FLOOR_SECONDS = 120.0
+FLOOR_RSS_MB = 2048.0
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def child_ours(path: str, out: str) -> dict:
+    from bertcurve.prepare import prepare
+
+    start = time.perf_counter()
+    prepare([path], out, force=True, progress=False)
+    return {"seconds": time.perf_counter() - start, "rss_mb": _peak_rss_mb()}
+
+
+def child_datasets(path: str, tokenizer_dir: str) -> dict:
+    import datasets
+    from transformers import AutoTokenizer
+
+    datasets.disable_progress_bars()
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    with tempfile.TemporaryDirectory() as cache:
+        start = time.perf_counter()
+        ds = datasets.load_dataset("text", data_files=[path], split="train", cache_dir=cache)
+        ds = ds.map(lambda b: tok(b["text"], add_special_tokens=False), batched=True, batch_size=1000,
+                    remove_columns=["text"])
+        n_tokens = sum(len(x) for x in ds.with_format("numpy")["input_ids"])
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "rss_mb": _peak_rss_mb(), "tokens": int(n_tokens)}
+
+
+def _run_child(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"benchmark child failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", default=str(DEFAULT_INPUT), help="plain-text corpus, one document per line")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each variant (median reported)")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, a, b = args.child
+        result = child_ours(a, b) if kind == "ours" else child_datasets(a, b)
+        print(json.dumps(result))
+        return 0
+    path = Path(args.input)
+    if not path.is_file():
+        sys.exit(f"input not found: {path} (pass --input)")
+    with open(path, "rb") as handle:
+        n_lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+    print(f"input: {path} ({path.stat().st_size / 1e6:.1f} MB, {n_lines:,} lines)")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "data")
+        ours = [_run_child("ours", str(path), out) for _ in range(args.repeats)]
+        base = [_run_child("datasets", str(path), out) for _ in range(args.repeats)]
+        meta = json.loads((Path(out) / "meta.json").read_text(encoding="utf-8"))
+    t_ours = statistics.median(r["seconds"] for r in ours)
+    t_base = statistics.median(r["seconds"] for r in base)
+    rss_ours = max(r["rss_mb"] for r in ours)
+    rss_base = max(r["rss_mb"] for r in base)
+    print(f"bertcurve prepare      : {t_ours:7.1f} s  {n_lines / t_ours:10,.0f} lines/s  peak RSS {rss_ours:7.0f} MB"
+          f"  ({meta['sentences_kept']:,} sentences, "
+          f"{meta['splits']['train']['tokens'] + meta['splits']['val']['tokens']:,} tokens kept)")
+    print(f"datasets.map + fast tok: {t_base:7.1f} s  {n_lines / t_base:10,.0f} lines/s  peak RSS {rss_base:7.0f} MB"
+          f"  ({base[0]['tokens']:,} tokens, raw lines, no cleaning)")
+    print(f"ratio (prepare / datasets.map): time {t_ours / t_base:.2f}x, peak RSS {rss_ours / rss_base:.2f}x")
+    ok = t_ours <= FLOOR_SECONDS and rss_ours <= FLOOR_RSS_MB
+    print(f"floors (<= {FLOOR_SECONDS:.0f} s, <= {FLOOR_RSS_MB:.0f} MB): {'met' if ok else 'NOT MET'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
