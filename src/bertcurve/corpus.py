@@ -352,9 +352,11 @@ def _read_jsonl(src: InputSource, opts: ReadOptions, report: ReadReport,
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
+            # RecursionError: nesting deeper than the parser's stack (e.g. "[[[[...").
+            msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
             if opts.strict:
-                raise UserError(f"{src.name} line {line_no} is not valid JSON ({exc.msg}); "
+                raise UserError(f"{src.name} line {line_no} is not valid JSON ({msg}); "
                                 "fix it, or drop --strict to skip bad lines") from None
             bad.append(line_no)
             continue
@@ -390,6 +392,9 @@ def _read_json(src: InputSource, opts: ReadOptions, progress: Callable[[int], No
     except json.JSONDecodeError as exc:
         raise UserError(f"{src.name} is not valid JSON (line {exc.lineno}: {exc.msg}); "
                         "for one JSON object per line name the file .jsonl") from None
+    except RecursionError:
+        raise UserError(f"{src.name} is not usable JSON (nested too deeply for the parser); "
+                        "give a flat {\"sentences\": [...]} or one JSON object per line (.jsonl)") from None
     progress(path.stat().st_size)
     items = data.get("sentences") if isinstance(data, dict) else data
     if not isinstance(items, list):
