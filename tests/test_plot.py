@@ -137,4 +137,4 @@ def test_labels_and_unique_names():
             self.name, self.path = name, Path(path)
 
     names = F.unique_names([L("run", "/a/x/run/metrics.jsonl"), L("run", "/a/y/run/metrics.jsonl")])
-    assert len(set(names)) == 2
+    assert names == ["x/run", "y/run"]

@@ -495,7 +495,9 @@ def unique_names(logs: Sequence[TrainingLog]) -> list[str]:
     names = [log.name for log in logs]
     for i, log in enumerate(logs):
         if names.count(log.name) > 1:
-            names[i] = f"{log.path.parent.name}/{log.name}" if log.path.parent.name else log.name
+            # A run is named after its folder (log.path is RUN/metrics.jsonl): prefix the folder above it.
+            base = log.path.parent if log.path.name == "metrics.jsonl" else log.path
+            names[i] = f"{base.parent.name}/{log.name}" if base.parent.name else log.name
     seen: dict[str, int] = {}
     for i, n in enumerate(names):
         if names.count(n) > 1:
@@ -897,4 +899,53 @@ def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None,
     ax_bt.legend(loc="lower right" if direction > 0 else "upper right", fontsize=8.5)
     _steps_axis(ax_bt, float(x[-1]), lang)
     _suptitle(fig, "Forecast", "预测", lang, log.name)
+    return fig
+
+
+# ------------------------------------------------------------------ live overview (dashboard)
+def live_overview(logs: Sequence[TrainingLog], *, lang: str = "both", names: Sequence[str] | None = None) -> Figure:
+    """A compact 2×2 of one or more runs for the dashboard: MLM accuracy (held-out points and the
+    training-batch moving average), loss, learning rate and throughput, one colour per run."""
+    lang = check_lang(lang)
+    names = list(names) if names is not None else unique_names(logs)
+    fig, axes = new_figure(13, 7.6, 2, 2)
+    ax_acc, ax_loss, ax_lr, ax_tps = axes.flat
+    max_step = max((_max_step(log) for log in logs), default=1.0)
+    for i, (log, name) in enumerate(zip(logs, names)):
+        color = PALETTE[i % len(PALETTE)]
+        ser = log.series
+        if "train_mlm_accuracy" in ser:
+            s = ser["train_mlm_accuracy"]
+            ax_acc.plot(s.steps, smooth(s.values)[0], color=color, lw=1.4, alpha=0.6,
+                        label=label(f"{name}: training batch (moving avg.)", f"{name}：训练批次（移动平均）", lang))
+        if "eval_mlm_accuracy" in ser:
+            s = ser["eval_mlm_accuracy"]
+            ax_acc.plot(s.steps, s.values, color=color, lw=2, marker="o", ms=3.5,
+                        label=label(f"{name}: held-out", f"{name}：验证集", lang))
+        if "train_loss" in ser:
+            s = ser["train_loss"]
+            ax_loss.plot(s.steps, smooth(s.values)[0], color=color, lw=1.4, alpha=0.6,
+                         label=label(f"{name}: training", f"{name}：训练", lang))
+        if "eval_loss" in ser:
+            s = ser["eval_loss"]
+            ax_loss.plot(s.steps, s.values, color=color, lw=2, marker="o", ms=3.5,
+                         label=label(f"{name}: held-out", f"{name}：验证集", lang))
+        if "lr" in ser:
+            s = ser["lr"]
+            ax_lr.plot(s.steps, s.values, color=color, lw=1.6, label=name)
+        if "tokens_per_s" in ser:
+            s = ser["tokens_per_s"]
+            ax_tps.plot(s.steps, smooth(s.values)[0], color=color, lw=1.6, label=name)
+    for ax, (en, zh), percent in ((ax_acc, ("MLM accuracy", "MLM 准确率"), True),
+                                  (ax_loss, ("Loss", "损失"), False),
+                                  (ax_lr, ("Learning rate", "学习率"), False),
+                                  (ax_tps, ("Throughput (tokens/s)", "吞吐量（词元/秒）"), False)):
+        ax.set_title(label(en, zh, lang))
+        _steps_axis(ax, max_step, lang)
+        if ax.lines:
+            if percent:
+                _percent(ax)
+            ax.legend(loc="best", fontsize=8)
+        else:
+            _empty(ax, label("not logged yet", "尚无记录", lang))
     return fig
