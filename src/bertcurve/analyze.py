@@ -29,6 +29,7 @@ from bertcurve.fsutil import write_json
 from bertcurve.sources import AUXILIARY, Series, TrainingLog, load_log
 
 MIN_POINTS = 5
+MIN_BOOTSTRAP_POINTS = 20   # fewer points make a handful of blocks and a meaningless percentile interval
 BACKTEST_FRACTIONS = (0.3, 0.5, 0.7)
 
 
@@ -156,11 +157,18 @@ def lr_confound(log: TrainingLog, steps: np.ndarray, values: np.ndarray) -> dict
     r_cum = math.nan if constant else st.pearson(cum, values).statistic
     rho_cum = math.nan if constant else st.spearman(cum, values).statistic
     decays = final <= 0.1 * peak
+    q1, q4 = quarters[0]["slope_per_unit_cumulative_lr"], quarters[3]["slope_per_unit_cumulative_lr"]
+    per_lr = ""
+    if q1 is not None and q4 is not None and q1 != 0:
+        per_lr = (f" Per unit of cumulative learning rate the growth goes from {q1:.4g} in the first quarter to "
+                  f"{q4:.4g} in the last ({q4 / q1:.0%}), so "
+                  + ("the model also saturates beyond what the schedule explains." if q4 / q1 < 0.5 else
+                     "most of the flattening is the schedule's doing."))
     note = (
         f"The learning rate ends at {final / peak:.1%} of its peak; the last quarter of steps gets "
         f"{quarters[3]['lr_area_share']:.1%} of the total learning-rate area, so the curve flattens at the end "
         f"partly because the schedule stops the updates, not only because the model saturates. "
-        f"Forecasts beyond the last step assume training that this schedule does not provide."
+        f"Forecasts beyond the last step assume training that this schedule does not provide." + per_lr
         if decays and quarters[3]["lr_area_share"] is not None else
         "The learning rate does not decay to near zero, so the schedule explains little of the flattening."
     )
@@ -267,8 +275,12 @@ def analyze(
     diag = st.residual_diagnostics(residuals)
     n_eff = diag.effective_sample_size
     adj_low, adj_high = st.fisher_interval(pearson.statistic, n_eff, level)
-    boot = (st.block_bootstrap_pearson(steps, values, n_resamples=bootstrap, level=level, seed=seed)
-            if bootstrap > 0 else None)
+    boot = None
+    if bootstrap > 0 and n >= MIN_BOOTSTRAP_POINTS:
+        boot = st.block_bootstrap_pearson(steps, values, n_resamples=bootstrap, level=level, seed=seed)
+    elif bootstrap > 0:
+        notes.append(f"no block bootstrap with {n} points (needs {MIN_BOOTSTRAP_POINTS}); "
+                     f"the effective-n Fisher interval stands in")
 
     # -- curve fits, backtests, model choice
     fits = cv.fit_all(steps, values, direction=direction, limits=limits)
@@ -366,6 +378,8 @@ def analyze(
         "phases": phases(steps, values),
         "lr_schedule": lr_info,
         "headline": headline(log, name, series),
+        "constant_guess_accuracy": ((log.meta.get("config") or {}).get("eval_set") or {}).get("constant_guess_accuracy")
+        if isinstance(log.meta.get("config"), dict) else None,
     }
     result["verdict"] = verdict(result)
     result = _clean(result)
@@ -428,7 +442,7 @@ def _why_too_narrow(pearson: st.Correlation, diag: st.ResidualDiagnostics, dep: 
             f"At that effective sample size the interval is [{dep['adjusted_fisher_ci'][0]:.3f}, "
             f"{dep['adjusted_fisher_ci'][1]:.3f}] (width {dep['adjusted_ci_width']:.3f}, "
             f"{dep['adjusted_ci_width'] / dep['naive_ci_width']:.1f}x)"
-            + (f"; a moving-block bootstrap (block {dep['block_bootstrap']['block_length']}) gives "
+            + (f"; a circular block bootstrap (block {dep['block_bootstrap']['block_length']}) gives "
                f"[{dep['block_bootstrap']['ci_low']:.3f}, {dep['block_bootstrap']['ci_high']:.3f}] "
                f"(width {dep['bootstrap_ci_width']:.3f}, {dep['bootstrap_ci_width'] / dep['naive_ci_width']:.1f}x)"
                if dep.get("block_bootstrap") else "")
@@ -509,15 +523,25 @@ def verdict(res: dict) -> list[str]:
             if t.get("hours_from_last_step") is not None:
                 txt += f", {t['hours_from_last_step']:.1f} more hours at the measured speed"
             out.append(txt + raw + ".")
+        elif t.get("model") is None:
+            out.append(f"Steps to the target {t['value']} cannot be estimated: no learning-curve model converged{raw}.")
         else:
             out.append(f"The target {t['value']} is not reached by the forecasting curve: {t.get('note', '')}{raw}.")
+    guess = res.get("constant_guess_accuracy")
+    if guess is not None and m == "eval_mlm_accuracy" and res["headline"]["mean_last_10pct"] <= guess + 0.005:
+        out.append(f"The held-out accuracy ({res['headline']['mean_last_10pct']:.4f} at the end) is not above "
+                   f"{guess:.4f}, what always guessing the most frequent character scores on this eval set: "
+                   f"the model has not learned anything beyond character frequencies yet.")
     if res.get("lr_schedule") and res["lr_schedule"]["decays_to_near_zero"]:
         out.append(res["lr_schedule"]["note"])
     ph = [q for q in res["phases"] if q["slope_per_1k_steps"] is not None]
     if len(ph) == 4 and ph[0]["slope_per_1k_steps"]:
-        ratio = ph[3]["slope_per_1k_steps"] / ph[0]["slope_per_1k_steps"]
-        out.append(f"Growth per 1,000 steps falls from {ph[0]['slope_per_1k_steps']:.4g} in the first quarter to "
-                   f"{ph[3]['slope_per_1k_steps']:.4g} in the last ({ratio:.0%} of it).")
+        first, last = ph[0], ph[3]
+        flat = last["slope_se_per_1k_steps"] and abs(last["slope_per_1k_steps"]) < 2 * last["slope_se_per_1k_steps"]
+        out.append(f"Change per 1,000 steps goes from {first['slope_per_1k_steps']:.4g} in the first quarter to "
+                   f"{last['slope_per_1k_steps']:.4g} in the last"
+                   + (" (within two standard errors of zero: flat)" if flat else
+                      f" ({last['slope_per_1k_steps'] / first['slope_per_1k_steps']:.0%} of the first)") + ".")
     return out
 
 
@@ -526,6 +550,11 @@ def _fmt_step(x: float | None) -> str:
 
 
 # ------------------------------------------------------------------ CLI
+def _g(value: Any, spec: str) -> str:
+    """Format a number that may be missing (None in analysis.json) as an em dash."""
+    return "—" if value is None else format(value, spec)
+
+
 def summary_text(res: dict) -> str:
     """A readable table of the analysis (bilingual labels) and the verdict."""
     m = res["metric"]
@@ -537,13 +566,13 @@ def summary_text(res: dict) -> str:
         ("来源 source", f"{res['source']['name']} ({res['source']['kind']})"),
         ("指标 metric", f"{m['name']}  n = {m['n']}, steps {m['first_step']:,}–{m['last_step']:,}"),
         ("均值/最大/最小 mean/max/min", f"{d['mean']:.4f} / {d['max']:.4f} / {d['min']:.4f}  (std {d['std']:.4f})"),
-        ("Pearson r", f"{p['statistic']:.4f}  R² {p['statistic'] ** 2:.4f}  p = {p['pvalue']:.3g}"),
+        ("Pearson r", f"{p['statistic']:.4f}  R² {p['statistic'] ** 2:.4f}  p = {_g(p['pvalue'], '.3g')}"),
         (f"朴素区间 naive {p['level']:.0%} CI", f"[{p['ci_low']:.3f}, {p['ci_high']:.3f}]  (Fisher z, assumes independence)"),
         ("Spearman ρ / Kendall τ-b", f"{res['correlation']['spearman']['statistic']:.4f} / "
                                       f"{res['correlation']['kendall']['statistic']:.4f}"),
         ("斜率 slope / 1k steps", f"{lt['slope']:.4g}  (naive ± {lt['se']:.2g}, Newey–West ± {lt['se_hac']:.2g})"),
-        ("Durbin–Watson / lag-1", f"{dep['durbin_watson']:.3f} / {dep['lag1_autocorrelation']:.3f}  "
-                                  f"Ljung–Box p = {dep['ljung_box_pvalue']:.3g}"),
+        ("Durbin–Watson / lag-1", f"{_g(dep['durbin_watson'], '.3f')} / {_g(dep['lag1_autocorrelation'], '.3f')}  "
+                                  f"Ljung–Box p = {_g(dep['ljung_box_pvalue'], '.3g')}"),
         ("有效样本量 effective n", f"{dep['effective_sample_size']:.0f} of {dep['n']}"),
         ("校正区间 adjusted CI", f"[{dep['adjusted_fisher_ci'][0]:.3f}, {dep['adjusted_fisher_ci'][1]:.3f}]  (Fisher z at effective n)"),
     ]
@@ -559,8 +588,8 @@ def summary_text(res: dict) -> str:
         bt = ranking.get(f["model"], {}).get("mean_rmse")
         mark = " *" if f["model"] == res["chosen_model"]["model"] else ""
         if f["converged"]:
-            lines.append(f"{f['model'] + mark:<18} {f['r_squared']:>7.4f} {f['rmse']:>9.4g} {f['aic']:>10.1f} "
-                         f"{f['residual_lag1']:>6.2f} {(f'{bt:.4g}' if bt is not None else '—'):>14}  "
+            lines.append(f"{f['model'] + mark:<18} {_g(f['r_squared'], '.4f'):>7} {_g(f['rmse'], '.4g'):>9} "
+                         f"{_g(f['aic'], '.1f'):>10} {_g(f['residual_lag1'], '.2f'):>6} {_g(bt, '.4g'):>14}  "
                          + ("at bound: " + ", ".join(f["at_bounds"]) if f["at_bounds"] else ""))
         else:
             lines.append(f"{f['model']:<18} {'failed':>7}  {f['message']}")

@@ -417,6 +417,8 @@ def fit_curve(model: str, steps: np.ndarray, values: np.ndarray, *, direction: i
         return failed("the logistic model is only used for metrics that grow (accuracy)")
     if n < p + 2:
         return failed(f"{n} points with step > 0 are too few for {p} parameters")
+    if np.ptp(y) == 0:
+        return failed(f"the {n} values with step > 0 are all {y[0]:g}; there is no curve to fit")
     if model in {"linear", "log_linear"}:
         basis = t if model == "linear" else np.log(t)
         design = np.column_stack([np.ones_like(t), basis])
