@@ -26,6 +26,7 @@ _API = {
     "plot": "bertcurve.plot",
     "report": "bertcurve.report",
     "study": "bertcurve.study",
+    "dashboard": "bertcurve.dashboard",
     "fill_mask": "bertcurve.fillmask",
     "export": "bertcurve.export",
     "export_history": "bertcurve.history",
