@@ -82,11 +82,15 @@ def main() -> int:
         sys.exit(f"input not found: {path} (pass --input)")
     with open(path, "rb") as handle:
         n_lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
-    print(f"input: {path} ({path.stat().st_size / 1e6:.1f} MB, {n_lines:,} lines)")
+    print(f"input: {path} ({path.stat().st_size / 1e6:.1f} MB, {n_lines:,} lines)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "data")
-        ours = [_run_child("ours", str(path), out) for _ in range(args.repeats)]
-        base = [_run_child("datasets", str(path), out) for _ in range(args.repeats)]
+        ours, base = [], []
+        for _ in range(args.repeats):  # interleaved, so load changes hit both alike
+            ours.append(_run_child("ours", str(path), out))
+            print(f"  prepare run: {ours[-1]}", flush=True)
+            base.append(_run_child("datasets", str(path), out))
+            print(f"  datasets run: {base[-1]}", flush=True)
         meta = json.loads((Path(out) / "meta.json").read_text(encoding="utf-8"))
     t_ours = statistics.median(r["seconds"] for r in ours)
     t_base = statistics.median(r["seconds"] for r in base)

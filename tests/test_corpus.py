@@ -53,6 +53,11 @@ def test_folder_input_and_blank_line_documents(tmp_path):
     with gzip.open(folder / "sub" / "b.txt.gz", "wt", encoding="utf-8") as handle:
         handle.write(LINES[3] + "\n")
     (folder / "notes.bin").write_bytes(b"\x00\x01")  # ignored: unknown kind inside a folder
+    (folder / ".hidden.txt").write_text(LINES[0])  # ignored: hidden
+    prepared = folder / "data"  # ignored: a data directory prepared inside the corpus folder
+    prepared.mkdir()
+    for name in ("meta.json", "tokenizer.json", "val.txt"):
+        (prepared / name).write_text("{}")
     sources = resolve_inputs([folder])
     assert [(s.name, s.kind) for s in sources] == [("corpus/a.txt", "txt"), ("corpus/sub/b.txt.gz", "txt")]
     blocks = list(sources[0].documents(ReadOptions(txt_documents="block"), ReadReport()))
@@ -151,3 +156,14 @@ def test_hf_column_must_exist(tmp_path):
     datasets.Dataset.from_dict({"body": LINES}).save_to_disk(str(tmp_path / "ds"))
     with pytest.raises(UserError, match="no column 'text'.*body.*--text-field"):
         prepare([tmp_path / "ds"], tmp_path / "o", progress=False)
+
+
+def test_to_simplified_converts_traditional_text(tmp_path):
+    pytest.importorskip("opencc")
+    path = tmp_path / "trad.txt"
+    lines = [f"第{n}個例子:這是一個關於計算機與網絡發展歷史的長句子,我們會在這裡討論許多問題。" for n in "一二三四五六七八九十"]
+    path.write_text("\n".join(lines + lines[:1]) + "\n", encoding="utf-8")
+    out = prepare([path], tmp_path / "o", to_simplified=True, min_chars=10, val_fraction=0.5, progress=False)
+    vocab = (out / "vocab.txt").read_text(encoding="utf-8").split()
+    assert "这" in vocab and "這" not in vocab and "计" in vocab
+    assert DataDir(out).meta["dropped"]["duplicate"] == 1

@@ -164,6 +164,15 @@ def _file_kind(path: Path) -> str | None:
     return None
 
 
+def _skipped_in_folder(path: Path, root: Path) -> bool:
+    """Hidden files/folders (e.g. a staging folder) and prepared data directories are not corpus."""
+    rel = path.relative_to(root)
+    if any(part.startswith(".") for part in rel.parts):
+        return True
+    return any((root / Path(*rel.parts[:i]) / "tokenizer.json").is_file()
+               and (root / Path(*rel.parts[:i]) / "meta.json").is_file() for i in range(len(rel.parts)))
+
+
 def resolve_inputs(inputs: list[str | Path]) -> list[InputSource]:
     """Turn the user's INPUT arguments into sources, with one-line errors for bad ones."""
     if not inputs:
@@ -191,7 +200,7 @@ def resolve_inputs(inputs: list[str | Path]) -> list[InputSource]:
                 sources.append(InputSource(path.name, "hf-disk", str(path)))
                 continue
             found = [p for p in sorted(path.rglob("*"))
-                     if p.is_file() and not p.name.startswith(".") and _file_kind(p)]
+                     if p.is_file() and _file_kind(p) and not _skipped_in_folder(p, path)]
             if not found:
                 raise UserError(
                     f"folder {path} contains no text files (.txt, .txt.gz, .jsonl, .json, .parquet, .csv); "
@@ -205,6 +214,9 @@ def resolve_inputs(inputs: list[str | Path]) -> list[InputSource]:
             # Unknown suffix: treat as plain text; the binary check below catches non-text.
             kind = "txt"
         sources.append(InputSource(path.name, kind, str(path)))
+    if len(sources) > 0xFFFF:
+        raise UserError(f"{len(sources):,} input files is more than the 65,535 sources a data directory "
+                        "can record; concatenate small files first")
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         # Same file name from two folders: disambiguate by full location.
