@@ -152,3 +152,26 @@ def test_cli_errors_are_one_line(tiny_data_dir, tmp_path, capsys):
                  "--preset", "tiny", "--lr", "-1", "--heads", "3", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "optim.lr" in err and "divisible" in err
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tiny_data_dir, tiny_run, tmp_path, capsys):
+    import signal
+
+    def press_ctrl_c(where, step):
+        if where == "after-backward" and step == 13:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    out = tmp_path / "ctrlc"
+    result = train(tiny_data_dir, out, preset="tiny", _fault=press_ctrl_c)
+    assert not result.completed and result.step == 13
+    assert "interrupted: checkpoint saved at step 13/40" in capsys.readouterr().out
+    assert (out / layout.CHECKPOINTS_DIR / "step-00000013").is_dir()
+    assert not (out / layout.FINAL_MODEL_DIR).exists()
+    finished = train(tiny_data_dir, out, quiet=True)
+    assert finished.completed and finished.resumed_from == 13
+    # Interrupting and resuming changes nothing in the result.
+    from safetensors.torch import load_file
+
+    a = load_file(str(tiny_run / layout.FINAL_MODEL_DIR / "model.safetensors"))
+    b = load_file(str(out / layout.FINAL_MODEL_DIR / "model.safetensors"))
+    assert all(bool((a[k] == b[k]).all()) for k in a)
