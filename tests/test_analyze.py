@@ -131,12 +131,17 @@ def test_run_dir_writes_analysis_json_in_the_run(tmp_path):
     assert on_disk["forecasts"][0]["step"] == 12000
     assert on_disk["headline"]["final_eval_mlm_accuracy"] is not None
     assert "verdict" in summary_text(on_disk) or "结论" in summary_text(on_disk)
-    # default metric is the held-out one; hours appear for a target beyond the log
-    res2 = analyze(run, target=0.605, bootstrap=0, out=tmp_path / "eval.json")
-    assert res2["metric"]["name"] == "eval_mlm_accuracy"
+    # default metric is the held-out one (12 evaluations: too few for a bootstrap)
+    res2 = analyze(run, bootstrap=100, out=tmp_path / "eval.json")
+    assert res2["metric"]["name"] == "eval_mlm_accuracy" and res2["metric"]["n"] == 12
     assert res2["dependence"]["block_bootstrap"] is None
-    if res2["target"]["step"] is not None and not res2["target"]["within_log"]:
-        assert res2["target"]["hours_from_last_step"] > 0
+    assert any("no block bootstrap" in n for n in res2["source"]["notes"])
+    # a target beyond the log: 0.6 - 0.5 exp(-s/1500) = 0.598 at s = 1500 ln 250 ~ 8,300; 20 steps/s
+    res3 = analyze(run, metric="train_mlm_accuracy", target=0.598, bootstrap=0, write=False)
+    t3 = res3["target"]
+    assert t3["within_log"] is False
+    assert t3["hours_from_last_step"] == pytest.approx((t3["step"] - 6000) / 20 / 3600)
+    assert t3["step_range"][0] is None or t3["step_range"][0] <= t3["step"]
 
 
 def test_cumulative_lr_is_the_integral():
@@ -199,3 +204,18 @@ def test_cli_on_the_seed_prints_the_table(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "0.7869" in proc.stdout and "[0.762, 0.809]" in proc.stdout
     assert "effective n" in proc.stdout
+
+
+def test_held_out_accuracy_at_the_constant_guess_is_called_out(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / layout.RUN_CONFIG).write_text(json.dumps({"eval_set": {"constant_guess_accuracy": 0.03}}))
+    rows = [{"format": layout.METRICS_FORMAT, "step": s, "split": "eval", "loss": 7.0 - s / 1000,
+             "mlm_accuracy": 0.0246 if s else 0.0} for s in range(0, 80, 10)]
+    (run / layout.METRICS).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = analyze(run, bootstrap=0, target=0.1, write=False)
+    text = " ".join(res["verdict"])
+    assert "not above 0.0300" in text and "character frequencies" in text
+    assert res["chosen_model"]["model"] is None and res["forecasts"][0].get("value") is None
+    assert "cannot be estimated" in text
+    assert "failed" in summary_text(res)

@@ -148,3 +148,8 @@ def test_limits_for_metric_names():
     assert cv.limits_for("eval_mlm_accuracy") == cv.Limits(0.0, 1.0)
     assert cv.limits_for("train_loss") == cv.Limits(0.0, None)
     assert cv.limits_for("custom") == cv.Limits()
+
+
+def test_flat_values_are_a_failed_fit_not_nonsense():
+    fit = cv.fit_curve("exp_saturation", STEPS, np.full(STEPS.size, 0.0246), direction=1, limits=cv.Limits(0, 1))
+    assert not fit.converged and "no curve to fit" in fit.message

@@ -221,3 +221,24 @@ def test_tensorboard_missing_package_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboard.backend.event_processing.event_accumulator", None)
     with pytest.raises(UserError, match="pip install tensorboard"):
         load_log(folder)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as hs  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(hs.lists(hs.tuples(hs.integers(0, 30), hs.one_of(hs.floats(allow_nan=True, allow_infinity=True),
+                                                        hs.just(float("nan")))), min_size=1, max_size=40))
+def test_make_series_invariants(points):
+    steps = [p[0] for p in points]
+    values = [p[1] for p in points]
+    s, _ = make_series(steps, values)
+    assert np.all(np.diff(s.steps) > 0)          # sorted, no repeats
+    assert np.all(np.isfinite(s.values))
+    # each kept step holds the last finite value logged for it
+    expected = {}
+    for step, value in points:
+        if np.isfinite(value):
+            expected[step] = value
+    assert dict(zip(s.steps.tolist(), s.values.tolist())) == expected
