@@ -167,3 +167,16 @@ def test_to_simplified_converts_traditional_text(tmp_path):
     vocab = (out / "vocab.txt").read_text(encoding="utf-8").split()
     assert "这" in vocab and "這" not in vocab and "计" in vocab
     assert DataDir(out).meta["dropped"]["duplicate"] == 1
+
+
+def test_jsonl_of_bare_strings_and_a_damaged_gzip(tmp_path):
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text("\n".join(json.dumps(line, ensure_ascii=False) for line in LINES) + "\n", encoding="utf-8")
+    out = prepare([bare], tmp_path / "a", min_chars=10, val_fraction=0.5, progress=False)
+    assert DataDir(out).meta["sentences_kept"] == len(LINES)
+    damaged = tmp_path / "cut.txt.gz"
+    for copies in (20, 5000):  # damage found at the first look, and only while reading
+        data = gzip.compress(("\n".join(LINES * copies) + "\n").encode("utf-8"))
+        damaged.write_bytes(data[: len(data) // 2])
+        with pytest.raises(UserError, match="damaged"):
+            prepare([damaged], tmp_path / "b", progress=False)

@@ -238,7 +238,8 @@ def _check_text(path: Path, encoding: str) -> None:
         with _open_binary(path) as handle:
             head = handle.read(65536)
     except (OSError, EOFError) as exc:
-        raise UserError(f"cannot read {path}: {exc}; is it a valid (gzip) file?") from None
+        raise UserError(f"cannot read {path}: {exc}; the file is damaged or not what its name says - "
+                        "re-download or re-compress it") from None
     enc = codecs.lookup(encoding).name
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and not enc.startswith("utf-16"):
         raise UserError(f"{path} is UTF-16 text; re-run with --encoding utf-16")
@@ -285,6 +286,9 @@ def _text_lines(src: InputSource, opts: ReadOptions, report: ReadReport,
                 line = text.readline(limit + 1)
             except UnicodeDecodeError:
                 raise _encoding_error(path, line_no + 1, opts.encoding) from None
+            except (EOFError, OSError) as exc:  # gzip.BadGzipFile is an OSError
+                raise UserError(f"{path} is damaged after line {line_no} ({exc}); "
+                                "re-download or re-compress it") from None
             if not line:
                 break
             line_no += 1
@@ -372,7 +376,8 @@ def _read_jsonl(src: InputSource, opts: ReadOptions, report: ReadReport,
                                 "fix it, or drop --strict to skip bad lines") from None
             bad.append(line_no)
             continue
-        paragraphs = _paragraphs(record.get(opts.text_field)) if isinstance(record, dict) else None
+        # An object with the text field, or (one document per line) a bare string / list of strings.
+        paragraphs = _paragraphs(record.get(opts.text_field)) if isinstance(record, dict) else _paragraphs(record)
         if paragraphs is None:
             n_missing += 1
             if n_ok == 0 and n_missing >= 100 or opts.strict:
