@@ -275,7 +275,7 @@ def training_curves(log: TrainingLog, *, lang: str = "both") -> Figure:
     if has_acc:
         _percent(ax_acc)
         ax_acc.set_ylabel(label("MLM accuracy", "MLM 准确率", lang))
-        ax_acc.legend(loc="lower right")
+        ax_acc.legend(loc="best", fontsize=8.5)
         best = ser["eval_mlm_accuracy"] if "eval_mlm_accuracy" in ser else ser["train_mlm_accuracy"]
         last_sm = tail_mean(best.values)
         _note(ax_acc, block(f"end of run (mean of last 5%): {last_sm:.1%}", f"训练结束时（最后 5% 均值）：{last_sm:.1%}", lang),
@@ -296,7 +296,7 @@ def training_curves(log: TrainingLog, *, lang: str = "both") -> Figure:
         ax_b.axhline(0.5, color=C_GREY, ls="--", lw=1.2, label=label("chance (50%)", "随机猜测 (50%)", lang))
         _percent(ax_b)
         ax_b.set_ylabel(label("NSP accuracy", "NSP 准确率", lang))
-        ax_b.legend(loc="lower right")
+        ax_b.legend(loc="best", fontsize=8.5)
         main = ser[nsp[-1]]
         late = main.values[len(main) // 2:]
         if len(late) >= 5 and abs(float(np.mean(late)) - 0.5) < 0.03:
@@ -327,7 +327,7 @@ def training_curves(log: TrainingLog, *, lang: str = "both") -> Figure:
         if "eval_loss" in ser:
             _plot_eval(ax_loss, log, "eval_loss", C_EVAL, lang)
         ax_loss.set_ylabel(label("Loss (nats)", "损失（奈特）", lang))
-        ax_loss.legend(loc="upper right")
+        ax_loss.legend(loc="best", fontsize=8.5)
     else:
         _empty(ax_loss, label("no loss in this log", "日志中没有损失", lang))
 
@@ -408,7 +408,7 @@ def loss_analysis(log: TrainingLog, *, lang: str = "both", fit: Any = None) -> F
     if name != "eval_loss" and "eval_loss" in ser:
         _plot_eval(ax_a, log, "eval_loss", C_EVAL, lang)
     ax_a.set_ylabel(label("Loss (nats)", "损失（奈特）", lang))
-    ax_a.legend(loc="upper right")
+    ax_a.legend(loc="best")
     end = tail_mean(s.values)
     _note(ax_a, block(f"first {s.values[0]:.2f} → end {end:.2f} (mean of last 5%): −{s.values[0] - end:.2f}",
                       f"起始 {s.values[0]:.2f} → 结束 {end:.2f}（最后 5% 均值）：下降 {s.values[0] - end:.2f}", lang),
@@ -435,7 +435,7 @@ def loss_analysis(log: TrainingLog, *, lang: str = "both", fit: Any = None) -> F
     ax_b.set_xscale("log")
     ax_b.set_xlabel(label("Training step (log axis)", "训练步数（对数轴）", lang))
     ax_b.set_ylabel(label("Loss (nats)", "损失（奈特）", lang))
-    ax_b.legend(loc="upper right")
+    ax_b.legend(loc="best")
 
     # (c) rate of improvement, beside the learning rate
     ax_c.set_title(label("How fast the loss still falls", "损失下降速度", lang))
@@ -539,11 +539,11 @@ def comparison(logs: Sequence[TrainingLog], *, lang: str = "both", metric: str |
     ax_m.set_ylabel(short_metric_label(metric, lang))
     if is_accuracy(metric):
         _percent(ax_m)
-    ax_m.legend(loc="lower right")
+    ax_m.legend(loc="best")
     ax_l.set_title(label("Loss (smoothed)", "损失（平滑）", lang))
     ax_l.set_ylabel(label("Loss (nats)", "损失（奈特）", lang))
     if ax_l.lines:
-        ax_l.legend(loc="upper right")
+        ax_l.legend(loc="best")
     else:
         _empty(ax_l, label("no loss in these logs", "日志中没有损失", lang))
     for ax in (ax_m, ax_l):
