@@ -442,8 +442,10 @@ def _read_hf(src: InputSource, opts: ReadOptions, progress: Callable[[int], None
     except UserError:
         raise
     except Exception as exc:  # datasets raises many types; each is a bad input here
+        hint = ("; check the name, --hf-split and that you are online (hub datasets are downloaded)"
+                if src.kind == "hf-hub" else "; is it a dataset saved with save_to_disk or a valid data file?")
         raise UserError(f"cannot load Hugging Face dataset {src.location}: "
-                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{hint}") from None
     if isinstance(loaded, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         if opts.hf_split:
             if opts.hf_split not in loaded:
