@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 
@@ -17,7 +20,8 @@ def trained_run(tiny_data_dir, tmp_path_factory) -> Path:
     from bertcurve.train import train
 
     out = tmp_path_factory.mktemp("trained") / "run"
-    train(tiny_data_dir, out, preset="tiny", overrides={"eval_every": 5}, quiet=True)
+    has_tb = importlib.util.find_spec("tensorboard") is not None
+    train(tiny_data_dir, out, preset="tiny", overrides={"eval_every": 5}, quiet=True, tensorboard=has_tb)
     return out
 
 
@@ -44,3 +48,16 @@ def test_compare_a_real_run_with_the_seed_shape(trained_run, tmp_path):
     res = compare([trained_run, trained_run], metric="train_mlm_accuracy", out=tmp_path / "c.json", bootstrap=0)
     assert res["rows"][0]["final_eval_accuracy"] is not None
     assert res["differences"][0]["mean"]["difference"] == 0
+
+
+def test_tensorboard_events_of_a_real_run_read_like_its_metrics(trained_run):
+    from bertcurve.sources import load_log
+
+    tb_dir = trained_run / "tensorboard"
+    if not tb_dir.is_dir():
+        pytest.skip("tensorboard not installed")
+    tb, jsonl = load_log(tb_dir), load_log(trained_run)
+    for name in ("train_loss", "eval_mlm_accuracy", "lr"):
+        assert name in tb.series, sorted(tb.series)
+        assert tb.series[name].steps.tolist() == jsonl.series[name].steps.tolist()
+        np.testing.assert_allclose(tb.series[name].values, jsonl.series[name].values, rtol=1e-6)  # float32 events

@@ -205,8 +205,11 @@ def test_tensorboard_directory_and_tag(tmp_path):
     folder.mkdir()
     _write_events(folder, "eval/accuracy", [(s, 0.1 + s / 1000) for s in range(100, 800, 100)])
     _write_events(folder, "custom/Metric A", [(s, float(s)) for s in range(5)])
+    _write_events(folder, "train/lr", [(s, 1e-3) for s in range(5)])           # as `bertcurve train` tags them
+    _write_events(folder, "eval/mlm_top5_accuracy", [(s, 0.3) for s in range(5)])
     log = load_log(folder)
     assert log.kind == "tensorboard"
+    assert {"lr", "eval_mlm_top5_accuracy", "eval_mlm_accuracy"} <= set(log.series)
     assert log.metric().steps.tolist() == list(range(100, 800, 100))
     assert load_log(folder, tag="custom/Metric A").default_metric() == "custom_metric_a"
     with pytest.raises(UserError, match="tag 'nope' is not in .*eval/accuracy"):

@@ -379,6 +379,11 @@ def _load_hf(path: Path, data: dict) -> TrainingLog:
 def _tb_name(tag: str) -> str:
     if tag in _TB_NAMES:
         return _TB_NAMES[tag]
+    # `bertcurve train --tensorboard` writes "<split>/<metrics.jsonl key>": name them as metrics.jsonl is named.
+    match = re.fullmatch(r"(train|eval)/([0-9A-Za-z_]+)", tag)
+    if match:
+        split, key = match.groups()
+        return key if split == "train" and key in _RUN_SHARED else f"{split}_{key}"
     return re.sub(r"[^0-9A-Za-z_]+", "_", tag).strip("_").lower() or "value"
 
 
