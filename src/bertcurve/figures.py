@@ -492,9 +492,10 @@ def common_metric(logs: Sequence[TrainingLog]) -> str:
 
 def unique_names(logs: Sequence[TrainingLog]) -> list[str]:
     """Display names, made unique by appending the parent folder (then a number) when two clash."""
-    names = [log.name for log in logs]
+    original = [log.name for log in logs]
+    names = list(original)
     for i, log in enumerate(logs):
-        if names.count(log.name) > 1:
+        if original.count(log.name) > 1:
             # A run is named after its folder (log.path is RUN/metrics.jsonl): prefix the folder above it.
             base = log.path.parent if log.path.name == "metrics.jsonl" else log.path
             names[i] = f"{base.parent.name}/{log.name}" if base.parent.name else log.name
