@@ -62,13 +62,14 @@ def test_every_figure_from_a_small_real_run(tiny_run, caplog):
 @needs_seed
 @pytest.mark.slow
 def test_every_figure_from_the_seed_history_and_a_comparison(tiny_run, tmp_path, caplog):
-    out = tmp_path / "figs"
-    result = _plot_clean(caplog, [SEED, tiny_run], out=out, dpi=60)
-    names = {p.relative_to(out).as_posix() for p in result.files}
-    assert "comparison.png" in names
-    for sub in ("training_history_100k", "run"):
-        for fig in SINGLE_FIGURES:
-            assert f"{sub}/{fig}.png" in names
+    seed = _plot_clean(caplog, [SEED], out=tmp_path / "seed", dpi=60)
+    assert sorted(p.name for p in seed.files) == sorted(f"{n}.png" for n in SINGLE_FIGURES)
+    assert seed.skipped == []
+    out = tmp_path / "both"
+    both = _plot_clean(caplog, [SEED, tiny_run], out=out, dpi=60, figures=["comparison", "training_curves"])
+    names = {p.relative_to(out).as_posix() for p in both.files}
+    # Several sources: one sub-folder per log, the comparison at the top.
+    assert names == {"comparison.png", "training_history_100k/training_curves.png", "run/training_curves.png"}
     _is_png(out / "comparison.png", min_w=500)
 
 
