@@ -198,12 +198,15 @@ def test_cli_process_error_has_no_traceback(tmp_path):
 
 
 @needs_seed
-@pytest.mark.slow
-def test_cli_on_the_seed_prints_the_table(tmp_path):
-    proc = run_cli("analyze", str(SEED), "--bootstrap", "200", "--out", str(tmp_path / "a.json"))
-    assert proc.returncode == 0, proc.stderr
-    assert "0.7869" in proc.stdout and "[0.762, 0.809]" in proc.stdout
-    assert "effective n" in proc.stdout
+def test_cli_on_the_seed_prints_the_table(tmp_path, capsys):
+    from bertcurve import cli
+
+    assert cli.main(["analyze", str(SEED), "--bootstrap", "200", "--out", str(tmp_path / "a.json")]) == 0
+    out = capsys.readouterr().out
+    assert "0.7869" in out and "[0.762, 0.809]" in out
+    assert "effective n" in out and "141 of 1000" in out
+    chosen = json.loads((tmp_path / "a.json").read_text())["chosen_model"]["model"]
+    assert f"{chosen} *" in out  # the backtest's choice is marked in the table
 
 
 def test_held_out_accuracy_at_the_constant_guess_is_called_out(tmp_path):
