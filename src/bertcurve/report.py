@@ -719,27 +719,44 @@ def _default_target(info: RunInfo) -> dict | None:
 
 
 def _comparison(doc: Doc, infos: Sequence[RunInfo], figures: dict[str, Path], base: Path, lang: str,
-                names: Sequence[str]) -> None:
+                names: Sequence[str], metric: str | None) -> None:
+    """The comparison figure and `bertcurve compare`'s table: values, differences against the
+    first run, the same figures over the window every run covers, and what is not like for like."""
+    from bertcurve.compare import ROWS, compare
+
     doc.h2(_title("Comparison of runs", "多次训练对比", lang), "comparison")
     _figure(doc, figures, "comparison", "The runs side by side: metric and loss over steps, and where each ended.",
             base)
-    rows = []
-    for info, name in zip(infos, names):
-        a = info.analysis or {}
-        h = a.get("headline", {})
-        p = (a.get("correlation") or {}).get("pearson", {})
-        chosen = (a.get("chosen_model") or {}).get("model")
-        asym = None
-        for f in a.get("fits", []):
-            if f["model"] == chosen and f.get("converged") and chosen in ("power_law", "exp_saturation"):
-                asym = f["param_values"][0]
-            elif f["model"] == chosen and f.get("converged") and chosen == "logistic_log":
-                asym = f["param_values"][1]
-        rows.append([name, (a.get("metric") or {}).get("name", "—"), _step((a.get("metric") or {}).get("last_step")),
-                     _num(h.get("final")), _num(h.get("mean_last_10pct")), _num(p.get("statistic")),
-                     chosen or "—", _num(asym)])
-    doc.table(["Run", "Metric", "Last step", "Final value", "Mean of last 10 %", "Pearson r", "Best model",
-               "Fitted ceiling"], rows)
+    from bertcurve.figures import common_metric
+
+    try:
+        # The metric every run has (as in the comparison figure), so the table is like for like.
+        res = compare([i.source for i in infos], metric=metric or common_metric([i.log for i in infos]),
+                      write=False)
+    except UserError as exc:
+        doc.p(f"No comparison table: {exc}")
+        return
+    rows = res["rows"]
+    header = ["", *names[: len(rows)]] + [f"Δ {n}" for n in names[1: len(rows)]]
+    table = [["metric", *[r["metric"] for r in rows]] + [""] * (len(rows) - 1),
+             ["steps", *[f"{_step(r['first_step'])}–{_step(r['last_step'])}" for r in rows]] + [""] * (len(rows) - 1)]
+    for key, label_, _fmt in ROWS:
+        if all(r.get(key) is None for r in rows):
+            continue
+        if key == "forecast":
+            label_ = f"forecast @ step {_step(res['common_step'])}"
+        elif key.startswith("window_"):
+            label_ = f"{label_.split(' over')[0]} over steps ≤ {_step(res['common_window_end'])}"
+        line = [re.sub(r"^\S*[^\x00-\x7f]\S* ", "", label_), *[_num(r.get(key)) for r in rows]]
+        for d in res["differences"]:
+            cell = d.get(key)
+            line.append("—" if cell is None else _num(cell["difference"]) + (
+                f" ({cell['percent']:+.1f}%)" if cell.get("percent") is not None else ""))
+        table.append(line)
+    doc.table(header, table)
+    if res.get("notes"):
+        doc.h3(_title("Not like for like", "不可直接比较之处", lang))
+        doc.bullets(res["notes"])
 
 
 def _notes(doc: Doc, infos: Sequence[RunInfo], names: Sequence[str], lang: str, commands: Sequence[str]) -> None:
@@ -829,7 +846,7 @@ def report(
     _analysis(doc, main, figures, out_dir, lang)
     _forecast(doc, main, figures, out_dir, lang)
     if len(infos) > 1:
-        _comparison(doc, infos, figures, out_dir, lang, names)
+        _comparison(doc, infos, figures, out_dir, lang, names, metric)
         sections.append("comparison")
     cmd = "bertcurve report " + " ".join(str(i.source) for i in infos) + (f" --lang {lang}" if lang != "both" else "")
     cmd += f" --metric {metric}" if metric else ""
