@@ -466,10 +466,17 @@ def verdict(res: dict) -> list[str]:
     p, s = res["correlation"]["pearson"], res["correlation"]["spearman"]
     dep = res["dependence"]
     up = res["metric"]["direction"] > 0
+    # Judge the trend at the effective sample size: a handful of dependent points proves little.
+    p_trend = st.correlation_pvalue(s["statistic"], dep["effective_sample_size"])
+    if p_trend > 0.05:
+        how = "shows no clear trend"
+    elif (s["statistic"] > 0) == up:
+        how = "rises" if up else "falls"
+    else:
+        how = "moves against the expected direction"
     out = [
-        f"{m} {('rises' if up else 'falls') if (s['statistic'] > 0) == up else 'moves against the expected direction'}"
-        f" with training "
-        f"(Spearman ρ = {s['statistic']:.3f}, Pearson r = {p['statistic']:.3f}, R² = {p['statistic'] ** 2:.3f}, "
+        f"{m} {how} with training (trend p = {p_trend:.2g} at the effective sample size; "
+        f"Spearman ρ = {s['statistic']:.3f}, Pearson r = {p['statistic']:.3f}, R² = {p['statistic'] ** 2:.3f}, "
         f"{res['metric']['n']} points).",
     ]
     if dep["lag1_autocorrelation"] > 0.2:
