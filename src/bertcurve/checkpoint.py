@@ -81,6 +81,27 @@ def remove_temporary(run_dir: Path) -> list[Path]:
     return removed
 
 
+def _as_os_error(exc: Exception, path: Path) -> OSError:
+    """safetensors (SafetensorError) and torch.save (RuntimeError) report a full disk or a
+    read-only file system as their own exception types; turn them into the OSError callers
+    handle, keeping the errno when the message carries one ("os error 28")."""
+    import re
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    found = re.search(r"os error (\d+)", text)
+    return OSError(int(found.group(1)) if found else errno.EIO, text, str(path))
+
+
+def save_weights(net: torch.nn.Module, folder: Path) -> None:
+    """``net.save_pretrained(folder)`` as safetensors; a write failure is raised as OSError."""
+    from safetensors import SafetensorError
+
+    try:
+        net.save_pretrained(str(folder), safe_serialization=True)
+    except SafetensorError as exc:
+        raise _as_os_error(exc, Path(folder) / layout.CKPT_WEIGHTS) from None
+
+
 def save_checkpoint(
     run_dir: Path,
     step: int,
@@ -103,11 +124,14 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir()
-        net.save_pretrained(str(tmp), safe_serialization=True)
+        save_weights(net, tmp)
         for extra in tmp.iterdir():  # keep only what we checksum
             if extra.name not in (layout.CKPT_WEIGHTS, HF_CONFIG):
                 extra.unlink()
-        torch.save(training_state, tmp / layout.CKPT_TRAINING_STATE)
+        try:
+            torch.save(training_state, tmp / layout.CKPT_TRAINING_STATE)
+        except RuntimeError as exc:  # torch's zip writer reports a failed write this way
+            raise _as_os_error(exc, tmp / layout.CKPT_TRAINING_STATE) from None
         files = {}
         for name in (layout.CKPT_WEIGHTS, HF_CONFIG, layout.CKPT_TRAINING_STATE):
             path = tmp / name

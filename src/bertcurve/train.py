@@ -643,8 +643,10 @@ def _write_failure(what: str, exc: OSError, last_step: int | None) -> UserError:
 
 def _save_final(net, data_path: Path, final: Path) -> None:
     """``final/``: Hugging Face model + the data dir's tokenizer files, atomically."""
+    from bertcurve.checkpoint import save_weights
+
     with staged_directory(final) as tmp:
-        net.save_pretrained(str(tmp), safe_serialization=True)
+        save_weights(net, tmp)  # a full disk surfaces as OSError, not SafetensorError
         for name in os.listdir(data_path):
             if name.startswith("tokenizer") or name in (layout.VOCAB_TXT, "special_tokens_map.json"):
                 src = Path(data_path) / name
