@@ -298,10 +298,25 @@ def _load(model: str | Path, loc: ModelLocation, dev: str, quantize: str | None)
             f"tokenizer in {loc.tokenizer_dir} has {len(tokenizer)} tokens but the model only {vocab}; "
             "they do not belong together"
         )
+    return wrap_model(net, tokenizer, str(model), step=loc.step, device=dev, quantize=quantize,
+                      tokenizer_dir=str(loc.tokenizer_dir))
+
+
+def wrap_model(
+    net: Any,
+    tokenizer: Any,
+    source: str = "(in memory)",
+    *,
+    step: int | None = None,
+    device: str = "cpu",
+    quantize: str | None = None,
+    tokenizer_dir: str = "",
+) -> MaskedLM:
+    """A :class:`MaskedLM` from a model and tokenizer already in memory (eval mode, on ``device``)."""
     net.eval()
     if quantize == "int8":
         net = quantize_int8(net)
-    net.to(dev)
+    net.to(device)
     max_length = int(getattr(net.config, "max_position_embeddings", 512))
     tok_max = getattr(tokenizer, "model_max_length", None)
     if isinstance(tok_max, int) and 0 < tok_max < max_length:
@@ -310,8 +325,8 @@ def _load(model: str | Path, loc: ModelLocation, dev: str, quantize: str | None)
     # template from how the tokenizer wraps a lone mask token
     wrapped = tokenizer(tokenizer.mask_token)["input_ids"]
     at = wrapped.index(tokenizer.mask_token_id)
-    return MaskedLM(net, tokenizer, str(model), loc.step, dev, quantize, max_length,
-                    tuple(wrapped[:at]), tuple(wrapped[at + 1:]), str(loc.tokenizer_dir))
+    return MaskedLM(net, tokenizer, source, step, device, quantize, max_length,
+                    tuple(wrapped[:at]), tuple(wrapped[at + 1:]), tokenizer_dir)
 
 
 def quantize_int8(net: Any) -> Any:
