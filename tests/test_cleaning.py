@@ -80,7 +80,7 @@ QUOTED = st.builds(lambda o, body: o + body + PAIRS[o],
 TEXT = st.lists(st.one_of(CJK, PUNCT, QUOTED), max_size=40).map("".join)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(TEXT)
 def test_split_is_lossless_and_never_cuts_inside_a_quotation(text):
     pieces = split_sentences(text)
@@ -145,3 +145,20 @@ def test_to_simplified_needs_opencc_or_converts(raw):
 
 def test_apostrophe_is_not_a_quotation():
     assert split_sentences("我喜欢don't这个词。很好。") == ["我喜欢don't这个词。", "很好。"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("我们好\n .。!?…)》”’a")), max_size=40))
+def test_fast_path_cuts_like_the_general_splitter(text):
+    from bertcurve.cleaning import _split_quoted
+
+    assert split_sentences(text) == _split_quoted(text)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=60))
+def test_normalize_equals_plain_nfkc_on_clean_text(text):
+    # The full-width shortcut must not change what NFKC would produce.
+    from bertcurve.cleaning import _nfkc
+
+    assert _nfkc(text) == unicodedata.normalize("NFKC", text)
