@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 from bertcurve import layout
 from bertcurve.errors import UserError
@@ -225,9 +227,6 @@ def test_tensorboard_missing_package_says_how_to_install(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="pip install tensorboard"):
         load_log(folder)
 
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as hs  # noqa: E402
 
 
 @settings(max_examples=60, deadline=None)

@@ -26,7 +26,7 @@ from bertcurve import curves as cv
 from bertcurve import stats as st
 from bertcurve.errors import UserError
 from bertcurve.fsutil import write_json
-from bertcurve.sources import AUXILIARY, Series, TrainingLog, load_log
+from bertcurve.sources import Series, TrainingLog, load_log
 
 MIN_POINTS = 5
 MIN_BOOTSTRAP_POINTS = 20   # fewer points make a handful of blocks and a meaningless percentile interval
