@@ -144,6 +144,19 @@ def smooth(values: np.ndarray, window: int | None = None) -> tuple[np.ndarray, i
     return out, 2 * half + 1
 
 
+MAX_DRAWN_POINTS = 4000
+
+
+def thin(*arrays: np.ndarray, max_points: int = MAX_DRAWN_POINTS) -> tuple[np.ndarray, ...]:
+    """Every k-th point so at most ``max_points`` are drawn: a 1M-point log draws as fast as a
+    small one and looks the same at figure resolution. Statistics always use every point."""
+    n = len(arrays[0])
+    if n <= max_points:
+        return arrays
+    idx = np.unique(np.linspace(0, n - 1, max_points).round().astype(np.int64))
+    return tuple(np.asarray(a)[idx] for a in arrays)
+
+
 def tail_mean(values: np.ndarray, share: float = 0.05) -> float:
     """Mean of the last ``share`` of the points (at least one): where a noisy run ended."""
     v = np.asarray(values, dtype=float)
@@ -213,9 +226,9 @@ def _plot_noisy(ax: Any, s: Series, *, raw_color: str, smooth_color: str, name: 
     en, zh = name
     sm, w = smooth(s.values, window)
     if w > 1:
-        ax.plot(s.steps, s.values, color=raw_color, lw=0.7, alpha=0.5,
+        ax.plot(*thin(s.steps, s.values), color=raw_color, lw=0.7, alpha=0.5,
                 label=label(f"{en}, raw", f"{zh}（原始）", lang))
-        ax.plot(s.steps, sm, color=smooth_color, lw=2.0,
+        ax.plot(*thin(s.steps, sm), color=smooth_color, lw=2.0,
                 label=label(f"{en}, moving average of {w}", f"{zh}（{w} 点移动平均）", lang))
     else:
         ax.plot(s.steps, s.values, color=smooth_color, lw=1.6, marker="o", ms=3, label=label(en, zh, lang))
@@ -336,7 +349,7 @@ def training_curves(log: TrainingLog, *, lang: str = "both") -> Figure:
         s = ser["lr"]
         ax_lr.set_title(label("Learning-rate schedule (log axis)", "学习率调度（对数轴）", lang))
         pos = s.values > 0
-        ax_lr.plot(s.steps[pos], s.values[pos], color=C_LR, lw=2)
+        ax_lr.plot(*thin(s.steps[pos], s.values[pos]), color=C_LR, lw=2)
         ax_lr.set_yscale("log")
         peak = float(s.values.max())
         # The cosine tail runs to 0, which a log axis would stretch over ten decades: show three.
@@ -352,7 +365,7 @@ def training_curves(log: TrainingLog, *, lang: str = "both") -> Figure:
     elif "tokens_per_s" in ser:
         s = ser["tokens_per_s"]
         ax_lr.set_title(label("Throughput", "训练吞吐量", lang))
-        ax_lr.plot(s.steps, s.values, color=C_LR, lw=1.5)
+        ax_lr.plot(*thin(s.steps, s.values), color=C_LR, lw=1.5)
         ax_lr.set_ylabel(label("tokens / s", "词元 / 秒", lang))
     else:
         ax_lr.set_title(label("Learning-rate schedule", "学习率调度", lang))
@@ -417,9 +430,10 @@ def loss_analysis(log: TrainingLog, *, lang: str = "both", fit: Any = None) -> F
     # (b) log step axis, with the saturating fit
     ax_b.set_title(label("Loss on a log-step axis, with fit", "对数步数轴上的损失与拟合", lang))
     pos = s.steps > 0
-    ax_b.plot(s.steps[pos], s.values[pos], color="#F3CF8A", lw=0.7, alpha=0.6,
+    ax_b.plot(*thin(s.steps[pos], s.values[pos]), color="#F3CF8A", lw=0.7, alpha=0.6,
               label=label("raw", "原始", lang))
-    ax_b.plot(s.steps[pos], sm[pos], color=C_LOSS_SMOOTH, lw=1.8, label=label("moving average", "移动平均", lang))
+    ax_b.plot(*thin(s.steps[pos], sm[pos]), color=C_LOSS_SMOOTH, lw=1.8,
+              label=label("moving average", "移动平均", lang))
     if fit is not None:
         grid = np.geomspace(max(float(s.steps[pos][0]), 1.0), float(s.steps[-1]), 300)
         ax_b.plot(grid, fit.predict(grid), color=C_FIT, lw=2.2, ls="--", label=fit_label(fit, lang))
@@ -431,7 +445,8 @@ def loss_analysis(log: TrainingLog, *, lang: str = "both", fit: Any = None) -> F
     else:
         _note(ax_b, block("no saturating fit converged", "饱和曲线拟合未收敛", lang), loc="lower left")
     lo_y, hi_y = float(np.min(s.values)), float(np.max(s.values))
-    ax_b.set_ylim(lo_y - 0.05 * (hi_y - lo_y), hi_y + 0.08 * (hi_y - lo_y))
+    if hi_y > lo_y:  # a flat loss keeps matplotlib's automatic limits
+        ax_b.set_ylim(lo_y - 0.05 * (hi_y - lo_y), hi_y + 0.08 * (hi_y - lo_y))
     ax_b.set_xscale("log")
     ax_b.set_xlabel(label("Training step (log axis)", "训练步数（对数轴）", lang))
     ax_b.set_ylabel(label("Loss (nats)", "损失（奈特）", lang))
@@ -442,7 +457,7 @@ def loss_analysis(log: TrainingLog, *, lang: str = "both", fit: Any = None) -> F
     # A derivative amplifies noise: a Savitzky-Golay derivative over a wide window (polynomial
     # fits at the ends instead of shrinking windows, which would make the ends spike).
     rate, w_rate = _smooth_rate(s.steps.astype(float), s.values)
-    ax_c.plot(s.steps, rate, color=C_LOSS_SMOOTH, lw=1.3, alpha=0.9,
+    ax_c.plot(*thin(s.steps, rate), color=C_LOSS_SMOOTH, lw=1.3, alpha=0.9,
               label=label("decrease per 1k steps (smoothed)", "每千步下降量（平滑）", lang))
     for i, (lo, hi, slope) in enumerate(_phase_rates(s.steps, s.values)):
         ax_c.fill_between([lo, hi], 0, -slope, color=C_LOSS, alpha=0.25, lw=0,
@@ -526,8 +541,8 @@ def comparison(logs: Sequence[TrainingLog], *, lang: str = "both", metric: str |
         s = log.series[metric]
         sm, w = smooth(s.values)
         if w > 1:
-            ax_m.plot(s.steps, s.values, color=color, lw=0.6, alpha=0.25)
-        ax_m.plot(s.steps, sm, color=color, lw=2, label=name)
+            ax_m.plot(*thin(s.steps, s.values), color=color, lw=0.6, alpha=0.25)
+        ax_m.plot(*thin(s.steps, sm), color=color, lw=2, label=name)
         tail = max(1, len(s) // 20)
         finals.append((float(np.mean(s.values[-tail:])), float(np.std(s.values[-tail:]))))
         bests.append(float(np.max(sm)))
@@ -607,8 +622,8 @@ def correlation_analysis(log: TrainingLog, *, lang: str = "both", metric: str | 
 
     # (a) scatter + linear fit + learning-curve fit
     ax_s.set_title(label("Steps vs metric: linear fit and learning-curve fit", "步数与指标：线性拟合与学习曲线拟合", lang))
-    ax_s.scatter(x, y, s=ms, color=C_TRAIN_SMOOTH, alpha=0.45, lw=0, label=metric_label(metric, lang))
-    ax_s.plot(x, linear, color=C_LINEAR, lw=2, ls="--",
+    ax_s.scatter(*thin(x, y), s=ms, color=C_TRAIN_SMOOTH, alpha=0.45, lw=0, label=metric_label(metric, lang))
+    ax_s.plot(x[[0, -1]], linear[[0, -1]], color=C_LINEAR, lw=2, ls="--",
               label=label(f"linear fit (r = {r.statistic:.4f}, R² = {trend.r_squared:.4f})",
                           f"线性拟合（r = {r.statistic:.4f}，R² = {trend.r_squared:.4f}）", lang))
     if fit is not None:
@@ -634,12 +649,13 @@ def correlation_analysis(log: TrainingLog, *, lang: str = "both", metric: str | 
 
     # (b) residuals over steps
     ax_r.set_title(label("Residuals over steps", "残差随步数的变化", lang))
-    ax_r.scatter(x, resid_lin, s=ms, color=C_LINEAR, alpha=0.35, lw=0, label=label("linear fit", "线性拟合", lang))
-    ax_r.plot(x, smooth(resid_lin)[0], color=C_LINEAR, lw=1.8)
+    ax_r.scatter(*thin(x, resid_lin), s=ms, color=C_LINEAR, alpha=0.35, lw=0,
+                 label=label("linear fit", "线性拟合", lang))
+    ax_r.plot(*thin(x, smooth(resid_lin)[0]), color=C_LINEAR, lw=1.8)
     if resid_fit is not None:
-        ax_r.scatter(x, resid_fit, s=ms, color=C_FIT, alpha=0.35, lw=0,
+        ax_r.scatter(*thin(x, resid_fit), s=ms, color=C_FIT, alpha=0.35, lw=0,
                      label=label("learning-curve fit", "学习曲线拟合", lang))
-        ax_r.plot(x, smooth(resid_fit)[0], color=C_FIT, lw=1.8)
+        ax_r.plot(*thin(x, smooth(resid_fit)[0]), color=C_FIT, lw=1.8)
     ax_r.axhline(0, color="#333333", lw=1)
     if is_accuracy(metric):
         ax_r.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v * 100:+.0f} pt" if v else "0"))
@@ -803,7 +819,7 @@ def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None,
     fig, axes = new_figure(17, 6.2, 1, 2, width_ratios=[1.7, 1])
     ax, ax_bt = axes[0]
     ax.set_title(label("Forecast with a saturating learning curve", "基于饱和学习曲线的预测", lang))
-    ax.scatter(x, s.values, s=8 if len(x) > 300 else 18, color=C_TRAIN, alpha=0.5, lw=0,
+    ax.scatter(*thin(x, s.values), s=8 if len(x) > 300 else 18, color=C_TRAIN, alpha=0.5, lw=0,
                label=label("observed", "观测值", lang))
     grid = np.linspace(max(x[0], 1.0), horizon, 600)
     band = fit.prediction_interval(grid, level)
@@ -875,9 +891,9 @@ def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None,
     ax_bt.set_title(label("Backtest: fitted on the first half only", "回测：仅用前一半数据拟合", lang))
     cutoff = x[0] + 0.5 * (x[-1] - x[0])
     train = x <= cutoff
-    ax_bt.scatter(x[train], s.values[train], s=8, color=C_TRAIN, alpha=0.5, lw=0,
+    ax_bt.scatter(*thin(x[train], s.values[train]), s=8, color=C_TRAIN, alpha=0.5, lw=0,
                   label=label("used for the fit", "用于拟合", lang))
-    ax_bt.scatter(x[~train], s.values[~train], s=8, color=C_GREY, alpha=0.35, lw=0,
+    ax_bt.scatter(*thin(x[~train], s.values[~train]), s=8, color=C_GREY, alpha=0.35, lw=0,
                   label=label("held back (to predict)", "留出（待预测）", lang))
     grid_bt = np.linspace(max(x[0], 1.0), x[-1], 300)
     for model, color, style in ((fit.model, C_FIT, "-"), ("linear", C_LINEAR, ":")):
@@ -933,7 +949,7 @@ def live_overview(logs: Sequence[TrainingLog], *, lang: str = "both", names: Seq
                          label=label(f"{name}: held-out", f"{name}：验证集", lang))
         if "lr" in ser:
             s = ser["lr"]
-            ax_lr.plot(s.steps, s.values, color=color, lw=1.6, label=name)
+            ax_lr.plot(*thin(s.steps, s.values), color=color, lw=1.6, label=name)
         if "tokens_per_s" in ser:
             s = ser["tokens_per_s"]
             ax_tps.plot(s.steps, smooth(s.values)[0], color=color, lw=1.6, label=name)
