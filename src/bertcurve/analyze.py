@@ -425,6 +425,11 @@ def default_out(log: TrainingLog, out: str | Path | None) -> Path:
     return Path.cwd() / f"{log.name}.{layout.ANALYSIS}"
 
 
+def _times(a: float, b: float) -> str:
+    """``a / b`` as "2.3x"; a perfectly straight series has zero widths, and no ratio."""
+    return f"{a / b:.1f}x" if b > 0 and math.isfinite(a / b) else "n/a"
+
+
 def _why_too_narrow(pearson: st.Correlation, diag: st.ResidualDiagnostics, dep: dict, trend: st.LinearTrend,
                     best: cv.FitResult | None, level: float) -> str:
     pct = f"{level:.0%}"
@@ -441,12 +446,12 @@ def _why_too_narrow(pearson: st.Correlation, diag: st.ResidualDiagnostics, dep: 
         parts.append(
             f"At that effective sample size the interval is [{dep['adjusted_fisher_ci'][0]:.3f}, "
             f"{dep['adjusted_fisher_ci'][1]:.3f}] (width {dep['adjusted_ci_width']:.3f}, "
-            f"{dep['adjusted_ci_width'] / dep['naive_ci_width']:.1f}x)"
+            f"{_times(dep['adjusted_ci_width'], dep['naive_ci_width'])})"
             + (f"; a circular block bootstrap (block {dep['block_bootstrap']['block_length']}) gives "
                f"[{dep['block_bootstrap']['ci_low']:.3f}, {dep['block_bootstrap']['ci_high']:.3f}] "
-               f"(width {dep['bootstrap_ci_width']:.3f}, {dep['bootstrap_ci_width'] / dep['naive_ci_width']:.1f}x)"
+               f"(width {dep['bootstrap_ci_width']:.3f}, {_times(dep['bootstrap_ci_width'], dep['naive_ci_width'])})"
                if dep.get("block_bootstrap") else "")
-            + f". The slope's Newey–West standard error is {trend.slope_se_hac / trend.slope_se:.1f}x the textbook one."
+            + f". The slope's Newey–West standard error is {_times(trend.slope_se_hac, trend.slope_se)} the textbook one."
         )
     else:
         parts.append(f"The residuals show little serial dependence (Durbin–Watson {diag.durbin_watson:.2f}), "
