@@ -272,7 +272,7 @@ def _load_run_metrics(path: Path, run_dir: Path | None) -> TrainingLog:
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # JSONDecodeError, a 5000-digit number, "[[[[..." nesting
             if number - 1 == last_nonblank:
                 # A crash while appending leaves a torn last line; everything before it is sound.
                 notes.append(f"{path.name}: ignored an incomplete last line ({number})")
@@ -553,7 +553,9 @@ def load_log(
         text = _read_text(path)
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except RecursionError:
+            raise UserError(f"{path} is nested too deeply to be a training log") from None
+        except ValueError as exc:  # JSONDecodeError, or an integer with more digits than Python parses
             raise UserError(f"{path} is not valid JSON ({exc})") from None
         if isinstance(data, dict) and "log_history" in data:
             return _load_hf(path, data)
