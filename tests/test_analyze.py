@@ -222,3 +222,29 @@ def test_held_out_accuracy_at_the_constant_guess_is_called_out(tmp_path):
     assert res["chosen_model"]["model"] is None and res["forecasts"][0].get("value") is None
     assert "cannot be estimated" in text
     assert "failed" in summary_text(res)
+
+
+def test_every_source_kind_analyses_end_to_end(tmp_path):
+    rng = np.random.default_rng(1)
+    steps = np.arange(50, 5050, 50)
+    acc = 0.55 - 0.45 * np.exp(-steps / 1200) + rng.normal(0, 0.01, steps.size)
+    # Hugging Face trainer_state.json with eval entries
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    history = [{"step": int(s), "loss": float(8 - 10 * a), "learning_rate": 5e-5} for s, a in zip(steps, acc)]
+    history += [{"step": int(s), "eval_accuracy": float(a), "eval_loss": float(8 - 10 * a)}
+                for s, a in zip(steps[::5], acc[::5])]
+    (hf / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    res = analyze(hf, bootstrap=50, write=False)
+    assert res["source"]["kind"] == "hf-trainer-state" and res["metric"]["name"] == "eval_mlm_accuracy"
+    assert res["metric"]["n"] == 20 and res["chosen_model"]["model"] is not None
+    # CSV with shuffled, repeated rows: the notes say what was done
+    csv_path = tmp_path / "log.csv"
+    order = rng.permutation(steps.size)
+    lines = ["global_step,accuracy"] + [f"{steps[i]},{acc[i]}" for i in order] + [f"{steps[0]},{acc[0]}"]
+    csv_path.write_text("\n".join(lines) + "\n")
+    res = analyze(csv_path, metric_col="accuracy", bootstrap=50, out=tmp_path / "csv.json")
+    assert res["metric"]["name"] == "accuracy" and res["metric"]["n"] == steps.size
+    notes = " ".join(res["source"]["notes"])
+    assert "sorted by step" in notes and "repeated step" in notes
+    assert res["correlation"]["pearson"]["statistic"] == pytest.approx(np.corrcoef(steps, acc)[0, 1], abs=1e-12)
