@@ -9,7 +9,7 @@ chosen by :mod:`bertcurve.fonts`. Saving is :mod:`bertcurve.plot`'s job.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure

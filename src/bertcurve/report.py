@@ -19,7 +19,6 @@ import base64
 import datetime as _dt
 import html
 import io
-import json
 import platform
 import re
 from dataclasses import dataclass, field
