@@ -634,7 +634,7 @@ def correlation_analysis(log: TrainingLog, *, lang: str = "both", metric: str | 
     ax_s.set_ylabel(metric_label(metric, lang))
     rising = trend.slope > 0
     # A rising curve leaves the upper-left and lower-right corners empty; a falling one the others.
-    ax_s.legend(loc="upper left" if rising else "lower left")
+    ax_s.legend(loc="best", fontsize=8.5)
     n_eff = diag.effective_sample_size
     p_eff = stats.correlation_pvalue(r.statistic, n_eff)
     lo, hi = stats.fisher_interval(r.statistic, n_eff)
