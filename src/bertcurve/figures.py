@@ -614,7 +614,7 @@ def correlation_analysis(log: TrainingLog, *, lang: str = "both", metric: str | 
     diag = stats.residual_diagnostics(resid_lin)
     resid_fit = y - fit.predict(x) if fit is not None else None
 
-    fig, axes = new_figure(18, 5.8, 1, 3, width_ratios=[1.25, 1, 0.8])
+    fig, axes = new_figure(18, 6.2, 1, 3, width_ratios=[1.2, 1, 0.85])
     ax_s, ax_r, ax_acf = axes[0]
     max_step = float(x[-1])
     dense = len(x) > 300
@@ -632,21 +632,10 @@ def correlation_analysis(log: TrainingLog, *, lang: str = "both", metric: str | 
     if is_accuracy(metric):
         _percent(ax_s)
     ax_s.set_ylabel(metric_label(metric, lang))
-    rising = trend.slope > 0
-    # A rising curve leaves the upper-left and lower-right corners empty; a falling one the others.
     ax_s.legend(loc="best", fontsize=8.5)
     n_eff = diag.effective_sample_size
     p_eff = stats.correlation_pvalue(r.statistic, n_eff)
     lo, hi = stats.fisher_interval(r.statistic, n_eff)
-    _note(ax_s, block(
-        f"Pearson r = {r.statistic:.4f}, naive p = {r.pvalue:.2g}, 95% CI [{r.ci_low:.2f}, {r.ci_high:.2f}]\n"
-        f"residuals: Durbin–Watson {diag.durbin_watson:.2f}, lag-1 autocorr. {diag.lag1_autocorrelation:.2f}\n"
-        f"effective n ≈ {n_eff:.0f} of {diag.n}: CI [{lo:.2f}, {hi:.2f}], p = {p_eff:.2g}",
-        f"Pearson r = {r.statistic:.4f}，朴素 p = {r.pvalue:.2g}，95% 置信区间 [{r.ci_low:.2f}, {r.ci_high:.2f}]\n"
-        f"残差：Durbin–Watson {diag.durbin_watson:.2f}，一阶自相关 {diag.lag1_autocorrelation:.2f}\n"
-        f"有效样本量 ≈ {n_eff:.0f} / {diag.n}：置信区间 [{lo:.2f}, {hi:.2f}]，p = {p_eff:.2g}", lang),
-        loc="lower right" if rising else "upper right")
-
     # (b) residuals over steps
     ax_r.set_title(label("Residuals over steps", "残差随步数的变化", lang))
     ax_r.scatter(*thin(x, resid_lin), s=ms, color=C_LINEAR, alpha=0.35, lw=0,
@@ -680,6 +669,21 @@ def correlation_analysis(log: TrainingLog, *, lang: str = "both", metric: str | 
         values = acf(res, nlags=nlags, fft=True)[1:] if np.ptp(res) > 0 else np.zeros(nlags)
         ax_acf.vlines(lags + dx, 0, values, color=color, lw=2, label=lab)
     ax_acf.axhline(0, color="#333333", lw=0.8)
+    # The statistics go where an autocorrelation plot of a learning curve is empty: below zero.
+    n_eff = diag.effective_sample_size
+    p_eff = stats.correlation_pvalue(r.statistic, n_eff)
+    lo, hi = stats.fisher_interval(r.statistic, n_eff)
+    _note(ax_acf, block(
+        f"Pearson r = {r.statistic:.4f} (naive p = {r.pvalue:.2g})\n"
+        f"naive 95% CI [{r.ci_low:.2f}, {r.ci_high:.2f}]\n"
+        f"Durbin–Watson {diag.durbin_watson:.2f}, lag-1 {diag.lag1_autocorrelation:.2f}\n"
+        f"effective n ≈ {n_eff:.0f} of {diag.n}\n"
+        f"→ 95% CI [{lo:.2f}, {hi:.2f}], p = {p_eff:.2g}",
+        f"Pearson r = {r.statistic:.4f}（朴素 p = {r.pvalue:.2g}）\n"
+        f"朴素 95% 置信区间 [{r.ci_low:.2f}, {r.ci_high:.2f}]\n"
+        f"Durbin–Watson {diag.durbin_watson:.2f}，一阶自相关 {diag.lag1_autocorrelation:.2f}\n"
+        f"有效样本量 ≈ {n_eff:.0f} / {diag.n}\n"
+        f"→ 95% 置信区间 [{lo:.2f}, {hi:.2f}]，p = {p_eff:.2g}", lang), loc="lower left")
     ax_acf.set_xlabel(label("Lag (logged points)", "滞后（记录点数）", lang))
     ax_acf.set_ylabel(label("Autocorrelation", "自相关系数", lang))
     ax_acf.set_ylim(-1, 1)
