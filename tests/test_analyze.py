@@ -93,6 +93,12 @@ def test_seed_curve_is_saturating_and_the_line_loses_the_backtest(seed_result):
     assert seed_result["format"] == layout.ANALYSIS_FORMAT
     assert seed_result["target"]["first_logged_at"] is not None  # one noisy batch touched 0.6 ...
     assert seed_result["verdict"] and "not [0.762, 0.809]" in " ".join(seed_result["verdict"])
+    lc = seed_result["loss_curve"]
+    assert lc["metric"] == "train_loss" and lc["thinned"] is None
+    assert lc["chosen_model"]["model"] in {"power_law", "exp_saturation", "log_linear"}
+    loss_fits = {f["model"]: f for f in lc["fits"]}
+    assert "logistic_log" not in loss_fits and loss_fits["power_law"]["formula"] == "a + b·t^(−c)"
+    assert 0 < lc["forecasts"][0]["value"] < 2.973  # the loss keeps falling past the last logged 2.97
 
 
 def _run_dir(tmp_path: Path, n: int = 60, total: int = 6000) -> Path:

@@ -52,6 +52,52 @@ def _loss_series(log: TrainingLog, metric: str) -> tuple[str, Series] | tuple[No
     return None, None
 
 
+LOSS_CURVE_MAX_POINTS = 5000
+
+
+def loss_curve(log: TrainingLog, metric: str, forecast_steps: Sequence[float], level: float) -> dict | None:
+    """Learning-curve fits of the loss beside the analysed metric (L_inf + A t^-alpha and the others).
+
+    Only when the analysed metric is not itself a loss. A long loss log is thinned to
+    ``LOSS_CURVE_MAX_POINTS`` evenly spaced points: the curve's shape is all this block
+    is for, and it keeps a 100,000-point analysis within its time budget.
+    """
+    if "loss" in metric:
+        return None
+    name, series = _loss_series(log, metric)
+    if series is None or len(series) < MIN_POINTS or np.ptp(series.values) == 0:
+        return None
+    steps, values = series.steps.astype(np.float64), series.values
+    thinned = None
+    if len(series) > LOSS_CURVE_MAX_POINTS:
+        keep = np.unique(np.linspace(0, len(series) - 1, LOSS_CURVE_MAX_POINTS).round().astype(np.int64))
+        thinned = f"fitted on {keep.size:,} of {len(series):,} evenly spaced points"
+        steps, values = steps[keep], values[keep]
+    limits = cv.limits_for(name)
+    fits = cv.fit_all(steps, values, direction=-1, limits=limits)
+    tests = cv.backtest(steps, values, direction=-1, limits=limits, fractions=BACKTEST_FRACTIONS, level=level)
+    choice = cv.choose_model(tests, fits)
+    chosen = fits.get(choice.model) if choice.model else None
+    forecasts = []
+    for s in forecast_steps:
+        entry: dict[str, Any] = {"step": _num(s), "model": choice.model}
+        if chosen is not None:
+            pi = chosen.prediction_interval([s], level)
+            entry.update(value=float(chosen.predict([s])[0]), pi=[float(pi.low[0]), float(pi.high[0])])
+        forecasts.append(entry)
+    return {
+        "metric": name,
+        "n": int(len(series)),
+        "thinned": thinned,
+        "fits": [f.to_dict() for f in fits.values()],
+        "ranking": choice.ranking,
+        "chosen_model": {"model": choice.model, "reason": choice.reason},
+        "asymptote": None if chosen is None else _asymptote(chosen),
+        "asymptote_at_bound": bool(chosen is not None and set(chosen.at_bounds) & {"a", "L"}),
+        "forecasts": forecasts,
+    }
+
+
 def seed_block(log: TrainingLog, metric: str, series: Series, pearson: st.Correlation) -> dict:
     """The seed's own analysis fields (analysis_100k_result.json), computed the seed's way."""
     v = series.values
@@ -378,6 +424,7 @@ def analyze(
         "phases": phases(steps, values),
         "lr_schedule": lr_info,
         "headline": headline(log, name, series),
+        "loss_curve": loss_curve(log, name, forecast_steps, level),
         "constant_guess_accuracy": ((log.meta.get("config") or {}).get("eval_set") or {}).get("constant_guess_accuracy")
         if isinstance(log.meta.get("config"), dict) else None,
     }
@@ -539,6 +586,15 @@ def verdict(res: dict) -> list[str]:
             out.append(f"Steps to the target {t['value']} cannot be estimated: no learning-curve model converged{raw}.")
         else:
             out.append(f"The target {t['value']} is not reached by the forecasting curve: {t.get('note', '')}{raw}.")
+    lc = res.get("loss_curve")
+    if lc and lc["chosen_model"]["model"]:
+        fc = next((f for f in lc["forecasts"] if f.get("value") is not None), None)
+        asym = lc.get("asymptote")
+        out.append(f"The {lc['metric']} is best forecast by the {lc['chosen_model']['model']} model"
+                   + ((" (its asymptote sits on the bound of its range: the data do not determine it)"
+                       if lc.get("asymptote_at_bound") else f", levelling off towards {asym:.4g}")
+                      if asym is not None else "")
+                   + (f"; at step {fc['step']:,} it would be {fc['value']:.4g}" if fc else "") + ".")
     guess = res.get("constant_guess_accuracy")
     if guess is not None and m == "eval_mlm_accuracy" and res["headline"]["mean_last_10pct"] <= guess + 0.005:
         out.append(f"The held-out accuracy ({res['headline']['mean_last_10pct']:.4f} at the end) is not above "
