@@ -748,17 +748,32 @@ class LogFits:
         return self.best
 
     @classmethod
-    def compute(cls, log: TrainingLog, metric: str | None = None, *, with_loss: bool = True) -> "LogFits":
-        """Fit every model to ``metric`` and pick one by backtest; also the loss (``with_loss``)."""
+    def compute(cls, log: TrainingLog, metric: str | None = None, *, with_loss: bool = True,
+                analysis: dict | None = None) -> "LogFits":
+        """Fit every model to ``metric`` and pick one by backtest; also the loss (``with_loss``).
+
+        ``analysis``: an analysis.json of this log; when it is about the same metric its fits and
+        chosen model are used as they are (the figures then match the report, and nothing is refitted).
+        """
         from bertcurve import curves
 
         metric = metric or log.default_metric()
         s = log.metric(metric)
         direction = direction_of(metric, s)
         limits = curves.limits_for(metric)
-        fits = curves.fit_all(s.steps, s.values, direction=direction, limits=limits)
-        choice = curves.choose_model(curves.backtest(s.steps, s.values, direction=direction, limits=limits), fits)
-        best = fits[choice.model] if choice.model else None
+        saved = analysis if isinstance(analysis, dict) and (analysis.get("metric") or {}).get("name") == metric \
+            and analysis.get("fits") else None
+        if saved is not None:
+            fits = {f["model"]: curves.FitResult.from_dict(f) for f in saved["fits"]}
+            chosen = (saved.get("chosen_model") or {}).get("model")
+            best = fits.get(chosen) if chosen else None
+            reason = (saved.get("chosen_model") or {}).get("reason", "")
+        else:
+            fits = curves.fit_all(s.steps, s.values, direction=direction, limits=limits)
+            choice = curves.choose_model(curves.backtest(s.steps, s.values, direction=direction, limits=limits),
+                                         fits)
+            best = fits[choice.model] if choice.model else None
+            reason = choice.reason
         loss_fit = None
         loss_name = "train_loss" if "train_loss" in log.series else "eval_loss" if "eval_loss" in log.series else None
         if loss_name == metric:
@@ -769,7 +784,7 @@ class LogFits:
             loss_fits = curves.fit_all(ls.steps, ls.values, direction=-1, limits=lim)
             pick = curves.choose_model(curves.backtest(ls.steps, ls.values, direction=-1, limits=lim), loss_fits)
             loss_fit = loss_fits[pick.model] if pick.model else None
-        return cls(metric, direction, fits, best, choice.reason, loss_fit)
+        return cls(metric, direction, fits, best, reason, loss_fit)
 
 
 def default_target(metric: str, last: float, direction: int) -> float:

@@ -112,7 +112,8 @@ def plot(
                 # Fitting costs seconds: only when a figure needs it, once per log.
                 if "fits" not in cache:
                     try:
-                        cache["fits"] = F.LogFits.compute(log, metric, with_loss="loss_analysis" in wanted)
+                        cache["fits"] = F.LogFits.compute(log, metric, with_loss="loss_analysis" in wanted,
+                                                          analysis=_saved_analysis(log))
                     except UserError as exc:
                         cache["fits"] = exc
                 if isinstance(cache["fits"], UserError):
@@ -146,6 +147,22 @@ def plot(
     if not result.files:
         raise UserError("no figure could be drawn: " + "; ".join(result.skipped))
     return result
+
+
+def _saved_analysis(log: Any) -> dict | None:
+    """RUN_DIR/analysis.json when it is at least as new as the log it analysed, else None."""
+    from bertcurve.fsutil import read_json
+
+    if log.kind != "bertcurve-run" or log.path.name != layout.METRICS:
+        return None
+    path = log.path.parent / layout.ANALYSIS
+    try:
+        if path.stat().st_mtime < log.path.stat().st_mtime:
+            return None
+        data = read_json(path, "analysis")
+    except (OSError, UserError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == layout.ANALYSIS_FORMAT else None
 
 
 def _loss_fit(fits: Callable[[], Any]) -> Any:
