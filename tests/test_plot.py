@@ -139,3 +139,23 @@ def test_labels_and_unique_names():
 
     names = F.unique_names([L("run", "/a/x/run/metrics.jsonl"), L("run", "/a/y/run/metrics.jsonl")])
     assert names == ["x/run", "y/run"]
+
+
+def test_fits_come_from_a_matching_analysis(tmp_path):
+    from bertcurve.curves import fit_curve
+    from bertcurve.sources import load_log
+
+    steps = np.arange(100, 2100, 100)
+    csv = tmp_path / "log.csv"
+    csv.write_text("step,mlm_acc\n" + "".join(f"{s},{0.5 - 0.4 * np.exp(-s / 500):.5f}\n" for s in steps),
+                   encoding="utf-8")
+    log = load_log(csv)
+    s = log.series["train_mlm_accuracy"]
+    linear = fit_curve("linear", s.steps, s.values, direction=1)
+    analysis = {"metric": {"name": "train_mlm_accuracy"}, "fits": [linear.to_dict()],
+                "chosen_model": {"model": "linear", "reason": "from analysis.json"}}
+    fits = F.LogFits.compute(log, None, with_loss=False, analysis=analysis)
+    assert fits.best.model == "linear" and fits.reason == "from analysis.json"
+    # An analysis of another metric is ignored: the figures fit for themselves.
+    other = dict(analysis, metric={"name": "eval_loss"})
+    assert F.LogFits.compute(log, None, with_loss=False, analysis=other).best.model != "linear"
