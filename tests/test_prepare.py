@@ -171,3 +171,16 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not exist" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_parallel_word_segmentation_gives_the_same_data(tmp_path, demo_text_file, monkeypatch):
+    import bertcurve.prepare as prepare_module
+
+    monkeypatch.setattr(prepare_module, "PARALLEL_MIN_SENTENCES", 1)
+    monkeypatch.setattr(prepare_module, "ENCODE_CHUNK", 50)  # several chunks in flight
+    one = prepare([demo_text_file], tmp_path / "one", whole_word=True, min_chars=10, workers=1, progress=False)
+    two = prepare([demo_text_file], tmp_path / "two", whole_word=True, min_chars=10, workers=2, progress=False)
+    for split in layout.SPLITS:
+        a, b = DataDir(one).split(split), DataDir(two).split(split)
+        assert np.array_equal(a.ids, b.ids) and np.array_equal(a.word_starts, b.word_starts)
+        assert len(a.word_starts) == len(a.ids) > 0
