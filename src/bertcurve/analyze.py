@@ -277,7 +277,7 @@ def analyze(
 
     ``forecast``: steps to forecast at (default: twice the last step). ``target``: a
     metric value to reach; the answer is in steps and, with a measured or given
-    throughput, hours. ``bootstrap``: moving-block bootstrap resamples for the
+    throughput, hours. ``bootstrap``: circular block bootstrap resamples for the
     dependence-aware interval of Pearson r (0 turns it off). ``out``: where to write
     (default: RUN_DIR/analysis.json for a run, else ./<log name>.analysis.json).
     Returns the analysis as a dict (the JSON written; its ``"path"`` key says where).
@@ -697,7 +697,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric-col", default=None, help="CSV/TSV column holding the metric")
     parser.add_argument("--level", type=float, default=0.95, help="confidence level of intervals (default 0.95)")
     parser.add_argument("--bootstrap", type=int, default=1000,
-                        help="moving-block bootstrap resamples for r's interval (0 = off; default 1000)")
+                        help="circular block bootstrap resamples for r's interval (0 = off; default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap (default 0)")
     parser.add_argument("--steps-per-second", type=float, default=None,
                         help="training speed for hours-to-target when the log has no timing "

@@ -4,7 +4,7 @@ Every function takes plain arrays and returns a frozen result object with named
 fields (never a bare tuple), in the style of ``scipy.stats``. The heavy lifting is
 done by scipy and statsmodels; what is written here is the glue and the few
 formulas those libraries do not have (effective sample size, the Fisher interval
-at an effective n, the moving-block bootstrap of Pearson r). References are in
+at an effective n, the circular block bootstrap of Pearson r). References are in
 ``docs/analysis.md``.
 """
 
@@ -233,7 +233,7 @@ def effective_sample_size(n: int, rho1: float) -> float:
 
 def dependence_lag(n: int, rho1: float) -> int:
     """Andrews (1991) AR(1) plug-in bandwidth for the Bartlett kernel, used both as the
-    Newey-West maximum lag and as the moving-block length: 1.1447 (alpha n)^(1/3),
+    Newey-West maximum lag and as the block length: 1.1447 (alpha n)^(1/3),
     alpha = 4 rho^2 / (1 - rho^2)^2; at least 1, at most n // 4."""
     rho = float(np.clip(rho1, 0.0, 0.99)) if np.isfinite(rho1) else 0.0
     if rho == 0.0:
