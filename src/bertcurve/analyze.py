@@ -52,6 +52,19 @@ def _loss_series(log: TrainingLog, metric: str) -> tuple[str, Series] | tuple[No
     return None, None
 
 
+def choose_metric(log: TrainingLog, metric: str | None) -> str:
+    """The metric to analyse: ``metric`` if given, else the log's default, except that a
+    held-out accuracy with fewer than MIN_POINTS evaluations gives way to the batch
+    accuracy (a short run's only curve), with a note in ``log.notes``."""
+    name = metric or log.default_metric()
+    if metric is None and name == "eval_mlm_accuracy" and len(log.series[name]) < MIN_POINTS \
+            and len(log.series.get("train_mlm_accuracy", ())) >= MIN_POINTS:
+        log.notes.append(f"eval_mlm_accuracy has only {len(log.series[name])} point(s); analysed "
+                         f"train_mlm_accuracy instead (choose with --metric)")
+        name = "train_mlm_accuracy"
+    return name
+
+
 LOSS_CURVE_MAX_POINTS = 5000
 
 
@@ -287,13 +300,7 @@ def analyze(
     if bootstrap < 0:
         raise UserError("--bootstrap must be >= 0")
     log = load_log(source, tag=tag, step_col=step_col, metric_col=metric_col)
-    name = metric or log.default_metric()
-    if metric is None and name == "eval_mlm_accuracy" and len(log.series[name]) < MIN_POINTS \
-            and len(log.series.get("train_mlm_accuracy", ())) >= MIN_POINTS:
-        # A short run may have only a few evaluations; its batch accuracy still has a curve.
-        log.notes.append(f"eval_mlm_accuracy has only {len(log.series[name])} point(s); analysed "
-                         f"train_mlm_accuracy instead (choose with --metric)")
-        name = "train_mlm_accuracy"
+    name = choose_metric(log, metric)
     series = log.metric(name, min_points=MIN_POINTS, allow_constant=False)
     if np.ptp(series.steps) == 0:
         raise UserError(f"all points of {name!r} are at one step; there is no curve to analyse")

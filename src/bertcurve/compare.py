@@ -24,7 +24,7 @@ import numpy as np
 
 from bertcurve import __version__, layout
 from bertcurve import stats as st
-from bertcurve.analyze import analyze
+from bertcurve.analyze import MIN_POINTS, analyze, choose_metric
 from bertcurve.errors import UserError
 from bertcurve.fsutil import write_json
 from bertcurve.sources import load_log
@@ -177,7 +177,7 @@ def compare(
     logs = [load_log(s) for s in sources]
     results_steps = []
     for log in logs:
-        s = log.metric(metric, min_points=5, allow_constant=False)
+        s = log.metric(choose_metric(log, metric), min_points=MIN_POINTS, allow_constant=False)
         results_steps.append((s.steps.astype(np.float64), s.values))
     last_steps = [float(s[0][-1]) for s in results_steps]
     common = float(at_step) if at_step is not None else max(last_steps)
