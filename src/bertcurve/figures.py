@@ -79,6 +79,14 @@ def label(en: str, zh: str, lang: str) -> str:
     return f"{en} | {zh}"
 
 
+def title(en: str, zh: str, lang: str, width: int = 62) -> str:
+    """A panel title: like :func:`label`, but on two lines when both languages would not fit one.
+    (A CJK character is about twice as wide as a Latin one.)"""
+    if lang == "both" and len(en) + 2 * len(zh) + 3 > width:
+        return f"{en}\n{zh}"
+    return label(en, zh, lang)
+
+
 def block(en: str, zh: str, lang: str) -> str:
     """Like :func:`label` but for notes: both languages on separate lines."""
     return f"{en}\n{zh}" if lang == "both" else label(en, zh, lang)
@@ -272,7 +280,7 @@ def training_curves(log: TrainingLog, *, lang: str = "both") -> Figure:
     ax_acc, ax_b, ax_loss, ax_lr = axes[0, 0], axes[0, 1], axes[1, 0], axes[1, 1]
 
     # (a) MLM accuracy
-    ax_acc.set_title(label("MLM accuracy", "MLM 准确率", lang))
+    ax_acc.set_title(title("MLM accuracy", "MLM 准确率", lang))
     has_acc = False
     if "train_mlm_accuracy" in ser:
         _plot_noisy(ax_acc, ser["train_mlm_accuracy"], raw_color=C_TRAIN, smooth_color=C_TRAIN_SMOOTH,
@@ -291,15 +299,15 @@ def training_curves(log: TrainingLog, *, lang: str = "both") -> Figure:
         ax_acc.legend(loc="best", fontsize=8.5)
         best = ser["eval_mlm_accuracy"] if "eval_mlm_accuracy" in ser else ser["train_mlm_accuracy"]
         last_sm = tail_mean(best.values)
-        _note(ax_acc, block(f"end of run (mean of last 5%): {last_sm:.1%}", f"训练结束时（最后 5% 均值）：{last_sm:.1%}", lang),
-              loc="upper left")
+        # In the title, where no legend or curve can hide it.
+        ax_acc.set_title(title(f"MLM accuracy — end of run {last_sm:.1%}", f"MLM 准确率——结束时 {last_sm:.1%}", lang))
     else:
         _empty(ax_acc, label("no MLM accuracy in this log", "日志中没有 MLM 准确率", lang))
 
     # (b) NSP accuracy when logged, else the held-out loss
     nsp = [n for n in ("train_nsp_accuracy", "eval_nsp_accuracy") if n in ser]
     if nsp:
-        ax_b.set_title(label("Next-sentence prediction (NSP) accuracy", "下一句预测 (NSP) 准确率", lang))
+        ax_b.set_title(title("Next-sentence prediction (NSP) accuracy", "下一句预测 (NSP) 准确率", lang))
         for n in nsp:
             if n.startswith("train"):
                 _plot_noisy(ax_b, ser[n], raw_color="#E3B7D3", smooth_color=C_LR,
@@ -318,21 +326,20 @@ def training_curves(log: TrainingLog, *, lang: str = "both") -> Figure:
                 f"NSP 始终处于随机水平（后半程均值 {np.mean(late):.1%}）：\nNSP 头没有学到任何东西", lang),
                 loc="upper left", warn=True, color="#8B1A1A")
     elif "eval_loss" in ser:
-        ax_b.set_title(label("Held-out loss and perplexity", "验证集损失与困惑度", lang))
         s = ser["eval_loss"]
+        ppl = float(np.exp(min(s.values[-1], 50)))
+        ax_b.set_title(title(f"Held-out loss — last {s.values[-1]:.3f} (perplexity {ppl:,.0f})",
+                             f"验证集损失——最终 {s.values[-1]:.3f}（困惑度 {ppl:,.0f}）", lang))
         ax_b.plot(s.steps, s.values, color=C_EVAL, marker="o", ms=3.2, lw=1.6, label=metric_label("eval_loss", lang))
         ax_b.set_ylabel(label("Loss (nats)", "损失（奈特）", lang))
-        ppl = float(np.exp(min(s.values[-1], 50)))
-        _note(ax_b, block(f"last: {s.values[-1]:.3f} (perplexity {ppl:,.1f})",
-                          f"最终：{s.values[-1]:.3f}（困惑度 {ppl:,.1f}）", lang), loc="upper right")
-        ax_b.legend(loc="lower left")
+        ax_b.legend(loc="best")
     else:
-        ax_b.set_title(label("NSP accuracy / held-out loss", "NSP 准确率 / 验证集损失", lang))
+        ax_b.set_title(title("NSP accuracy / held-out loss", "NSP 准确率 / 验证集损失", lang))
         _empty(ax_b, label("neither NSP accuracy nor held-out loss logged",
                            "日志中既无 NSP 准确率也无验证集损失", lang))
 
     # (c) loss
-    ax_loss.set_title(label("Loss", "损失", lang))
+    ax_loss.set_title(title("Loss", "损失", lang))
     if "train_loss" in ser or "eval_loss" in ser:
         if "train_loss" in ser:
             _plot_noisy(ax_loss, ser["train_loss"], raw_color="#F3CF8A", smooth_color=C_LOSS_SMOOTH,
@@ -347,7 +354,7 @@ def training_curves(log: TrainingLog, *, lang: str = "both") -> Figure:
     # (d) learning rate (log axis), else throughput
     if "lr" in ser and np.any(ser["lr"].values > 0):
         s = ser["lr"]
-        ax_lr.set_title(label("Learning-rate schedule (log axis)", "学习率调度（对数轴）", lang))
+        ax_lr.set_title(title("Learning-rate schedule (log axis)", "学习率调度（对数轴）", lang))
         pos = s.values > 0
         ax_lr.plot(*thin(s.steps[pos], s.values[pos]), color=C_LR, lw=2)
         ax_lr.set_yscale("log")
@@ -364,11 +371,11 @@ def training_curves(log: TrainingLog, *, lang: str = "both") -> Figure:
                                "末尾降至 0（对数轴无法显示）", lang), loc="lower left")
     elif "tokens_per_s" in ser:
         s = ser["tokens_per_s"]
-        ax_lr.set_title(label("Throughput", "训练吞吐量", lang))
+        ax_lr.set_title(title("Throughput", "训练吞吐量", lang))
         ax_lr.plot(*thin(s.steps, s.values), color=C_LR, lw=1.5)
         ax_lr.set_ylabel(label("tokens / s", "词元 / 秒", lang))
     else:
-        ax_lr.set_title(label("Learning-rate schedule", "学习率调度", lang))
+        ax_lr.set_title(title("Learning-rate schedule", "学习率调度", lang))
         _empty(ax_lr, label("no learning rate in this log", "日志中没有学习率", lang))
 
     for ax in axes.flat:
@@ -416,19 +423,17 @@ def loss_analysis(log: TrainingLog, *, lang: str = "both", fit: Any = None) -> F
     sm, w = smooth(s.values)
 
     # (a) raw + smoothed (+ held-out)
-    ax_a.set_title(label("Loss and its moving average", "损失及其移动平均", lang))
     _plot_noisy(ax_a, s, raw_color="#F3CF8A", smooth_color=C_LOSS_SMOOTH, name=_WORDS[name], lang=lang)
     if name != "eval_loss" and "eval_loss" in ser:
         _plot_eval(ax_a, log, "eval_loss", C_EVAL, lang)
     ax_a.set_ylabel(label("Loss (nats)", "损失（奈特）", lang))
     ax_a.legend(loc="best")
     end = tail_mean(s.values)
-    _note(ax_a, block(f"first {s.values[0]:.2f} → end {end:.2f} (mean of last 5%): −{s.values[0] - end:.2f}",
-                      f"起始 {s.values[0]:.2f} → 结束 {end:.2f}（最后 5% 均值）：下降 {s.values[0] - end:.2f}", lang),
-          loc="center")
+    ax_a.set_title(title(f"Loss: {s.values[0]:.2f} → {end:.2f} at the end", f"损失：{s.values[0]:.2f} → 结束时 {end:.2f}",
+                         lang))
 
     # (b) log step axis, with the saturating fit
-    ax_b.set_title(label("Loss on a log-step axis, with fit", "对数步数轴上的损失与拟合", lang))
+    ax_b.set_title(title("Loss on a log-step axis, with fit", "对数步数轴上的损失与拟合", lang))
     pos = s.steps > 0
     ax_b.plot(*thin(s.steps[pos], s.values[pos]), color="#F3CF8A", lw=0.7, alpha=0.6,
               label=label("raw", "原始", lang))
@@ -453,7 +458,7 @@ def loss_analysis(log: TrainingLog, *, lang: str = "both", fit: Any = None) -> F
     ax_b.legend(loc="best")
 
     # (c) rate of improvement, beside the learning rate
-    ax_c.set_title(label("How fast the loss still falls", "损失下降速度", lang))
+    ax_c.set_title(title("How fast the loss still falls", "损失下降速度", lang))
     # A derivative amplifies noise: a Savitzky-Golay derivative over a wide window (polynomial
     # fits at the ends instead of shrinking windows, which would make the ends spike).
     rate, w_rate = _smooth_rate(s.steps.astype(float), s.values)
@@ -551,12 +556,12 @@ def comparison(logs: Sequence[TrainingLog], *, lang: str = "both", metric: str |
             ls = log.series[loss_name]
             ax_l.plot(ls.steps, smooth(ls.values)[0], color=color, lw=2,
                       label=f"{name} ({metric_label(loss_name, lang)})")
-    ax_m.set_title(label(f"{_WORDS.get(metric, (metric, metric))[0]}", _WORDS.get(metric, (metric, metric))[1], lang))
+    ax_m.set_title(title(f"{_WORDS.get(metric, (metric, metric))[0]}", _WORDS.get(metric, (metric, metric))[1], lang))
     ax_m.set_ylabel(short_metric_label(metric, lang))
     if is_accuracy(metric):
         _percent(ax_m)
     ax_m.legend(loc="best")
-    ax_l.set_title(label("Loss (smoothed)", "损失（平滑）", lang))
+    ax_l.set_title(title("Loss (smoothed)", "损失（平滑）", lang))
     ax_l.set_ylabel(label("Loss (nats)", "损失（奈特）", lang))
     if ax_l.lines:
         ax_l.legend(loc="best")
@@ -583,7 +588,7 @@ def comparison(logs: Sequence[TrainingLog], *, lang: str = "both", metric: str |
     if top > 0:
         ax_bar.set_ylim(0, top * 1.3)
     ax_bar.set_xticks(x, names, rotation=15 if len(logs) > 3 else 0)
-    ax_bar.set_title(label("Where each run ended", "各次训练的最终水平", lang))
+    ax_bar.set_title(title("Where each run ended", "各次训练的最终水平", lang))
     ax_bar.set_ylabel(short_metric_label(metric, lang))
     if is_accuracy(metric):
         _percent(ax_bar)
@@ -621,7 +626,7 @@ def correlation_analysis(log: TrainingLog, *, lang: str = "both", metric: str | 
     ms = 9 if dense else 22
 
     # (a) scatter + linear fit + learning-curve fit
-    ax_s.set_title(label("Steps vs metric: linear fit and learning-curve fit", "步数与指标：线性拟合与学习曲线拟合", lang))
+    ax_s.set_title(title("Steps vs metric: linear fit and learning-curve fit", "步数与指标：线性拟合与学习曲线拟合", lang))
     ax_s.scatter(*thin(x, y), s=ms, color=C_TRAIN_SMOOTH, alpha=0.45, lw=0, label=metric_label(metric, lang))
     ax_s.plot(x[[0, -1]], linear[[0, -1]], color=C_LINEAR, lw=2, ls="--",
               label=label(f"linear fit (r = {r.statistic:.4f}, R² = {trend.r_squared:.4f})",
@@ -637,7 +642,7 @@ def correlation_analysis(log: TrainingLog, *, lang: str = "both", metric: str | 
     p_eff = stats.correlation_pvalue(r.statistic, n_eff)
     lo, hi = stats.fisher_interval(r.statistic, n_eff)
     # (b) residuals over steps
-    ax_r.set_title(label("Residuals over steps", "残差随步数的变化", lang))
+    ax_r.set_title(title("Residuals over steps", "残差随步数的变化", lang))
     ax_r.scatter(*thin(x, resid_lin), s=ms, color=C_LINEAR, alpha=0.35, lw=0,
                  label=label("linear fit", "线性拟合", lang))
     ax_r.plot(*thin(x, smooth(resid_lin)[0]), color=C_LINEAR, lw=1.8)
@@ -659,7 +664,7 @@ def correlation_analysis(log: TrainingLog, *, lang: str = "both", metric: str | 
     nlags = int(min(40, max(1, len(x) // 4)))
     lags = np.arange(1, nlags + 1)
     band = 1.96 / np.sqrt(len(x))
-    ax_acf.set_title(label("Autocorrelation of residuals", "残差自相关", lang))
+    ax_acf.set_title(title("Autocorrelation of residuals", "残差自相关", lang))
     ax_acf.axhspan(-band, band, color="#DDDDDD", alpha=0.7,
                    label=label("95% band if independent", "独立时的 95% 范围", lang))
     series_acf = [(resid_lin, C_LINEAR, label("linear fit", "线性拟合", lang), -0.2)]
@@ -837,7 +842,7 @@ def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None,
 
     fig, axes = new_figure(17, 6.2, 1, 2, width_ratios=[1.7, 1])
     ax, ax_bt = axes[0]
-    ax.set_title(label("Forecast with a saturating learning curve", "基于饱和学习曲线的预测", lang))
+    ax.set_title(title("Forecast with a saturating learning curve", "基于饱和学习曲线的预测", lang))
     ax.scatter(*thin(x, s.values), s=8 if len(x) > 300 else 18, color=C_TRAIN, alpha=0.5, lw=0,
                label=label("observed", "观测值", lang))
     grid = np.linspace(max(x[0], 1.0), horizon, 600)
@@ -907,7 +912,7 @@ def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None,
     _steps_axis(ax, horizon, lang)
 
     # (b) backtest: the chosen model and the straight line fitted on the first half only.
-    ax_bt.set_title(label("Backtest: fitted on the first half only", "回测：仅用前一半数据拟合", lang))
+    ax_bt.set_title(title("Backtest: fitted on the first half only", "回测：仅用前一半数据拟合", lang))
     cutoff = x[0] + 0.5 * (x[-1] - x[0])
     train = x <= cutoff
     ax_bt.scatter(*thin(x[train], s.values[train]), s=8, color=C_TRAIN, alpha=0.5, lw=0,
@@ -976,7 +981,7 @@ def live_overview(logs: Sequence[TrainingLog], *, lang: str = "both", names: Seq
                                   (ax_loss, ("Loss", "损失"), False),
                                   (ax_lr, ("Learning rate", "学习率"), False),
                                   (ax_tps, ("Throughput (tokens/s)", "吞吐量（词元/秒）"), False)):
-        ax.set_title(label(en, zh, lang))
+        ax.set_title(title(en, zh, lang))
         _steps_axis(ax, max_step, lang)
         if ax.lines:
             if percent:
