@@ -134,3 +134,4 @@ def test_curve_summary_says_whether_the_curve_flattens():
     assert "still rising" in straight
     assert "too few" in curve_summary(pts([0.1]))
     assert "step 200" in curve_summary(pts([0.0, 0.2, 0.3, 0.35, 0.37]), upto=200)
+    assert "stayed at 0.0 %" in curve_summary(pts([0.0, 0.0]))

@@ -285,3 +285,61 @@ def test_cli_bad_input_is_one_line(hf_dir, tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("bertcurve: error: ") and len(err.strip().splitlines()) == 1, err
+
+
+def test_pretraining_model_with_nsp_head_loads_as_masked_lm(tmp_path, lm):
+    """Runs trained with --nsp save BertForPreTraining; its MLM part must predict the same."""
+    from transformers import BertForPreTraining
+
+    pre = BertForPreTraining(lm.model.config)
+    missing, _ = pre.load_state_dict(lm.model.state_dict(), strict=False)
+    assert all("seq_relationship" in k or "pooler" in k for k in missing)
+    pre.save_pretrained(str(tmp_path / "pre"))
+    lm.tokenizer.save_pretrained(str(tmp_path / "pre"))
+    text = "北京是中国的[MASK]都。"
+    a = fill_mask(tmp_path / "pre", text)[0].masks[0].candidates
+    b = fill_mask(lm, text)[0].masks[0].candidates
+    assert [c.token_id for c in a] == [c.token_id for c in b]
+
+
+def test_model_missing_mlm_weights_is_refused(tmp_path, lm):
+    from transformers import BertModel
+
+    BertModel(lm.model.config).save_pretrained(str(tmp_path / "enc"))
+    lm.tokenizer.save_pretrained(str(tmp_path / "enc"))
+    with pytest.raises(UserError, match="not a masked-LM"):
+        load_masked_lm(tmp_path / "enc")
+
+
+@pytest.mark.gpu
+def test_cuda_predictions_match_cpu(hf_dir, lm):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    gpu = load_masked_lm(hf_dir, device="cuda")
+    texts = ["今天天气很[MASK]。", "北京是中国的[MASK]都，人民生活幸福。"]
+    for a, b in zip(fill_mask(gpu, texts), fill_mask(lm, texts)):
+        np.testing.assert_allclose([c.probability for c in a.masks[0].candidates],
+                                   [c.probability for c in b.masks[0].candidates], rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_end_to_end_on_a_real_training_run(tmp_path, tiny_data_dir, capsys):
+    """train (tiny, a few steps) -> fill-mask on final and a checkpoint -> export -> pipeline."""
+    from transformers import pipeline
+
+    from bertcurve.export import export
+    from bertcurve.train import train
+
+    run = tmp_path / "run"
+    train(tiny_data_dir, run, preset="tiny", overrides={"max_steps": 4, "warmup_steps": 1, "eval_every": 2, "save_every": 2},
+          quiet=True)
+    final = fill_mask(run, "今天天气很[MASK]。", top_k=3)[0]
+    assert len(final.masks[0].candidates) == 3
+    assert main(["fill-mask", str(run), "--step", "2", "北京是中国的[MASK]都。", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["step"] == 2
+    out = export(run, tmp_path / "exported")
+    theirs = pipeline("fill-mask", model=str(out), device="cpu")("今天天气很[MASK]。", top_k=3)
+    assert [c["token"] for c in theirs] == [c.token_id for c in final.masks[0].candidates]
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "4 of 4 planned optimizer steps" in card and "± " in card

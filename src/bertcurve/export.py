@@ -98,7 +98,10 @@ def curve_summary(curve: list[EvalPoint], upto: int | None = None, what: str = "
     first, last = pts[0], pts[-1]
     line = (f"{what} rose from {_pct(first.mlm_accuracy)} at step {first.step:,} to "
             f"{_pct(last.mlm_accuracy)} at step {last.step:,}")
-    if first.mlm_accuracy > last.mlm_accuracy:
+    if round(first.mlm_accuracy, 3) == round(last.mlm_accuracy, 3):
+        line = (f"{what} stayed at {_pct(last.mlm_accuracy)} from step {first.step:,} to "
+                f"step {last.step:,}")
+    elif first.mlm_accuracy > last.mlm_accuracy:
         line = (f"{what} went from {_pct(first.mlm_accuracy)} at step {first.step:,} down to "
                 f"{_pct(last.mlm_accuracy)} at step {last.step:,}")
     span = last.step - first.step
@@ -171,7 +174,8 @@ def model_card(
     if point is None:
         acc_line = "not measured (the run logged no evaluation up to this step)"
     else:
-        se = f" ± {100 * point.mlm_accuracy_se:.1f} % (standard error)" if point.mlm_accuracy_se else ""
+        se = (f" ± {100 * point.mlm_accuracy_se:.1f} % (standard error)"
+              if point.mlm_accuracy_se is not None else "")
         tokens = f", {point.masked_tokens:,} masked characters" if point.masked_tokens else ""
         where = "" if point.step == step else f" (last evaluation before the exported step {step:,})"
         acc_line = f"{_pct(point.mlm_accuracy)}{se} at step {point.step:,}{tokens}{where}"
