@@ -42,7 +42,7 @@ from bertcurve.fsutil import read_json, staged_directory, write_json
 MAX_DOMAINS = 1000        # distinct --domain-field values counted individually; the rest are "(other)"
 ENCODE_CHUNK = 20_000     # sentences per vectorised encoding step
 COUNT_CHUNK_CHARS = 1 << 20
-PARALLEL_MIN_SENTENCES = 50_000  # below this, starting worker processes costs more than it saves
+PARALLEL_MIN_SENTENCES = 20_000  # below this, starting worker processes costs more than it saves
 
 
 @dataclass(frozen=True)
