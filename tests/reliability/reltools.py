@@ -32,8 +32,8 @@ TINY_RUN = ("--preset", "tiny", "--max-steps", "24", "--save-every", "6", "--eva
             "--keep", "2", "--threads", "1", "--device", "cpu", "--quiet")
 
 # Where an in-process SIGKILL can be placed. "time" means: from outside, at a random moment.
-KILL_POINTS = ("time", "mid-step", "mid-eval", "mid-checkpoint-weights", "mid-checkpoint-state",
-               "checkpoint-before-rename", "mid-metrics-line")
+KILL_POINTS = ("time", "mid-step", "mid-eval", "after-eval-line", "mid-checkpoint-weights",
+               "mid-checkpoint-state", "checkpoint-before-rename", "mid-metrics-line")
 
 _PRELOAD = ["torch", "transformers", "transformers.models.bert.modeling_bert", "safetensors.torch",
             "bertcurve.cli", "bertcurve.train", "bertcurve.model", "bertcurve.batches",
@@ -75,7 +75,7 @@ def _install_fault(point: str, step: int) -> None:
     def hook(where: str, at: int) -> None:
         state["step"] = at
         if at == step and ((point == "mid-step" and where == "after-backward")
-                           or (point == "mid-eval" and where == "after-eval")
+                           or (point == "after-eval-line" and where == "after-eval")
                            or (point == "checkpoint-before-rename" and where == "checkpoint-before-rename")):
             _die()
 
@@ -85,7 +85,19 @@ def _install_fault(point: str, step: int) -> None:
 
     train_module.train = train_with_hook
 
-    if point == "mid-checkpoint-state":
+    if point == "mid-eval":
+        from bertcurve import model
+
+        real_forward = model.forward
+
+        def forward(net, batch, *a, **k):
+            # evaluation is the only caller asking for top-k; step counts completed steps
+            if k.get("topk") and state["step"] >= step:
+                _die()
+            return real_forward(net, batch, *a, **k)
+
+        model.forward = forward
+    elif point == "mid-checkpoint-state":
         real_save = torch.save
 
         def half_save(obj, f, *a, **k):
@@ -258,7 +270,7 @@ def kill_trial(index: int, data: Path, run_dir: Path, reference: Path, rng: rand
     """One kill-anywhere trial: kill, check what is on disk, resume, compare with ``reference``."""
     point = point or rng.choice(KILL_POINTS)
     step = rng.randint(1, max_steps)
-    if point in ("mid-eval",):
+    if point in ("mid-eval", "after-eval-line"):
         step = rng.choice([s for s in range(4, max_steps + 1, 4)])
     if point in ("checkpoint-before-rename", "mid-checkpoint-weights", "mid-checkpoint-state"):
         step = rng.choice([s for s in range(6, max_steps + 1, 6)])

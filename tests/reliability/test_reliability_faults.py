@@ -31,7 +31,7 @@ pytestmark = pytest.mark.slow
 def interrupted_run(tiny_data_dir, tmp_path_factory) -> Path:
     """A run SIGKILLed during the evaluation of step 16: checkpoints at steps 6 and 12 (read only)."""
     out = tmp_path_factory.mktemp("interrupted") / "run"
-    outcome = reltools.run_child(reltools.train_argv(tiny_data_dir, out), point="mid-eval", step=16)
+    outcome = reltools.run_child(reltools.train_argv(tiny_data_dir, out), point="after-eval-line", step=16)
     assert outcome.killed
     assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["step-00000006", "step-00000012"]
     return out
