@@ -159,3 +159,14 @@ def test_fits_come_from_a_matching_analysis(tmp_path):
     # An analysis of another metric is ignored: the figures fit for themselves.
     other = dict(analysis, metric={"name": "eval_loss"})
     assert F.LogFits.compute(log, None, with_loss=False, analysis=other).best.model != "linear"
+
+
+def test_a_study_folder_stands_for_its_run(tmp_path):
+    from bertcurve.study import resolve_run
+
+    study_dir = tmp_path / "study"
+    (study_dir / "run").mkdir(parents=True)
+    assert resolve_run(study_dir) == study_dir                 # no log yet: left as given
+    (study_dir / "run" / layout.METRICS).write_text("", encoding="utf-8")
+    assert resolve_run(study_dir) == study_dir / "run"
+    assert resolve_run(study_dir / "run") == study_dir / "run"

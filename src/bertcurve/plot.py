@@ -96,6 +96,9 @@ def plot(
     if target is not None and not (target == target):  # NaN
         raise UserError("--target must be a number")
 
+    from bertcurve.study import resolve_run
+
+    sources = [resolve_run(s) for s in sources]
     logs = [load_log(s) for s in sources]
     out_dir = Path(out).expanduser() if out is not None else default_out(sources)
     result = PlotResult(out=out_dir)

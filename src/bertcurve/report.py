@@ -310,7 +310,9 @@ def gather(source: str | Path, *, metric: str | None = None, target: float | Non
     from bertcurve.analyze import analyze
     from bertcurve.sources import load_log
 
-    path = Path(source).expanduser()
+    from bertcurve.study import resolve_run
+
+    path = resolve_run(source)
     log = load_log(path)
     run_dir = _run_dir_of(path)
     analysis = None

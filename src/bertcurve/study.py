@@ -86,6 +86,15 @@ class StudyResult:
         return self.run_dir / layout.ANALYSIS
 
 
+def resolve_run(source: str | Path) -> Path:
+    """A study folder stands for its run: ``studies/demo`` -> ``studies/demo/run``; other paths as given."""
+    path = Path(source).expanduser()
+    run = path / layout.STUDY_RUN_DIR
+    if path.is_dir() and not (path / layout.METRICS).exists() and (run / layout.METRICS).exists():
+        return run
+    return path
+
+
 def hardware() -> dict[str, Any]:
     """What this machine is, for the report's throughput section."""
     info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(terse=True),
