@@ -455,6 +455,18 @@ def _read_hf(src: InputSource, opts: ReadOptions, progress: Callable[[int], None
             parts = list(loaded.values())
     else:
         parts = [loaded]
+    try:
+        yield from _hf_documents(src, opts, parts, progress)
+    except (UserError, GeneratorExit):
+        raise
+    except Exception as exc:  # e.g. the network dropped while streaming from the hub
+        raise UserError(f"reading Hugging Face dataset {src.location} failed: {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}; check --text-field and, for hf: "
+                        "names, your network") from None
+
+
+def _hf_documents(src: InputSource, opts: ReadOptions, parts: list, progress: Callable[[int], None]
+                  ) -> Iterator[Document]:
     total = src.size_bytes()
     for part in parts:
         columns = part.column_names
