@@ -175,3 +175,26 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tiny_data_dir, tiny_run, 
     a = load_file(str(tiny_run / layout.FINAL_MODEL_DIR / "model.safetensors"))
     b = load_file(str(out / layout.FINAL_MODEL_DIR / "model.safetensors"))
     assert all(bool((a[k] == b[k]).all()) for k in a)
+
+
+@pytest.mark.parametrize("option", ["nsp", "whole_word"])
+def test_nsp_and_whole_word_runs(tiny_data_dir, tmp_path, option):
+    out = tmp_path / option
+    result = train(tiny_data_dir, out, preset="tiny", quiet=True,
+                   overrides={f"data.{option}": True, "max_steps": 6, "eval_every": 3,
+                              "save_every": 6})
+    assert result.completed
+    records = list(read_records(out / layout.METRICS))
+    train_recs = [r for r in records if r["split"] == "train"]
+    eval_recs = [r for r in records if r["split"] == "eval"]
+    if option == "nsp":
+        assert all(0.0 <= r["nsp_accuracy"] <= 1.0 for r in train_recs)
+        assert all("nsp_accuracy" in r for r in eval_recs)
+        cfg = json.loads((out / layout.FINAL_MODEL_DIR / "config.json").read_text())
+        assert cfg["architectures"] == ["BertForPreTraining"]
+        from transformers import AutoModelForMaskedLM
+
+        AutoModelForMaskedLM.from_pretrained(out / layout.FINAL_MODEL_DIR)
+    else:
+        assert all("nsp_accuracy" not in r for r in records)
+        assert json.loads((out / layout.RUN_CONFIG).read_text())["train"]["data"]["whole_word"]

@@ -490,9 +490,6 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
                            schedule=o.schedule, min_lr_ratio=o.min_lr_ratio)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                # Dropout draws from the global generator: seed it per step so a
-                # resumed run draws exactly what an uninterrupted one would.
-                torch.manual_seed(_derived_seed(cfg.seed, 7, step, dist.rank))
                 first = (step - 1) * o.grad_accum
                 mine = [first + j for j in range(o.grad_accum) if j % dist.world_size == dist.rank]
                 batches = [stream.batch(k) for k in mine]
@@ -513,6 +510,10 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
                 loss_sum = correct = 0.0
                 nsp_loss_sum = nsp_correct = 0.0
                 for i, b in enumerate(batches):
+                    # Dropout draws from the global generator: seed it per micro-batch so
+                    # a resumed run (or another world size) draws what an uninterrupted
+                    # single process would.
+                    torch.manual_seed(_derived_seed(cfg.seed, 7, mine[i]))
                     sync = (dist.world_size == 1 or i == len(batches) - 1)
                     ctx = nullcontext() if sync else ddp_net.no_sync()
                     with ctx, _autocast(device, amp):
