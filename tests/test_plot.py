@@ -170,3 +170,13 @@ def test_a_study_folder_stands_for_its_run(tmp_path):
     (study_dir / "run" / layout.METRICS).write_text("", encoding="utf-8")
     assert resolve_run(study_dir) == study_dir / "run"
     assert resolve_run(study_dir / "run") == study_dir / "run"
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_a_run_that_just_started_draws_what_it_can(tmp_path, caplog, n):
+    csv = tmp_path / "start.csv"
+    csv.write_text("step,mlm_acc,loss,lr\n" + "".join(f"{(i + 1) * 10},{0.01 * i},{8 - 0.1 * i},1e-4\n"
+                                                      for i in range(n)), encoding="utf-8")
+    result = _plot_clean(caplog, [csv], out=tmp_path / "f", dpi=40)
+    assert [p.name for p in result.files] == ["training_curves.png"]
+    assert len(result.skipped) == 3 and all("point" in why for why in result.skipped)

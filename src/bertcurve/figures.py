@@ -389,6 +389,8 @@ def _phase_rates(steps: np.ndarray, values: np.ndarray, n_phases: int = 4) -> li
     """(start, end, slope per 1,000 steps) of the least-squares line through each quarter of training."""
     from bertcurve.stats import slope_in_windows
 
+    if len(steps) < 3 * n_phases or np.ptp(steps) == 0:
+        return []
     edges = np.linspace(float(steps[0]), float(steps[-1]), n_phases + 1)
     return [(w["start_step"], w["end_step"], w["slope"] * 1000.0)
             for w in slope_in_windows(steps.astype(float), values, edges) if w["slope"] is not None]
@@ -416,7 +418,7 @@ def loss_analysis(log: TrainingLog, *, lang: str = "both", fit: Any = None) -> F
     name = "train_loss" if "train_loss" in ser else "eval_loss" if "eval_loss" in ser else None
     if name is None:
         raise UserError(f"{log.path}: no loss in this log, so there is no loss analysis to draw")
-    s = ser[name]
+    s = log.metric(name, min_points=3)
     fig, axes = new_figure(17, 5.6, 1, 3)
     ax_a, ax_b, ax_c = axes[0]
     max_step = _max_step(log)

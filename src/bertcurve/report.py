@@ -379,6 +379,11 @@ def _summary(doc: Doc, info: RunInfo, lang: str) -> None:
     elapsed = ser.get("elapsed_s")
     if elapsed is not None and len(elapsed):
         facts.append(f"Training wall time: {_hours(float(elapsed.values[-1]))}.")
+    max_steps = ((info.config or {}).get("train", {}).get("optim", {}) or {}).get("max_steps")
+    last = max((s.last_step for s in ser.values() if len(s)), default=0)
+    if max_steps and last < max_steps:
+        facts.insert(0, f"**This run is unfinished**: step {_step(last)} of {_step(max_steps)} "
+                        f"({last / max_steps:.0%}); the figures and statistics describe it so far.")
     doc.bullets(facts)
     if a and a.get("verdict"):
         doc.h3(_title("Verdict in plain words", "结论", lang))
