@@ -184,3 +184,12 @@ def test_parallel_word_segmentation_gives_the_same_data(tmp_path, demo_text_file
         a, b = DataDir(one).split(split), DataDir(two).split(split)
         assert np.array_equal(a.ids, b.ids) and np.array_equal(a.word_starts, b.word_starts)
         assert len(a.word_starts) == len(a.ids) > 0
+
+
+def test_length_histogram_bins():
+    from bertcurve.prepare import _histogram
+
+    counts = np.zeros(101, dtype=np.int64)
+    counts[[30, 55, 100]] = [2, 1, 5]
+    assert _histogram(counts) == {"bin_edges": [30, 40, 50, 60, 70, 80, 90, 100, 101],
+                                  "counts": [2, 0, 1, 0, 0, 0, 0, 5]}

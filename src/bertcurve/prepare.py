@@ -517,8 +517,9 @@ def _self_check(staging: Path, vocab: Vocabulary, n: int = 500) -> None:
 
 
 def _histogram(hist: np.ndarray, width: int = 10) -> dict[str, list[int]]:
-    edges = list(range(0, len(hist) + width, width))
-    counts = [int(hist[lo:lo + width].sum()) for lo in edges[:-1]]
+    # The last bin ends at the longest length allowed (+1), not beyond it.
+    edges = list(range(0, len(hist), width)) + [len(hist)]
+    counts = [int(hist[lo:hi].sum()) for lo, hi in zip(edges, edges[1:])]
     while counts and counts[0] == 0:
         counts.pop(0)
         edges.pop(0)
