@@ -220,7 +220,13 @@ def study(
     run_dir = out_dir / layout.STUDY_RUN_DIR
     result = StudyResult(out_dir, data_dir, run_dir)
     record_path = out_dir / STUDY_JSON
-    previous = read_json(record_path, "study record") if record_path.is_file() else {}
+    try:
+        previous = read_json(record_path, "study record") if record_path.is_file() else {}
+    except UserError as exc:  # a damaged record only costs re-running the cheap stages
+        tell(f"bertcurve: ignoring {record_path.name} ({exc}); stages after training will run again")
+        previous = {}
+    if not isinstance(previous, dict):
+        previous = {}
     t_preset = train_preset or spec.train_preset
 
     def save_record() -> None:
