@@ -70,7 +70,11 @@ def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 
 
 def remove_temporary(run_dir: Path) -> list[Path]:
-    """Delete half-written checkpoint folders left by a crash (call while holding the lock)."""
+    """Delete half-written checkpoint folders left by a crash (call while holding the lock).
+
+    Also the hidden staging/old copies of ``final/`` that fsutil.staged_directory
+    leaves when the process is killed while writing the final model.
+    """
     root = checkpoints_root(run_dir)
     removed = []
     if root.is_dir():
@@ -78,6 +82,11 @@ def remove_temporary(run_dir: Path) -> list[Path]:
             if child.name.startswith(_TMP_PREFIX):
                 shutil.rmtree(child, ignore_errors=True)
                 removed.append(child)
+    final_prefixes = (f".{layout.FINAL_MODEL_DIR}.staging-", f".{layout.FINAL_MODEL_DIR}.old-")
+    for child in Path(run_dir).iterdir():
+        if child.name.startswith(final_prefixes) and child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+            removed.append(child)
     return removed
 
 
@@ -240,7 +249,14 @@ def prune_checkpoints(run_dir: Path, keep: int, milestones: tuple[int, ...] | li
             continue
         recent += 1
         if recent > keep:
-            shutil.rmtree(folder, ignore_errors=True)
+            # Hide it first (one atomic rename), so a crash while deleting never leaves a
+            # half-deleted step-* folder that looks like a damaged checkpoint.
+            hidden = folder.with_name(f"{_TMP_PREFIX}pruned-{folder.name}")
+            try:
+                os.replace(folder, hidden)
+            except OSError:
+                hidden = folder
+            shutil.rmtree(hidden, ignore_errors=True)
             removed.append(folder)
     return removed
 
