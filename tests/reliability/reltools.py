@@ -33,7 +33,8 @@ TINY_RUN = ("--preset", "tiny", "--max-steps", "24", "--save-every", "6", "--eva
 
 # Where an in-process SIGKILL can be placed. "time" means: from outside, at a random moment.
 KILL_POINTS = ("time", "mid-step", "mid-eval", "after-eval-line", "mid-checkpoint-weights",
-               "mid-checkpoint-state", "checkpoint-before-rename", "mid-metrics-line")
+               "mid-checkpoint-state", "checkpoint-before-rename", "mid-metrics-line", "mid-prune",
+               "mid-final")
 
 _PRELOAD = ["torch", "transformers", "transformers.models.bert.modeling_bert", "safetensors.torch",
             "bertcurve.cli", "bertcurve.train", "bertcurve.model", "bertcurve.batches",
@@ -108,6 +109,35 @@ def _install_fault(point: str, step: int) -> None:
                 _die()
 
         torch.save = half_save
+    elif point == "mid-prune":
+        import shutil as shutil_module
+
+        real_rmtree = shutil_module.rmtree
+
+        def rmtree(path, *a, **k):
+            # deleting an old checkpoint (keep-latest-k): the kill comes after its first file went
+            folder = Path(path)
+            if folder.parent.name == "checkpoints" and (folder / "checkpoint.json").is_file() and \
+                    state["step"] >= step:
+                victims = sorted(folder.iterdir())
+                if victims:
+                    victims[0].unlink()
+                _die()
+            return real_rmtree(path, *a, **k)
+
+        shutil_module.rmtree = rmtree
+    elif point == "mid-final":
+        import transformers.modeling_utils as mu
+
+        real_final = mu.safe_save_file
+
+        def final_save(tensors, filename, *a, **k):
+            real_final(tensors, filename, *a, **k)
+            if "/checkpoints/" not in str(filename):   # the final model, written after the last step
+                os.truncate(filename, os.path.getsize(filename) // 2)
+                _die()
+
+        mu.safe_save_file = final_save
     elif point == "mid-checkpoint-weights":
         import transformers.modeling_utils as mu
 
@@ -266,16 +296,17 @@ class TrialResult:
 
 
 def kill_trial(index: int, data: Path, run_dir: Path, reference: Path, rng: random.Random,
-               *, point: str | None = None, max_steps: int = 24, run_seconds: float = 4.0) -> TrialResult:
+               *, point: str | None = None, max_steps: int = 24, run_seconds: float = 4.0,
+               extra: tuple[str, ...] = ()) -> TrialResult:
     """One kill-anywhere trial: kill, check what is on disk, resume, compare with ``reference``."""
     point = point or rng.choice(KILL_POINTS)
     step = rng.randint(1, max_steps)
     if point in ("mid-eval", "after-eval-line"):
         step = rng.choice([s for s in range(4, max_steps + 1, 4)])
-    if point in ("checkpoint-before-rename", "mid-checkpoint-weights", "mid-checkpoint-state"):
+    if point in ("checkpoint-before-rename", "mid-checkpoint-weights", "mid-checkpoint-state", "mid-prune"):
         step = rng.choice([s for s in range(6, max_steps + 1, 6)])
     delay = rng.uniform(0.3, run_seconds) if point == "time" else 0.0
-    argv = train_argv(data, run_dir)
+    argv = train_argv(data, run_dir, *extra)
     problems: list[str] = []
     # Sometimes the run is killed twice (a crash while resuming a crashed run).
     kills = 2 if rng.random() < 0.3 else 1

@@ -46,3 +46,24 @@ def test_reference_run_is_deterministic(tiny_data_dir, reference_run_dir, tmp_pa
         reltools.without_timing(reltools.metrics_lines(reference_run_dir))
     # The timing fields really are excluded and nothing else: every line has step and split.
     assert all({"step", "split", "format"} <= set(r) for r in reltools.metrics_lines(out))
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_sigkill_and_resume_on_cuda_is_bitwise_identical(tiny_data_dir, tmp_path):
+    """The same promise on a GPU (CUDA RNG state in the checkpoint, bf16 autocast, CUDA kernels)."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    cuda = ("--device", "cuda")
+    reference = tmp_path / "reference"
+    assert reltools.run_child(reltools.train_argv(tiny_data_dir, reference, *cuda)).exitcode == 0
+    again = tmp_path / "again"
+    assert reltools.run_child(reltools.train_argv(tiny_data_dir, again, *cuda)).exitcode == 0
+    assert reltools.same_weights(reltools.final_weights(again), reltools.final_weights(reference)), \
+        "two uninterrupted CUDA runs differ: training on this GPU is not deterministic"
+    rng = random.Random(SEED)
+    for index, point in enumerate(("mid-step", "mid-checkpoint-state", "time")):
+        result = reltools.kill_trial(index, tiny_data_dir, tmp_path / f"run{index}", reference, rng,
+                                     point=point, extra=cuda)
+        assert result.killed and result.problems == [], f"{result} (BERTCURVE_KILL_SEED={SEED})"
