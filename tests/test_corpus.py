@@ -180,3 +180,15 @@ def test_jsonl_of_bare_strings_and_a_damaged_gzip(tmp_path):
         damaged.write_bytes(data[: len(data) // 2])
         with pytest.raises(UserError, match="damaged"):
             prepare([damaged], tmp_path / "b", progress=False)
+
+
+def test_unreadable_input_is_a_read_error_not_a_write_hint(tmp_path, capsys):
+    import os
+
+    path = tmp_path / "secret.txt"
+    path.write_text(LINES[0], encoding="utf-8")
+    path.chmod(0)
+    if os.access(path, os.R_OK):  # root reads anything
+        pytest.skip("running as a user who can read any file")
+    err = _cli_error(capsys, "prepare", str(path), "--out", str(tmp_path / "o"))
+    assert "cannot read input" in err

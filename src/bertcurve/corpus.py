@@ -107,9 +107,13 @@ class InputSource:
         for p in files:
             if path.is_dir():
                 h.update(str(p.relative_to(path)).encode() + b"\0")
-            with open(p, "rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    h.update(chunk)
+            try:
+                with open(p, "rb") as handle:
+                    while chunk := handle.read(1 << 20):
+                        h.update(chunk)
+            except OSError as exc:
+                raise UserError(f"cannot read input {p}: {exc.strerror or exc}; check that it exists and "
+                                "that you may read it") from None
         return h.hexdigest()
 
     def documents(self, opts: ReadOptions, report: ReadReport,
