@@ -569,8 +569,14 @@ def comparison(logs: Sequence[TrainingLog], *, lang: str = "both", metric: str |
         ax_l.legend(loc="best")
     else:
         _empty(ax_l, label("no loss in these logs", "日志中没有损失", lang))
+    lengths = [_max_step(log) for log in logs]
     for ax in (ax_m, ax_l):
-        _steps_axis(ax, max_step, lang)
+        if min(lengths) > 0 and max(lengths) / min(lengths) >= 10:
+            # Runs of very different length (e.g. 120 vs 100,000 steps): a log axis shows both.
+            ax.set_xscale("log")
+            ax.set_xlabel(label("Training step (log axis)", "训练步数（对数轴）", lang))
+        else:
+            _steps_axis(ax, max_step, lang)
 
     # (c) final and best values as grouped bars: one scale, one kind of quantity.
     x = np.arange(len(logs))
