@@ -93,7 +93,7 @@ def hostile_files(draw):
 
 
 @pytest.mark.slow
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(case=hostile_files())
 def test_hostile_files_give_a_data_dir_or_a_one_line_refusal(case, tmp_path_factory):
@@ -105,7 +105,7 @@ def test_hostile_files_give_a_data_dir_or_a_one_line_refusal(case, tmp_path_fact
 
 
 @pytest.mark.slow
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(extra=st.lists(st.sampled_from(RTL_AND_FORMAT + EMOJI + ["\x00", "\ud800", "\udfff", "\u0301"]),
                       min_size=1, max_size=8),
        position=st.integers(0, 30))
@@ -210,7 +210,7 @@ def test_atheris_fuzzing_finds_no_crash(tmp_path):
     (corpus / "json").write_bytes(b"j" + json.dumps({"sentences": REAL_SENTENCES[:4]}).encode())
     harness = Path(__file__).with_name("fuzz_prepare.py")
     proc = subprocess.run(
-        [sys.executable, str(harness), str(corpus), "-runs=200", "-max_total_time=10", "-max_len=4096",
+        [sys.executable, str(harness), str(corpus), "-runs=100", "-max_total_time=6", "-max_len=4096",
          f"-artifact_prefix={tmp_path}/"],
         capture_output=True, text=True, timeout=180, cwd=tmp_path)
     tail = "\n".join(proc.stderr.splitlines()[-25:])
