@@ -37,6 +37,7 @@ _IO_HINTS = {
     errno.EROFS: "the file system is read-only; choose a writable --out",
     errno.EACCES: "permission denied; choose a path you can write",
     errno.EDQUOT: "disk quota exceeded; free space or choose another --out",
+    errno.EFBIG: "a file outgrew the allowed size (ulimit -f or the file system); raise the limit or choose another --out",
 }
 
 
