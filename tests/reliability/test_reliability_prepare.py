@@ -216,3 +216,31 @@ def test_atheris_fuzzing_finds_no_crash(tmp_path):
     tail = "\n".join(proc.stderr.splitlines()[-25:])
     assert proc.returncode == 0, tail
     assert "Done" in proc.stderr or "DONE" in proc.stderr, tail
+
+
+def _limit_file_size(limit: int):
+    def apply() -> None:
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_full_disk_while_preparing_is_one_line_and_keeps_the_old_data_dir(tmp_path, hostile_ok_corpus):
+    """A real kernel write limit (ulimit -f) mid-write: one line, no half data dir, old one intact."""
+    out = tmp_path / "data"
+    corpus = tmp_path / "big.txt"
+    corpus.write_text("\n".join(f"{i}{s}" for i in range(3000) for s in REAL_SENTENCES[:2]) + "\n",
+                      encoding="utf-8")
+    prepare([hostile_ok_corpus], out, min_chars=5, val_fraction=0.5, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    proc = subprocess.run([sys.executable, "-m", "bertcurve", "prepare", str(corpus), "--out", str(out),
+                           "--force", "--min-chars", "5", "--quiet"], capture_output=True, text=True,
+                          timeout=120, preexec_fn=_limit_file_size(100_000))
+    line = assert_clean_failure(proc)
+    assert "too large" in line.lower() or "space" in line.lower(), line
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
