@@ -15,9 +15,8 @@ from bertcurve import layout
 from bertcurve.analyze import analyze, cumulative_lr, summary_text
 from bertcurve.sources import Series
 
-SEED_DIR = Path("/work/shared/seed")
+SEED_DIR = Path(__file__).resolve().parent / "data" / "seed"
 SEED = SEED_DIR / "training_history_100k.json"
-needs_seed = pytest.mark.skipif(not SEED.is_file(), reason="seed history not available")
 
 
 def strict_json(path: Path) -> dict:
@@ -29,14 +28,11 @@ def strict_json(path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def seed_result(tmp_path_factory):
-    if not SEED.is_file():
-        pytest.skip("seed history not available")
     out = tmp_path_factory.mktemp("seed") / "seed.analysis.json"
     analyze(SEED, out=out, bootstrap=400, forecast=[200_000], target=0.6, steps_per_second=1.23)
     return strict_json(out)
 
 
-@needs_seed
 def test_reproduces_the_seed_analysis_exactly(seed_result):
     published = json.loads((SEED_DIR / "analysis_100k_result.json").read_text())
     block = seed_result["seed_compatible"]
@@ -55,7 +51,6 @@ def test_reproduces_the_seed_analysis_exactly(seed_result):
     assert seed_result["correlation"]["kendall"]["statistic"] == pytest.approx(0.648, abs=5e-4)
 
 
-@needs_seed
 def test_says_in_numbers_why_the_published_interval_is_too_narrow(seed_result):
     dep = seed_result["dependence"]
     assert dep["durbin_watson"] == pytest.approx(0.485, abs=0.005)
@@ -70,7 +65,6 @@ def test_says_in_numbers_why_the_published_interval_is_too_narrow(seed_result):
     assert seed_result["linear_trend"]["slope_se_hac"] > 3 * seed_result["linear_trend"]["slope_se"]
 
 
-@needs_seed
 def test_seed_curve_is_saturating_and_the_line_loses_the_backtest(seed_result):
     ranking = {r["model"]: r for r in seed_result["backtests"]["ranking"]}
     chosen = seed_result["chosen_model"]["model"]
@@ -203,7 +197,6 @@ def test_cli_process_error_has_no_traceback(tmp_path):
     assert proc.stderr.strip() == f"bertcurve: error: log not found: {tmp_path / 'missing.json'}"
 
 
-@needs_seed
 def test_cli_on_the_seed_prints_the_table(tmp_path, capsys):
     from bertcurve import cli
 

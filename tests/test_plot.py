@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -17,9 +16,7 @@ from bertcurve.cli import main
 from bertcurve.errors import UserError
 from bertcurve.plot import ALL_FIGURES, SINGLE_FIGURES, plot
 
-SEED = Path(os.environ.get("BERTCURVE_SEED_DIR", Path(__file__).resolve().parents[2] / "shared" / "seed")) \
-    / "training_history_100k.json"
-needs_seed = pytest.mark.skipif(not SEED.is_file(), reason="seed history not available")
+SEED = Path(__file__).resolve().parent / "data" / "seed" / "training_history_100k.json"
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +56,6 @@ def test_every_figure_from_a_small_real_run(tiny_run, caplog):
         _is_png(path)
 
 
-@needs_seed
 @pytest.mark.slow
 def test_every_figure_from_the_seed_history_and_a_comparison(tiny_run, tmp_path, caplog):
     seed = _plot_clean(caplog, [SEED], out=tmp_path / "seed", dpi=60)

@@ -15,8 +15,7 @@ from bertcurve import layout
 from bertcurve.errors import UserError
 from bertcurve.sources import load_log, make_series
 
-SEED = Path("/work/shared/seed/training_history_100k.json")
-needs_seed = pytest.mark.skipif(not SEED.is_file(), reason="seed history not available")
+SEED = Path(__file__).resolve().parent / "data" / "seed" / "training_history_100k.json"
 
 
 def write_metrics(run: Path, rows: list[dict]) -> Path:
@@ -33,7 +32,6 @@ def train_row(step: int, acc: float, loss: float) -> dict:
             "tokens_per_s": 8192.0, "time": "2026-01-01T00:00:00"}
 
 
-@needs_seed
 def test_seed_history_maps_names_and_keeps_values():
     log = load_log(SEED)
     assert log.kind == "seed-history"
