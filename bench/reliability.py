@@ -162,7 +162,7 @@ _PIECES = None
 
 
 def _hostile_bytes(rng: random.Random) -> tuple[str, bytes]:
-    from conftest import EMOJI, ODD_SEPARATORS, REAL_SENTENCES, RTL_AND_FORMAT
+    from reltools import EMOJI, ODD_SEPARATORS, REAL_SENTENCES, RTL_AND_FORMAT
 
     specials = RTL_AND_FORMAT + EMOJI + ODD_SEPARATORS + ["\x00", "\ud800", "\udfff", "\n"]
     chunks = []
@@ -208,7 +208,7 @@ def _hostile_bytes(rng: random.Random) -> tuple[str, bytes]:
 def hostile_corpus(work: Path, n: int, seed: int, tally: Tally) -> None:
     from bertcurve.errors import UserError
     from bertcurve.prepare import prepare
-    from conftest import valid_data_dir
+    from reltools import valid_data_dir
 
     rng = random.Random(seed)
     slowest = (0.0, 0)
@@ -244,7 +244,7 @@ def atheris_fuzz(work: Path, runs: int, seconds: int, tally: Tally) -> None:
     except ImportError:
         tally.add("hostile corpus", "atheris not installed (pip install atheris)", 0)
         return
-    from conftest import REAL_SENTENCES
+    from reltools import REAL_SENTENCES
 
     seeds = work / "seeds"
     seeds.mkdir()

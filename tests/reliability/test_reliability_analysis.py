@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from bertcurve.errors import UserError
 from bertcurve.sources import load_log
-from conftest import assert_clean_failure
+from reltools import assert_clean_failure
 
 
 def _curve(step: int) -> float:

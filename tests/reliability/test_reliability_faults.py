@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 import reltools
-from conftest import assert_clean_failure
 
 STEP_12 = "checkpoints/step-00000012"
 STEP_6 = "checkpoints/step-00000006"

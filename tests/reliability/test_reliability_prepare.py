@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from bertcurve.errors import UserError
 from bertcurve.prepare import prepare
-from conftest import (
+from reltools import (
     EMOJI, ODD_SEPARATORS, REAL_SENTENCES, RTL_AND_FORMAT, assert_clean_failure, run_cli, valid_data_dir,
 )
 
