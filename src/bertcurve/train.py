@@ -684,23 +684,25 @@ _OVERRIDES: list[tuple[str, str, type, str]] = [
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="prepared data directory (bertcurve prepare)")
-    parser.add_argument("--out", required=True, help="run directory to create or continue")
+    parser.add_argument("--data", required=True, metavar="DATA_DIR", help="prepared data directory (bertcurve prepare)")
+    parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create or continue")
     parser.add_argument("--preset", choices=list(PRESETS), default=None,
                         help="starting settings (default: demo, or the run's saved config when resuming)")
-    parser.add_argument("--config", default=None,
+    parser.add_argument("--config", default=None, metavar="FILE",
                         help="JSON file of settings ({\"optim\": {\"lr\": 1e-3}, ...}) or a run's config.json")
-    parser.add_argument("--resume", default="auto",
+    parser.add_argument("--resume", default="auto", metavar="auto|none|PATH",
                         help="auto (default: newest intact checkpoint, else start), none (refuse an "
                              "existing run) or a checkpoint folder")
     results = parser.add_argument_group("settings that change results (override the preset)")
     for option, name, typ, help_text in _OVERRIDES:
         kwargs: dict[str, Any] = {"type": typ, "default": None, "help": help_text,
-                                  "dest": "ov_" + name.replace(".", "__")}
+                                  "dest": "ov_" + name.replace(".", "__"),
+                                  "metavar": {int: "N", float: "X"}.get(typ, "NAME")}
         if option == "--schedule":
             kwargs["choices"] = list(SCHEDULES)
+            del kwargs["metavar"]
         results.add_argument(option, **kwargs)
-    results.add_argument("--save-at", default=None,
+    results.add_argument("--save-at", default=None, metavar="STEPS",
                          help="comma-separated milestone steps whose checkpoints are never pruned")
     results.add_argument("--whole-word", action="store_true", default=None,
                          help="mask whole jieba words (data dir prepared with --whole-word)")
@@ -714,7 +716,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
                        help="auto: bf16 autocast on CUDA, fp32 on CPU")
     speed.add_argument("--compile", action="store_true", help="torch.compile the encoder (GPU)")
-    speed.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    speed.add_argument("--threads", type=int, default=0, metavar="N",
+                       help="CPU threads (0: 1 for tiny models, else torch's default)")
     parser.add_argument("--tensorboard", action="store_true",
                         help="also write TensorBoard events to RUN_DIR/tensorboard (needs tensorboard)")
     parser.add_argument("--quiet", action="store_true", help="print only errors and warnings")
