@@ -19,11 +19,13 @@ what was done is written to :attr:`TrainingLog.notes`.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
 import math
 import re
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -262,43 +264,73 @@ def _read_text(path: Path) -> str:
 
 # ------------------------------------------------------------------ readers
 def _load_run_metrics(path: Path, run_dir: Path | None) -> TrainingLog:
-    text = _read_text(path)
-    points: dict[str, tuple[list[float], list[float]]] = {}
+    # Streamed line by line into float64 arrays (16 bytes per value), so a log of
+    # millions of lines needs less memory than its own size on disk.
+    points: dict[str, tuple[array, array]] = {}
     notes: list[str] = []
-    lines = text.splitlines()
-    last_nonblank = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except (ValueError, RecursionError):  # JSONDecodeError, a 5000-digit number, "[[[[..." nesting
-            if number - 1 == last_nonblank:
-                # A crash while appending leaves a torn last line; everything before it is sound.
-                notes.append(f"{path.name}: ignored an incomplete last line ({number})")
+    bad_line: int | None = None   # unparseable; fine only if it turns out to be the last line
+    seen = False
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UserError(f"{path} is not UTF-8 text; is it the right file?") from None
+            if not line.strip():
                 continue
-            raise UserError(f"{path}:{number} is not valid JSON; the metrics file is damaged") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{number} is not a JSON object")
-        fmt = row.get("format")
-        if fmt is not None and fmt != layout.METRICS_FORMAT:
-            raise UserError(
-                f"{path}:{number} has format {fmt!r}; this bertcurve reads {layout.METRICS_FORMAT!r} "
-                f"(upgrade bertcurve to read newer logs)"
-            )
-        if "step" not in row:
-            raise UserError(f"{path}:{number} has no 'step'; the metrics file is damaged")
-        step = _number(row["step"], f"{path}:{number} step")
-        split = str(row.get("split", "train"))
-        for key, value in row.items():
-            if key in _RUN_SKIP or isinstance(value, (str, list, dict)) and not _numeric_string(value):
+            seen = True
+            if bad_line is not None:
+                raise UserError(f"{path}:{bad_line} is not valid JSON; the metrics file is damaged")
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError):  # JSONDecodeError, a 5000-digit number, "[[[[..." nesting
+                bad_line = number
                 continue
-            if split == "train" and key in _RUN_SHARED:
-                name = key
-            else:
-                name = f"{split}_{key}"
-            _add(points, name, step, _number(value, f"{path}:{number} {key}"))
-    series, more = _collect(points, path)
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{number} is not a JSON object")
+            fmt = row.get("format")
+            if fmt is not None and fmt != layout.METRICS_FORMAT:
+                raise UserError(
+                    f"{path}:{number} has format {fmt!r}; this bertcurve reads {layout.METRICS_FORMAT!r} "
+                    f"(upgrade bertcurve to read newer logs)"
+                )
+            if "step" not in row:
+                raise UserError(f"{path}:{number} has no 'step'; the metrics file is damaged")
+            step = _number(row["step"], f"{path}:{number} step")
+            split = str(row.get("split", "train"))
+            for key, value in row.items():
+                if key in _RUN_SKIP or isinstance(value, (str, list, dict)) and not _numeric_string(value):
+                    continue
+                if split == "train" and key in _RUN_SHARED:
+                    name = key
+                else:
+                    name = f"{split}_{key}"
+                steps, values = points.get(name) or points.setdefault(name, (array("d"), array("d")))
+                steps.append(step)
+                values.append(_number(value, f"{path}:{number} {key}"))
+    if not seen:
+        raise UserError(f"{path} is empty; point at a log that has data in it")
+    if bad_line is not None:
+        # A crash while appending leaves a torn last line; everything before it is sound.
+        notes.append(f"{path.name}: ignored an incomplete last line ({bad_line})")
+    series: dict[str, Series] = {}
+    more: list[str] = []
+    for name in list(points):
+        steps, values = points.pop(name)  # freed metric by metric: the peak stays near one copy
+        one, said = make_series(np.frombuffer(steps, dtype=np.float64), np.frombuffer(values, dtype=np.float64),
+                                name=name)
+        del steps, values
+        more += said
+        if len(one):
+            series[name] = one
+    if not series:
+        raise UserError(f"{path}: no numeric metric found in the log; is it the right file?")
     meta: dict[str, Any] = {}
     if run_dir is not None and (run_dir / layout.RUN_CONFIG).is_file():
         try:
