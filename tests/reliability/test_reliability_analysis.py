@@ -249,3 +249,12 @@ def test_loading_a_long_log_needs_less_memory_than_the_file_size(tmp_path):
     assert values == 100_000 * 8
     growth = (peak - before) * 1024
     assert growth < size, f"loading a {size / 1e6:.0f} MB log grew RSS by {growth / 1e6:.0f} MB"
+
+
+def test_unicode_line_separators_inside_values_do_not_split_records(tmp_path):
+    """metrics.jsonl is written with ensure_ascii=False: U+2028/U+0085 may appear raw inside strings."""
+    lines = [json.dumps({"format": "bertcurve.metrics/1", "step": s, "split": "train",
+                         "mlm_accuracy": _curve(s), "note": "第\u2028行\u0085x\x1c"}, ensure_ascii=False)
+             for s in range(1, 21)]
+    log = load_log(_write(tmp_path / "metrics.jsonl", lines))
+    assert len(log.metric("train_mlm_accuracy")) == 20
