@@ -248,7 +248,8 @@ def load_masked_lm(
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise UserError(f"unknown --quantize {quantize!r}; choose one of {', '.join(QUANTIZE_CHOICES)}")
     loc = locate_model(model, step)
-    dev = _pick_device(device)
+    # dynamic int8 quantization is a CPU feature: "auto" means the CPU then
+    dev = _pick_device("cpu" if quantize and device in (None, "auto") else device)
     if quantize and dev != "cpu":
         raise UserError("--quantize int8 is dynamic CPU quantization; use it with --device cpu")
 
