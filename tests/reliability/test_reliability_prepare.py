@@ -210,7 +210,7 @@ def test_atheris_fuzzing_finds_no_crash(tmp_path):
     (corpus / "json").write_bytes(b"j" + json.dumps({"sentences": REAL_SENTENCES[:4]}).encode())
     harness = Path(__file__).with_name("fuzz_prepare.py")
     proc = subprocess.run(
-        [sys.executable, str(harness), str(corpus), "-runs=100", "-max_total_time=6", "-max_len=4096",
+        [sys.executable, str(harness), str(corpus), "-runs=400", "-max_total_time=10", "-max_len=4096",
          f"-artifact_prefix={tmp_path}/"],
         capture_output=True, text=True, timeout=180, cwd=tmp_path)
     tail = "\n".join(proc.stderr.splitlines()[-25:])
