@@ -109,6 +109,11 @@ def save_weights(net: torch.nn.Module, folder: Path) -> None:
         net.save_pretrained(str(folder), safe_serialization=True)
     except SafetensorError as exc:
         raise _as_os_error(exc, Path(folder) / layout.CKPT_WEIGHTS) from None
+    # safetensors creates the file 0600 whatever the umask; make it as readable as its neighbours.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for weights in Path(folder).glob("*.safetensors"):
+        os.chmod(weights, 0o666 & ~mask)
 
 
 def save_checkpoint(

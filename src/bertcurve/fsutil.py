@@ -86,6 +86,8 @@ def staged_directory(final: Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.staging-", dir=final.parent))
     try:
         yield staging
+        # mkdtemp makes the folder 0700; give it the permissions an ordinary mkdir would (umask).
+        os.chmod(staging, 0o777 & ~_umask())
         fsync_dir(staging)
         if final.exists():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
