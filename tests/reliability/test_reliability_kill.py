@@ -67,3 +67,14 @@ def test_sigkill_and_resume_on_cuda_is_bitwise_identical(tiny_data_dir, tmp_path
         result = reltools.kill_trial(index, tiny_data_dir, tmp_path / f"run{index}", reference, rng,
                                      point=point, extra=cuda)
         assert result.killed and result.problems == [], f"{result} (BERTCURVE_KILL_SEED={SEED})"
+
+
+def test_run_outputs_follow_the_umask(reference_run_dir):
+    """Models written atomically (mkdtemp, safetensors) are as readable as any other file."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    final = reference_run_dir / "final"
+    checkpoint = sorted((reference_run_dir / "checkpoints").iterdir())[-1]
+    assert final.stat().st_mode & 0o777 == 0o777 & ~mask
+    for path in (final / "model.safetensors", checkpoint / "model.safetensors"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path
