@@ -13,6 +13,7 @@ Speed comes from four things (see ``docs/inference.md``):
 
 from __future__ import annotations
 
+import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,9 +280,10 @@ def _load(model: str | Path, loc: ModelLocation, dev: str, quantize: str | None)
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot load the tokenizer in {loc.tokenizer_dir}: {_one_line(exc)}") from None
         try:
+            # safetensors only: a pickled pytorch_model.bin from a user's path is never loaded
             net, info = AutoModelForMaskedLM.from_pretrained(
-                str(loc.hf_dir), local_files_only=True, output_loading_info=True)
-        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+                str(loc.hf_dir), local_files_only=True, output_loading_info=True, use_safetensors=True)
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, pickle.UnpicklingError) as exc:
             raise UserError(f"cannot load the model in {loc.hf_dir}: {_one_line(exc)}") from None
     # a pre-training (MLM + NSP) model leaves its NSP head and pooler unused,
     # which is fine; a masked-LM weight that is missing is not

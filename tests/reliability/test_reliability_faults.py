@@ -202,9 +202,6 @@ def test_crafted_pickle_as_training_state_is_refused_without_running_it(
     _assert_equals_reference(run, reference_run_dir)
 
 
-@pytest.mark.xfail(strict=True, reason="inference._load does not catch pickle.UnpicklingError: the pickle "
-                   "is NOT executed (torch.load weights_only=True), but fill-mask ends in a traceback "
-                   "instead of one line; fix: catch it, or pass use_safetensors=True (owner: INFER)")
 def test_crafted_pickle_as_model_weights_is_refused_by_fill_mask(reference_run_dir, tmp_path):
     """A final/ folder whose weights are a pickle (pytorch_model.bin) must not run it."""
     run = tmp_path / "run"
