@@ -181,7 +181,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "model": dict(hidden_size=128, num_layers=4, num_heads=2, intermediate_size=512,
                       max_position_embeddings=128, hidden_dropout=0.0, attention_dropout=0.0),
         "data": dict(seq_len=64),
-        "optim": dict(lr=1e-3, beta2=0.98, warmup_steps=100, max_steps=2000, micro_batch=32,
+        "optim": dict(lr=1e-3, beta2=0.98, warmup_steps=100, max_steps=1600, micro_batch=32,
                       grad_accum=1),
         "eval": dict(eval_every=50, eval_tokens=3000, log_every=10, save_every=250, keep=2),
     },
