@@ -64,7 +64,7 @@ def main() -> int:
     args = ap.parse_args()
 
     t0 = time.perf_counter()
-    from bertcurve.analyze import analyze
+    from bertcurve.stages.analyze import analyze
 
     importlib.import_module("statsmodels.api")  # imported lazily by the analysis; counted here
     print(f"cold imports: {time.perf_counter() - t0:.2f} s (paid once per CLI call)", flush=True)

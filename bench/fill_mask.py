@@ -110,7 +110,7 @@ def bench_size(size: str, model_path: str | None, data_dir: Path, n: int, repeat
     from transformers import pipeline
     from transformers.utils import logging as hf_logging
 
-    from bertcurve.fillmask import fill_mask
+    from bertcurve.stages.fillmask import fill_mask
     from bertcurve.inference import quantize_int8, wrap_model
 
     hf_logging.set_verbosity_error()
@@ -215,7 +215,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     data = args.data
     if data is None:
-        from bertcurve.prepare import prepare
+        from bertcurve.stages.prepare import prepare
 
         data = prepare(["demo"], Path.home() / ".cache" / "bertcurve" / "bench-demo-data", progress=False)
     models = {"demo": args.demo_model, "seed-48m": args.seed_model}

@@ -6,7 +6,7 @@
 
 Runs, each in a fresh subprocess so peak RSS is that run's own:
 
-1. ``bertcurve.prepare`` on the input (cleaning, sentence splitting, dedup,
+1. ``bertcurve.stages.prepare`` on the input (cleaning, sentence splitting, dedup,
    split, vocabulary, tokenization, card), forced (no cache);
 2. the usual way: ``datasets.load_dataset("text")`` + ``Dataset.map`` with the
    fast tokenizer that run 1 saved (``batched=True``), which only tokenizes
@@ -46,7 +46,7 @@ def _cpu_seconds() -> float:
 
 
 def child_ours(path: str, out: str) -> dict:
-    from bertcurve.prepare import prepare
+    from bertcurve.stages.prepare import prepare
 
     start, cpu = time.perf_counter(), _cpu_seconds()
     prepare([path], out, force=True, progress=False)

@@ -34,7 +34,7 @@ import reltools  # noqa: E402
 
 
 def _prepare_tiny(work: Path) -> Path:
-    from bertcurve.prepare import prepare
+    from bertcurve.stages.prepare import prepare
 
     return prepare(["demo"], work / "data", max_sentences=3000, whole_word=True, val_fraction=0.1,
                    progress=False)
@@ -207,7 +207,7 @@ def _hostile_bytes(rng: random.Random) -> tuple[str, bytes]:
 
 def hostile_corpus(work: Path, n: int, seed: int, tally: Tally) -> None:
     from bertcurve.errors import UserError
-    from bertcurve.prepare import prepare
+    from bertcurve.stages.prepare import prepare
     from reltools import valid_data_dir
 
     rng = random.Random(seed)

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
         if data is None:
-            from bertcurve.prepare import prepare
+            from bertcurve.stages.prepare import prepare
 
             data = prepare(["demo"], Path(tmp) / "data", progress=False)
         cfg, tok, special, examples, stream = _setup(data, args.preset, args.batch, args.seq_len)

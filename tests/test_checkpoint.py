@@ -122,7 +122,7 @@ def test_crash_before_rename_leaves_no_visible_checkpoint(three_checkpoints):
 def test_disk_full_while_checkpointing_stops_cleanly(tiny_data_dir, tmp_path, monkeypatch):
     """ENOSPC during a checkpoint write: clear message, earlier checkpoint and metrics intact."""
     import bertcurve.checkpoint as ckpt_mod
-    from bertcurve.train import train
+    from bertcurve.stages.train import train
 
     real_save = torch.save
     calls = {"n": 0}
@@ -150,7 +150,7 @@ def test_disk_full_while_checkpointing_stops_cleanly(tiny_data_dir, tmp_path, mo
 
 def test_read_only_metrics_stops_cleanly(tiny_data_dir, tmp_path, monkeypatch):
     import bertcurve.metrics_log as ml
-    from bertcurve.train import train
+    from bertcurve.stages.train import train
 
     real_write = os.write
     state = {"n": 0}

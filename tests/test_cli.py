@@ -88,6 +88,20 @@ def test_python_dash_m_entry_point():
     assert "prepare" in proc.stdout
 
 
+def test_public_functions_stay_functions_after_their_modules_load():
+    # A stage module that shares its function's name must never replace it on the package.
+    import importlib
+
+    import bertcurve
+
+    for verb, (module_name, _) in cli.VERBS.items():
+        importlib.import_module(module_name)
+    for name in ("prepare", "train", "analyze", "compare", "plot", "report", "study", "export",
+                 "fill_mask", "export_history", "load_log"):
+        assert callable(getattr(bertcurve, name)), name
+        assert not isinstance(getattr(bertcurve, name), type(bertcurve)), name
+
+
 def test_public_api_names_resolve_lazily():
     import bertcurve
 

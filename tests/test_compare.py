@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bertcurve import layout
-from bertcurve.compare import compare, table_text
+from bertcurve.stages.compare import compare, table_text
 from bertcurve.errors import UserError
 
 

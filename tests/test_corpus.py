@@ -12,7 +12,7 @@ from bertcurve import cli
 from bertcurve.corpus import ReadOptions, ReadReport, demo_sources, resolve_inputs
 from bertcurve.datadir import DataDir
 from bertcurve.errors import UserError
-from bertcurve.prepare import prepare
+from bertcurve.stages.prepare import prepare
 
 LINES = [
     "长江是中华民族的母亲河,也是中华民族发展的重要支撑,十年来沿江省市把修复长江生态环境摆在压倒性位置。",

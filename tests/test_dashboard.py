@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from bertcurve import layout
-from bertcurve.dashboard import make_server
+from bertcurve.stages.dashboard import make_server
 from bertcurve.errors import UserError
 
 

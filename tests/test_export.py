@@ -11,8 +11,8 @@ import pytest
 from bertcurve import layout
 from bertcurve.cli import main
 from bertcurve.errors import UserError
-from bertcurve.export import EvalPoint, curve_summary, eval_curve, export, read_metrics
-from bertcurve.fillmask import fill_mask
+from bertcurve.stages.export import EvalPoint, curve_summary, eval_curve, export, read_metrics
+from bertcurve.stages.fillmask import fill_mask
 from test_fillmask import make_run_dir
 
 TEXTS = ["今天天气很[MASK]。", "北京是中国的[MASK]都，人民生活幸福。", "我们去公园散[MASK]。"]

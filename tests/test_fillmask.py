@@ -13,7 +13,7 @@ import torch
 from bertcurve import layout
 from bertcurve.cli import main
 from bertcurve.errors import UserError
-from bertcurve.fillmask import fill_mask, read_texts
+from bertcurve.stages.fillmask import fill_mask, read_texts
 from bertcurve.inference import length_buckets, load_masked_lm, mask_logits
 
 TEXT = "今天天气很好，我们去公园散步。北京是中国的首都，人民生活幸福。"
@@ -327,8 +327,8 @@ def test_end_to_end_on_a_real_training_run(tmp_path, tiny_data_dir, capsys):
     """train (tiny, a few steps) -> fill-mask on final and a checkpoint -> export -> pipeline."""
     from transformers import pipeline
 
-    from bertcurve.export import export
-    from bertcurve.train import train
+    from bertcurve.stages.export import export
+    from bertcurve.stages.train import train
 
     run = tmp_path / "run"
     train(tiny_data_dir, run, preset="tiny", overrides={"max_steps": 4, "warmup_steps": 1, "eval_every": 2, "save_every": 2},

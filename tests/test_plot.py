@@ -14,7 +14,7 @@ from bertcurve import figures as F
 from bertcurve import layout
 from bertcurve.cli import main
 from bertcurve.errors import UserError
-from bertcurve.plot import ALL_FIGURES, SINGLE_FIGURES, plot
+from bertcurve.stages.plot import ALL_FIGURES, SINGLE_FIGURES, plot
 
 SEED = Path(__file__).resolve().parent / "data" / "seed" / "training_history_100k.json"
 
@@ -22,7 +22,7 @@ SEED = Path(__file__).resolve().parent / "data" / "seed" / "training_history_100
 @pytest.fixture(scope="module")
 def tiny_run(tiny_data_dir, tmp_path_factory) -> Path:
     """A real (tiny) training run with 9 held-out evaluations."""
-    from bertcurve.train import train
+    from bertcurve.stages.train import train
 
     out = tmp_path_factory.mktemp("plotrun") / "run"
     result = train(tiny_data_dir, out, preset="tiny", overrides={"eval_every": 5}, quiet=True)
@@ -158,7 +158,7 @@ def test_fits_come_from_a_matching_analysis(tmp_path):
 
 
 def test_a_study_folder_stands_for_its_run(tmp_path):
-    from bertcurve.study import resolve_run
+    from bertcurve.stages.study import resolve_run
 
     study_dir = tmp_path / "study"
     (study_dir / "run").mkdir(parents=True)

@@ -15,7 +15,7 @@ import pytest
 from bertcurve import cli, layout
 from bertcurve.datadir import DataDir
 from bertcurve.errors import UserError
-from bertcurve.prepare import is_validation_document, prepare
+from bertcurve.stages.prepare import is_validation_document, prepare
 
 
 def test_tiny_data_dir_is_a_complete_data_directory(tiny_data_dir):
@@ -174,7 +174,7 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys):
 
 
 def test_parallel_word_segmentation_gives_the_same_data(tmp_path, demo_text_file, monkeypatch):
-    import bertcurve.prepare as prepare_module
+    import bertcurve.stages.prepare as prepare_module
 
     monkeypatch.setattr(prepare_module, "PARALLEL_MIN_SENTENCES", 1)
     monkeypatch.setattr(prepare_module, "ENCODE_CHUNK", 50)  # several chunks in flight
@@ -187,7 +187,7 @@ def test_parallel_word_segmentation_gives_the_same_data(tmp_path, demo_text_file
 
 
 def test_length_histogram_bins():
-    from bertcurve.prepare import _histogram
+    from bertcurve.stages.prepare import _histogram
 
     counts = np.zeros(101, dtype=np.int64)
     counts[[30, 55, 100]] = [2, 1, 5]

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bertcurve.report import Doc, cjk_font_face, report
+from bertcurve.stages.report import Doc, cjk_font_face, report
 
 
 def _csv(path: Path, steps: np.ndarray, scale: float = 1.0) -> Path:

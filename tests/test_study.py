@@ -12,7 +12,7 @@ import pytest
 from bertcurve import layout
 from bertcurve.cli import main
 from bertcurve.errors import UserError
-from bertcurve.study import STUDY_JSON, study
+from bertcurve.stages.study import STUDY_JSON, study
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def _statuses(result) -> dict[str, str]:
 
 
 def test_study_resumes_after_an_interruption_without_redoing_finished_stages(tmp_path, monkeypatch):
-    import bertcurve.train as train_module
+    import bertcurve.stages.train as train_module
 
     out = tmp_path / "study"
     original = train_module.train
@@ -68,7 +68,7 @@ def test_study_resumes_after_an_interruption_without_redoing_finished_stages(tmp
     assert "http://" not in html and "https://" not in html       # opens offline: nothing external
     assert "@font-face" in html                                    # Chinese renders without a CJK font
     record = json.loads((out / STUDY_JSON).read_text(encoding="utf-8"))
-    assert record["format"] == "bertcurve.study/1" and record["hardware"]["cpu_count"]
+    assert record["format"] == "bertcurve.stages.study/1" and record["hardware"]["cpu_count"]
 
     # A third call finds everything up to date.
     before = second.report_html.stat().st_mtime_ns

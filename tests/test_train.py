@@ -14,7 +14,7 @@ from bertcurve import layout
 from bertcurve.cli import main
 from bertcurve.errors import UserError
 from bertcurve.metrics_log import read_records
-from bertcurve.train import train
+from bertcurve.stages.train import train
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from bertcurve import layout
 from bertcurve.metrics_log import read_records, without_timing
-from bertcurve.train import train
+from bertcurve.stages.train import train
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import pytest
 
 from bertcurve.cli import main
 from bertcurve.errors import UserError
-from bertcurve.history import export_history
+from bertcurve.stages.history import export_history
 from bertcurve.metrics_log import MetricsWriter
 
 

@@ -19,17 +19,17 @@ __version__ = "0.1.0"
 
 # public function -> module that defines it
 _API = {
-    "prepare": "bertcurve.prepare",
-    "train": "bertcurve.train",
-    "analyze": "bertcurve.analyze",
-    "compare": "bertcurve.compare",
-    "plot": "bertcurve.plot",
-    "report": "bertcurve.report",
-    "study": "bertcurve.study",
-    "dashboard": "bertcurve.dashboard",
-    "fill_mask": "bertcurve.fillmask",
-    "export": "bertcurve.export",
-    "export_history": "bertcurve.history",
+    "prepare": "bertcurve.stages.prepare",
+    "train": "bertcurve.stages.train",
+    "analyze": "bertcurve.stages.analyze",
+    "compare": "bertcurve.stages.compare",
+    "plot": "bertcurve.stages.plot",
+    "report": "bertcurve.stages.report",
+    "study": "bertcurve.stages.study",
+    "dashboard": "bertcurve.stages.dashboard",
+    "fill_mask": "bertcurve.stages.fillmask",
+    "export": "bertcurve.stages.export",
+    "export_history": "bertcurve.stages.history",
     "load_log": "bertcurve.sources",
 }
 
@@ -40,5 +40,7 @@ from bertcurve.errors import UserError  # noqa: E402
 
 def __getattr__(name: str) -> Any:
     if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
+        function = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = function  # later lookups skip this hook
+        return function
     raise AttributeError(f"module 'bertcurve' has no attribute {name!r}")

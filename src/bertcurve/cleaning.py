@@ -1,7 +1,7 @@
 """Pure text-cleaning functions: normalisation, sentence splitting, filters.
 
 Everything here works on one string at a time and has no side effects, so it
-is unit- and property-tested without files. ``bertcurve.prepare`` strings them
+is unit- and property-tested without files. ``bertcurve.stages.prepare`` strings them
 together: ``normalize`` -> ``split_sentences`` -> ``strip`` -> ``keep_reason``.
 
 Normalisation is NFKC (full-width digits/letters/punctuation become their

@@ -19,17 +19,17 @@ from bertcurve.errors import UserError
 
 # verb -> (module, one-line summary). The order is the order of a study.
 VERBS: dict[str, tuple[str, str]] = {
-    "prepare": ("bertcurve.prepare", "clean, split and tokenize a Chinese corpus into a data directory"),
-    "train": ("bertcurve.train", "pretrain a BERT masked language model on a data directory"),
-    "analyze": ("bertcurve.analyze", "learning-curve statistics, fits and forecasts of a training log"),
-    "compare": ("bertcurve.compare", "compare the headline figures of several runs or logs"),
-    "plot": ("bertcurve.plot", "draw the learning-curve figures of one or more logs"),
-    "report": ("bertcurve.report", "write report.md and a self-contained report.html for a run"),
-    "study": ("bertcurve.study", "prepare -> train -> analyze -> plot -> report, resumable"),
-    "fill-mask": ("bertcurve.fillmask", "predict the characters behind [MASK] with a trained model"),
-    "export": ("bertcurve.export", "export a run as a Hugging Face model directory with a model card"),
-    "export-history": ("bertcurve.history", "write a run's metrics in another format (e.g. the seed's JSON)"),
-    "dashboard": ("bertcurve.dashboard", "serve a live web page of one or more runs' learning curves"),
+    "prepare": ("bertcurve.stages.prepare", "clean, split and tokenize a Chinese corpus into a data directory"),
+    "train": ("bertcurve.stages.train", "pretrain a BERT masked language model on a data directory"),
+    "analyze": ("bertcurve.stages.analyze", "learning-curve statistics, fits and forecasts of a training log"),
+    "compare": ("bertcurve.stages.compare", "compare the headline figures of several runs or logs"),
+    "plot": ("bertcurve.stages.plot", "draw the learning-curve figures of one or more logs"),
+    "report": ("bertcurve.stages.report", "write report.md and a self-contained report.html for a run"),
+    "study": ("bertcurve.stages.study", "prepare -> train -> analyze -> plot -> report, resumable"),
+    "fill-mask": ("bertcurve.stages.fillmask", "predict the characters behind [MASK] with a trained model"),
+    "export": ("bertcurve.stages.export", "export a run as a Hugging Face model directory with a model card"),
+    "export-history": ("bertcurve.stages.history", "write a run's metrics in another format (e.g. the seed's JSON)"),
+    "dashboard": ("bertcurve.stages.dashboard", "serve a live web page of one or more runs' learning curves"),
 }
 
 _IO_HINTS = {

@@ -1,6 +1,6 @@
 """Read (and write the arrays of) a prepared data directory.
 
-The format is documented in ``docs/formats.md``; file names live in
+The format is documented in ``docs/data-dir.md``; file names live in
 :mod:`bertcurve.layout`. ``bertcurve prepare`` writes it, ``bertcurve train``
 reads it through :class:`DataDir`, memory-mapped so RAM does not grow with
 the corpus.

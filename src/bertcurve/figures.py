@@ -3,7 +3,7 @@
 Figures are built with :class:`matplotlib.figure.Figure` directly (no pyplot),
 so drawing never needs a display and never leaks global figure state. Labels
 come in English, Chinese or both (``lang``); Chinese is drawn with the font
-chosen by :mod:`bertcurve.fonts`. Saving is :mod:`bertcurve.plot`'s job.
+chosen by :mod:`bertcurve.fonts`. Saving is :mod:`bertcurve.stages.plot`'s job.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Every file name bertcurve reads or writes, in one place.
 
 Stages talk to each other only through these documented files (see
-``docs/formats.md``). Import names from here instead of spelling paths.
+``docs/data-dir.md`` and ``docs/run-dir.md``). Import names from here instead of spelling paths.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ CKPT_META_FORMAT = "bertcurve.checkpoint/1"
 # ------------------------------------------------------- exported model dir
 # Written by `bertcurve export` next to the Hugging Face files and README.md.
 EXPORT_INFO = "bertcurve_export.json"    # format EXPORT_FORMAT: run, step, eval accuracy
-EXPORT_FORMAT = "bertcurve.export/1"
+EXPORT_FORMAT = "bertcurve.stages.export/1"
 
 # ----------------------------------------------------------------- study dir
 STUDY_DATA_DIR = "data"

@@ -21,7 +21,7 @@ import atheris
 with atheris.instrument_imports(include=["bertcurve"]):
     from bertcurve import cleaning, corpus  # noqa: F401  (instrumented for coverage feedback)
     from bertcurve.errors import UserError
-    from bertcurve.prepare import prepare
+    from bertcurve.stages.prepare import prepare
 
 SUFFIX = {ord("t"): ".txt", ord("l"): ".jsonl", ord("j"): ".json", ord("g"): ".txt.gz"}
 WORK = Path(tempfile.mkdtemp(prefix="bertcurve-fuzz-"))

@@ -38,7 +38,7 @@ KILL_POINTS = ("time", "mid-step", "mid-eval", "after-eval-line", "mid-checkpoin
                "mid-final")
 
 _PRELOAD = ["torch", "transformers", "transformers.models.bert.modeling_bert", "safetensors.torch",
-            "bertcurve.cli", "bertcurve.train", "bertcurve.model", "bertcurve.batches",
+            "bertcurve.cli", "bertcurve.stages.train", "bertcurve.model", "bertcurve.batches",
             "bertcurve.checkpoint", "bertcurve.metrics_log", "bertcurve.config", "bertcurve.datadir",
             "reltools"]
 _CTX = None
@@ -131,7 +131,7 @@ def _install_fault(point: str, step: int) -> None:
     import torch
 
     from bertcurve import checkpoint, metrics_log
-    from bertcurve import train as train_module
+    from bertcurve.stages import train as train_module
 
     state = {"step": 0}
     original_train = train_module.train
@@ -513,7 +513,7 @@ class SlowSteps:
     seconds: float
 
     def __call__(self) -> None:
-        from bertcurve import train as train_module
+        from bertcurve.stages import train as train_module
 
         original = train_module.train
 

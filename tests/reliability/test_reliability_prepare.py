@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bertcurve.errors import UserError
-from bertcurve.prepare import prepare
+from bertcurve.stages.prepare import prepare
 from reltools import (
     EMOJI, ODD_SEPARATORS, REAL_SENTENCES, RTL_AND_FORMAT, assert_clean_failure, run_cli, valid_data_dir,
 )

@@ -25,7 +25,7 @@ from bertcurve import __version__, layout
 from bertcurve.errors import UserError
 from bertcurve.fsutil import read_json, write_json
 
-STUDY_FORMAT = "bertcurve.study/1"
+STUDY_FORMAT = "bertcurve.stages.study/1"
 STUDY_JSON = "study.json"
 STAGES = ("prepare", "train", "analyze", "plot", "report")
 
@@ -261,7 +261,7 @@ def study(
 
     # -- 1. prepare (prepare itself reuses a data dir built from the same inputs and options)
     def do_prepare() -> tuple[str, str]:
-        from bertcurve.prepare import prepare
+        from bertcurve.stages.prepare import prepare
 
         meta = data_dir / layout.DATA_META
         before = meta.stat().st_mtime if meta.is_file() else None
@@ -278,7 +278,7 @@ def study(
     # -- 2. train (resume="auto" continues an interrupted run exactly)
     def do_train() -> tuple[str, str]:
         from bertcurve.config import build_config, to_dict
-        from bertcurve.train import train
+        from bertcurve.stages.train import train
 
         if _training_finished(run_dir):
             wanted = to_dict(build_config(t_preset, config, train_overrides))
@@ -315,7 +315,7 @@ def study(
     def do_analyze() -> tuple[str, str]:
         if up_to_date("analyze", sig_analyze(), [analysis]):
             return "skipped", "up to date"
-        from bertcurve.analyze import analyze
+        from bertcurve.stages.analyze import analyze
 
         res = analyze(run_dir, target=target)
         chosen = (res.get("chosen_model") or {}).get("model")
@@ -330,7 +330,7 @@ def study(
     def do_plot() -> tuple[str, str]:
         if up_to_date("plot", sig_plot(), [fig_dir / "training_curves.png"]):
             return "skipped", "up to date"
-        from bertcurve.plot import plot
+        from bertcurve.stages.plot import plot
 
         res = plot([run_dir], out=fig_dir, lang=lang, target=target)
         return "done", f"{len(res.files)} figures" + (f"; left out: {'; '.join(res.skipped)}" if res.skipped else "")
@@ -345,7 +345,7 @@ def study(
     def do_report() -> tuple[str, str]:
         if up_to_date("report", sig_report(), [run_dir / layout.REPORT_HTML, run_dir / layout.REPORT_MD]):
             return "skipped", "up to date"
-        from bertcurve.report import report
+        from bertcurve.stages.report import report
 
         report([run_dir], lang=lang, target=target)
         return "done", ""

@@ -263,7 +263,7 @@ def make_server(sources: Sequence[str | Path], *, host: str = "127.0.0.1", port:
         raise UserError("give at least one run directory (or metrics.jsonl) to watch")
     if not 1 <= refresh_s <= 3600:
         raise UserError(f"--refresh {refresh_s} is out of range; use 1..3600 seconds")
-    from bertcurve.study import resolve_run
+    from bertcurve.stages.study import resolve_run
 
     paths = []
     for s in sources:

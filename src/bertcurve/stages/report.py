@@ -29,8 +29,8 @@ from bertcurve import __version__, layout
 from bertcurve.errors import UserError
 from bertcurve.fsutil import atomic_write_text, read_json
 
-REPORT_FORMAT = "bertcurve.report/1"   # written into report.html's <meta name="generator">
-from bertcurve.study import STUDY_JSON  # noqa: E402  (study.json: written by `bertcurve study` beside run/)
+REPORT_FORMAT = "bertcurve.stages.report/1"   # written into report.html's <meta name="generator">
+from bertcurve.stages.study import STUDY_JSON  # noqa: E402  (study.json: written by `bertcurve study` beside run/)
 
 SECTIONS = ("summary", "dataset", "model", "throughput", "curves", "analysis", "forecast", "comparison", "notes")
 
@@ -307,10 +307,10 @@ def _fresh(path: Path, *inputs: Path) -> bool:
 
 def gather(source: str | Path, *, metric: str | None = None, target: float | None = None) -> RunInfo:
     """Load a source with its analysis, config, data card and study record (what exists)."""
-    from bertcurve.analyze import analyze
+    from bertcurve.stages.analyze import analyze
     from bertcurve.sources import load_log
 
-    from bertcurve.study import resolve_run
+    from bertcurve.stages.study import resolve_run
 
     path = resolve_run(source)
     log = load_log(path)
@@ -728,7 +728,7 @@ def _comparison(doc: Doc, infos: Sequence[RunInfo], figures: dict[str, Path], ba
                 names: Sequence[str], metric: str | None) -> None:
     """The comparison figure and `bertcurve compare`'s table: values, differences against the
     first run, the same figures over the window every run covers, and what is not like for like."""
-    from bertcurve.compare import ROWS, compare
+    from bertcurve.stages.compare import ROWS, compare
 
     doc.h2(_title("Comparison of runs", "多次训练对比", lang), "comparison")
     _figure(doc, figures, "comparison", "The runs side by side: metric and loss over steps, and where each ended.",
@@ -789,7 +789,7 @@ class ReportResult:
 def _ensure_figures(infos: Sequence[RunInfo], fig_dir: Path, lang: str, metric: str | None,
                     target: float | None) -> dict[str, Path]:
     """The figures of the main run (and the comparison), drawn unless up to date."""
-    from bertcurve.plot import SINGLE_FIGURES, plot
+    from bertcurve.stages.plot import SINGLE_FIGURES, plot
 
     main = infos[0]
     inputs = [main.source / layout.METRICS if main.run_dir is not None and main.source.is_dir() else main.source]

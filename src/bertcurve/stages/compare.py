@@ -24,7 +24,7 @@ import numpy as np
 
 from bertcurve import __version__, layout
 from bertcurve import stats as st
-from bertcurve.analyze import MIN_POINTS, analyze, choose_metric
+from bertcurve.stages.analyze import MIN_POINTS, analyze, choose_metric
 from bertcurve.errors import UserError
 from bertcurve.fsutil import write_json
 from bertcurve.sources import load_log
@@ -202,7 +202,7 @@ def compare(
         "differences": _differences(rows),
         "notes": _like_for_like_notes(rows, [log.meta for log in logs], window_end, common),
     }
-    from bertcurve.analyze import _clean
+    from bertcurve.stages.analyze import _clean
 
     result = _clean(result)
     if write:
