@@ -147,7 +147,8 @@ def _progress_bar(enabled: bool, **kwargs):
     from tqdm.auto import tqdm
 
     # delay: quick runs (and errors found at once) print no bar; leave=False: the summary line replaces it.
-    return tqdm(disable=not enabled, file=sys.stderr, dynamic_ncols=True, delay=1.0, leave=False, **kwargs)
+    # No bar when stderr is a file or pipe: carriage-return redraws would flood the log.
+    return tqdm(disable=not enabled or not sys.stderr.isatty(), file=sys.stderr, dynamic_ncols=True, delay=1.0, leave=False, **kwargs)
 
 
 def _cache_key(config: PrepareConfig, sources: list[InputSource]) -> tuple[str, list[dict[str, str]]]:
