@@ -60,6 +60,17 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
 
 
+def write_result_json(path: Path, result: dict) -> None:
+    """Write a result document, creating its folder; records where it went in ``result["path"]``."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
+    result["path"] = str(path)
+    write_json(path, result)
+
+
 def read_json(path: Path, what: str = "file") -> Any:
     """Read a JSON file, turning every failure into a one-line UserError."""
     path = Path(path)

@@ -217,19 +217,6 @@ def test_crafted_pickle_as_model_weights_is_refused_by_fill_mask(reference_run_d
     assert len(errors) == 1, outcome.output
 
 
-def test_crafted_pickle_as_model_weights_is_never_executed(reference_run_dir, tmp_path):
-    """Whatever the message, loading a final/ folder with pickled weights must not run the pickle."""
-    run = tmp_path / "run"
-    shutil.copytree(reference_run_dir, run)
-    marker = tmp_path / "PWNED"
-    (run / "final" / "model.safetensors").unlink()
-    (run / "final" / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(marker)))
-    outcome = reltools.run_child(["fill-mask", str(run), "今天天气很[MASK]。"], quiet=False,
-                                 log=tmp_path / "log.txt")
-    assert outcome.exitcode != 0
-    assert not marker.exists(), "the crafted pickle was executed"
-
-
 # ------------------------------------------------------------------ write failures
 WRITE_FAULTS = {
     # real kernel errors (ulimit -f): the weights file / the training-state file cannot be written

@@ -25,7 +25,7 @@ from bertcurve import __version__, layout
 from bertcurve import curves as cv
 from bertcurve import stats as st
 from bertcurve.errors import UserError
-from bertcurve.fsutil import write_json
+from bertcurve.fsutil import write_result_json
 from bertcurve.sources import Series, TrainingLog, load_log
 
 MIN_POINTS = 5
@@ -439,12 +439,7 @@ def analyze(
     result = _clean(result)
     if write:
         path = default_out(log, out)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
-        result["path"] = str(path)
-        write_json(path, result)
+        write_result_json(path, result)
     return result
 
 

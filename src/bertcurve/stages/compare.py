@@ -26,7 +26,7 @@ from bertcurve import __version__, layout
 from bertcurve import stats as st
 from bertcurve.stages.analyze import MIN_POINTS, analyze, choose_metric
 from bertcurve.errors import UserError
-from bertcurve.fsutil import write_json
+from bertcurve.fsutil import write_result_json
 from bertcurve.sources import load_log
 
 # (key, label, format) of the headline rows, in table order.
@@ -209,12 +209,7 @@ def compare(
         path = Path(out).expanduser() if out is not None else Path.cwd() / layout.COMPARISON
         if path.is_dir():
             path = path / layout.COMPARISON
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
-        result["path"] = str(path)
-        write_json(path, result)
+        write_result_json(path, result)
     return result
 
 
