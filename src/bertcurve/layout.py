@@ -81,6 +81,7 @@ EXPORT_FORMAT = "bertcurve.stages.export/1"
 # ----------------------------------------------------------------- study dir
 STUDY_DATA_DIR = "data"
 STUDY_RUN_DIR = "run"
+STUDY_STATE = "study.json"               # format "bertcurve.study/1": stages done, their inputs
 
 
 def checkpoint_dir_name(step: int) -> str:

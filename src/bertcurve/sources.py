@@ -338,6 +338,8 @@ def _load_run_metrics(path: Path, run_dir: Path | None) -> TrainingLog:
         except (OSError, ValueError):
             notes.append(f"{layout.RUN_CONFIG} could not be read; run settings unknown")
     name = run_dir.name if run_dir is not None else path.stem
+    if run_dir is not None and run_dir.name == layout.STUDY_RUN_DIR and (run_dir.parent / layout.STUDY_STATE).is_file():
+        name = run_dir.parent.name  # a study's run is better known by the study's name
     return TrainingLog(name=name, path=path, kind="bertcurve-run", series=series, meta=meta, notes=notes + more)
 
 

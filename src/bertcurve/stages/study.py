@@ -26,7 +26,7 @@ from bertcurve.errors import UserError
 from bertcurve.fsutil import read_json, write_json
 
 STUDY_FORMAT = "bertcurve.stages.study/1"
-STUDY_JSON = "study.json"
+STUDY_JSON = layout.STUDY_STATE
 STAGES = ("prepare", "train", "analyze", "plot", "report")
 
 
