@@ -155,6 +155,19 @@ def _split_quoted(text: str) -> list[str]:
     start = 0
     tokens = list(_SENT_TOKEN_RE.finditer(text))
     i = 0
+
+    def cut_after(token_end: int) -> None:
+        """End a sentence after the token ending at ``token_end``, absorbing the closing marks
+        that directly follow (e.g. 。” or !)) and skipping the tokens those marks were."""
+        nonlocal i, start
+        end = token_end
+        while end < len(text) and text[end] in CLOSERS:
+            end += 1
+        while i + 1 < len(tokens) and tokens[i + 1].start() < end:
+            i += 1
+        pieces.append(text[start:end])
+        start = end
+
     while i < len(tokens):
         m = tokens[i]
         tok = m.group()
@@ -175,23 +188,9 @@ def _split_quoted(text: str) -> list[str]:
                     pass
                 # “……走了。” ends a sentence when the quotation itself ended with one.
                 if not stack and m.start() > start and text[m.start() - 1] in SENTENCE_END + ".":
-                    end = m.end()
-                    while end < len(text) and text[end] in CLOSERS:
-                        end += 1
-                    while i + 1 < len(tokens) and tokens[i + 1].start() < end:
-                        i += 1
-                    pieces.append(text[start:end])
-                    start = end
+                    cut_after(m.end())
         elif not stack:
-            end = m.end()
-            # Absorb closing marks that directly follow (e.g. 。” or !)).
-            while end < len(text) and text[end] in CLOSERS:
-                end += 1
-            # Skip tokens we just absorbed.
-            while i + 1 < len(tokens) and tokens[i + 1].start() < end:
-                i += 1
-            pieces.append(text[start:end])
-            start = end
+            cut_after(m.end())
         i += 1
     if start < len(text):
         pieces.append(text[start:])
