@@ -99,3 +99,44 @@ def test_resume_with_partial_last_line_and_newer_lines(tiny_data_dir, reference_
     result = train(tiny_data_dir, out, quiet=True)
     assert result.resumed_from == layout.checkpoint_step(ckpts[-2])
     _assert_same_run(reference_run, out)
+
+
+def test_gpu_style_pipeline_changes_nothing(tiny_data_dir, reference_run, tmp_path, monkeypatch):
+    # The CUDA path builds batches ahead on a thread and reads losses only at log and
+    # checkpoint steps; both are speed settings, so the run must be bitwise the same.
+    import bertcurve.stages.train as train_mod
+    from bertcurve.config import SpeedConfig
+
+    monkeypatch.setattr(train_mod, "_reads_stall", lambda device: True)
+    out = tmp_path / "pipelined"
+    train(tiny_data_dir, out, preset="tiny", quiet=True, speed=SpeedConfig(prefetch=3))
+    _assert_same_run(reference_run, out)
+
+
+def test_deferred_reads_still_catch_the_first_nan_step(tiny_data_dir, tmp_path, monkeypatch):
+    import bertcurve.model as model_mod
+    import bertcurve.stages.train as train_mod
+    from bertcurve.config import SpeedConfig
+    from bertcurve.errors import UserError
+
+    real_forward = model_mod.forward
+    calls = {"n": 0}
+
+    def poisoned(net, batch, **kw):
+        out = real_forward(net, batch, **kw)
+        if net.training:
+            calls["n"] += 1
+            if calls["n"] > 2 * 12:  # from step 13 on (2 micro-batches per step)
+                out.mlm_loss_sum = out.mlm_loss_sum * float("nan")
+        return out
+
+    monkeypatch.setattr(model_mod, "forward", poisoned)
+    monkeypatch.setattr(train_mod, "_reads_stall", lambda device: True)
+    out = tmp_path / "nan"
+    # Logged every 5 steps: step 13 is read at step 15, and still named as the culprit.
+    with pytest.raises(UserError, match=r"loss became nan at step 13.*step-00000010"):
+        train(tiny_data_dir, out, preset="tiny", overrides={"log_every": 5}, quiet=True,
+              speed=SpeedConfig(prefetch=2))
+    assert [p.name for p in (out / layout.CHECKPOINTS_DIR).iterdir()] == ["step-00000010"]
+    weights = load_file(str(out / layout.CHECKPOINTS_DIR / "step-00000010" / layout.CKPT_WEIGHTS))
+    assert all(bool(t.isfinite().all()) for t in weights.values())

@@ -93,6 +93,17 @@ def test_eval_set_is_identical_across_runs(tiny_data_dir, tiny_run):
     assert saved["fingerprint"] == a.fingerprint  # the run scored exactly this set
 
 
+def test_training_mask_rate_does_not_change_the_eval_set(tiny_data_dir, tiny_run, tmp_path):
+    # Runs trained at different masking rates must be scored on the same held-out task.
+    out = tmp_path / "m40"
+    train(tiny_data_dir, out, preset="tiny", overrides={"mask_prob": 0.4, "max_steps": 2, "warmup_steps": 1},
+          quiet=True)
+    cfg = json.loads((out / layout.RUN_CONFIG).read_text())
+    assert cfg["train"]["data"]["mask_prob"] == 0.4 and cfg["train"]["eval"]["mask_prob"] == 0.15
+    saved = json.loads((tiny_run / layout.RUN_CONFIG).read_text())["eval_set"]
+    assert cfg["eval_set"]["fingerprint"] == saved["fingerprint"]
+
+
 def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tiny_data_dir, tmp_path, monkeypatch):
     import bertcurve.model as model_mod
 

@@ -79,6 +79,14 @@ class Batch:
                      mv(self.token_type_ids), mv(self.next_sentence_label),
                      self.n_tokens, self.n_masked)
 
+    def pin(self) -> "Batch":
+        """A copy in page-locked memory, so ``to(cuda)`` copies asynchronously."""
+        def pin(t):
+            return None if t is None else t.pin_memory()
+        return Batch(pin(self.input_ids), pin(self.labels), pin(self.attention_mask),
+                     pin(self.token_type_ids), pin(self.next_sentence_label),
+                     self.n_tokens, self.n_masked)
+
 
 @dataclass(frozen=True)
 class PackedIndex:
@@ -400,3 +408,59 @@ def make_examples(split: SplitArrays, *, seq_len: int, special: SpecialIds, whol
     if nsp:
         return SentencePairs(split, seq_len, special)
     return PackedSequences(split, seq_len, special, whole_word)
+
+
+class Prefetcher:
+    """Builds the micro-batches of upcoming steps on a background thread.
+
+    ``make(step)`` must be a pure function of the step (``TrainStream`` is),
+    so building ahead changes nothing but the time the GPU waits. With
+    ``pin`` the batches land in page-locked memory for asynchronous copies.
+    """
+
+    def __init__(self, make, first_step: int, last_step: int, *, depth: int = 4, pin: bool = False):
+        import queue
+        import threading
+
+        self._make, self._pin = make, pin
+        self._queue: "queue.Queue" = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, args=(first_step, last_step),
+                                        name="bertcurve-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self, first_step: int, last_step: int) -> None:
+        for step in range(first_step, last_step + 1):
+            try:
+                batches = self._make(step)
+                if self._pin:
+                    batches = [b.pin() for b in batches]
+            except BaseException as exc:  # handed to the training thread, raised there
+                self._put((step, exc))
+                return
+            if not self._put((step, batches)):
+                return
+
+    def get(self, step: int) -> list[Batch]:
+        """The micro-batches of ``step`` (steps must be asked for in order)."""
+        got, batches = self._queue.get()
+        if isinstance(batches, BaseException):
+            raise batches
+        if got != step:
+            raise RuntimeError(f"prefetcher out of order: wanted step {step}, got {got}")
+        return batches
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

@@ -99,6 +99,9 @@ class EvalConfig:
     """Masked tokens in the fixed held-out set (60,000 gives a standard error of ~0.002)."""
     eval_seed: int = 20251017
     """Seed of the held-out masks: same data + same eval_seed = same masked tokens."""
+    mask_prob: float = 0.15
+    """Fraction of held-out tokens masked. Apart from ``data.mask_prob`` so that runs
+    trained at different masking rates are still scored on the same task."""
     log_every: int = 0
     """Optimizer steps between training-metric lines (0: max_steps // 1000, at least 1)."""
     save_every: int = 0
@@ -155,6 +158,9 @@ class SpeedConfig:
     """``torch.compile`` the encoder (helps on GPU; no gain on CPU)."""
     threads: int = 0
     """CPU threads for torch (0: 1 for models of hidden size <= 64, else torch's default)."""
+    prefetch: int = -1
+    """Steps of micro-batches built ahead on a background thread, in pinned memory on CUDA
+    (-1: 4 on CUDA, 0 on CPU, where the thread would only take a core from the math)."""
 
 
 # ------------------------------------------------------------------ presets
@@ -360,6 +366,8 @@ def validate(cfg: TrainConfig, vocab_size: int | None = None) -> list[str]:
         p.append("data.whole_word and data.nsp cannot be combined yet; choose one")
     if not 0.0 < d.mask_prob < 1.0:
         p.append(f"data.mask_prob must be in (0, 1), got {d.mask_prob}")
+    if not 0.0 < e.mask_prob < 1.0:
+        p.append(f"eval.mask_prob must be in (0, 1), got {e.mask_prob}")
     if not o.lr > 0 or o.lr != o.lr:
         p.append(f"optim.lr must be > 0, got {o.lr}")
     if o.lr > 1.0:
@@ -410,6 +418,8 @@ def validate_speed(speed: SpeedConfig) -> list[str]:
         p.append(f"dtype must be one of {', '.join(DTYPES)}, got {speed.dtype!r}")
     if speed.threads < 0:
         p.append(f"threads must be >= 0, got {speed.threads}")
+    if speed.prefetch < -1:
+        p.append(f"prefetch must be >= 0 (or -1 for automatic), got {speed.prefetch}")
     return p
 
 

@@ -120,6 +120,11 @@ def _resolve_device(speed: SpeedConfig):
     return device, amp
 
 
+def _reads_stall(device) -> bool:
+    """Whether reading a value back to Python waits for queued device work (CUDA)."""
+    return device.type == "cuda"
+
+
 def _autocast(device, amp):
     import torch
 
@@ -218,7 +223,7 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
                   resume_str, speed, tensorboard, say, warn, dist, _fault, quiet) -> TrainResult:
     from bertcurve import checkpoint as ckpt
     from bertcurve import metrics_log
-    from bertcurve.batches import SpecialIds, TrainStream, build_eval_set, make_examples
+    from bertcurve.batches import Prefetcher, SpecialIds, TrainStream, build_eval_set, make_examples
     from bertcurve.model import TrainingModule, build_model, count_parameters, forward, param_groups
     from bertcurve.progress import Progress
     from bertcurve.schedule import lr_at
@@ -344,7 +349,7 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
     stream = TrainStream(train_examples, micro_batch=cfg.optim.micro_batch,
                          mask_prob=cfg.data.mask_prob, seed=cfg.seed)
     eval_set = build_eval_set(val_examples, eval_tokens=cfg.eval.eval_tokens,
-                              mask_prob=cfg.data.mask_prob, eval_seed=cfg.eval.eval_seed,
+                              mask_prob=cfg.eval.mask_prob, eval_seed=cfg.eval.eval_seed,
                               batch_size=max(cfg.optim.micro_batch, 32))
     labels = torch.cat([b.labels[b.labels >= 0] for b in eval_set.batches])
     constant_guess = float(torch.bincount(labels).max()) / max(1, int(labels.numel()))
@@ -412,20 +417,25 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
                 if isinstance(value, (int, float)) and key not in ("step",) and value is not None:
                     tb.add_scalar(f"{record['split']}/{key}", value, record["step"])
 
+    eval_batches: list = []   # the fixed set, moved to the device once
+
     def evaluate(step: int) -> dict[str, Any]:
         started = time.monotonic()
+        if not eval_batches:
+            eval_batches.extend(b.to(device) for b in eval_set.batches)
         net.eval()
-        loss_sum = correct = top5 = 0.0
-        nsp_correct = n_pairs = 0
+        sums = []
         with torch.inference_mode(), _autocast(device, amp):
-            for b in eval_set.batches:
-                o = forward(net, b.to(device), topk=True)
-                loss_sum += float(o.mlm_loss_sum)
-                correct += float(o.mlm_correct)
-                top5 += float(o.mlm_top5)
-                if o.nsp_correct is not None:
-                    nsp_correct += int(o.nsp_correct)
-                    n_pairs += o.n_pairs
+            for b in eval_batches:
+                o = forward(net, b, topk=True)
+                zero = o.mlm_loss_sum.new_zeros(())
+                sums.append(torch.stack([
+                    o.mlm_loss_sum.float(), o.mlm_correct.float(), o.mlm_top5.float(),
+                    zero if o.nsp_correct is None else o.nsp_correct.float()]).double())
+        # One read for the whole set: the GPU runs every batch without waiting for Python.
+        loss_sum, correct, top5, nsp_correct = (float(x) for x in torch.stack(sums).sum(0).tolist())
+        n_pairs = sum(b.next_sentence_label.numel() for b in eval_set.batches
+                      if b.next_sentence_label is not None)
         net.train()
         n = eval_set.masked_tokens
         acc = correct / n
@@ -482,6 +492,45 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
     interrupted = False
     step = start_step
     params = [p for p in net.parameters() if p.requires_grad]
+    max_norm = o.clip if o.clip > 0 else float("inf")
+
+    def my_micro_batches(step: int) -> list[int]:
+        first = (step - 1) * o.grad_accum
+        return [first + j for j in range(o.grad_accum) if j % dist.world_size == dist.rank]
+
+    def make_batches(step: int):
+        return [stream.batch(k) for k in my_micro_batches(step)]
+
+    depth = speed.prefetch if speed.prefetch >= 0 else (4 if device.type == "cuda" else 0)
+    prefetcher = (Prefetcher(make_batches, start_step + 1, total_steps, depth=depth,
+                             pin=device.type == "cuda") if depth > 0 else None)
+    # On a GPU every read of a device value waits for the queued work, so the step's
+    # numbers stay on the device and are read in bulk at log and checkpoint steps.
+    defer_reads = _reads_stall(device)
+    # Steps not yet read: (step, lr, n_masked, device tensor [loss sum, correct,
+    # nsp loss sum, nsp correct, grad norm]).
+    pending: list[tuple[int, float, int, Any]] = []
+
+    def fail_loss(value: float, at_step: int, at_lr: float) -> UserError:
+        return UserError(
+            f"training loss became {value} at step {at_step} (lr {at_lr:.3g}); stopped. "
+            f"The last good checkpoint ({_ckpt_name(last_good['step'])}) and "
+            "metrics.jsonl are kept; lower --lr or --clip, or check the data")
+
+    def read_pending() -> list[float]:
+        """Check every unread step's loss and gradient norm; the newest step's values."""
+        values = torch.stack([t for *_, t in pending]).tolist()
+        for (at_step, at_lr, masked, _), v in zip(pending, values):
+            if not math.isfinite(v[0] / masked):
+                raise fail_loss(v[0] / masked, at_step, at_lr)
+            if not math.isfinite(v[4]):
+                raise UserError(
+                    f"gradient norm became {v[4]} at step {at_step} (lr {at_lr:.3g}); stopped. "
+                    f"The last good checkpoint ({_ckpt_name(last_good['step'])}) is kept; "
+                    "lower --lr or set --clip")
+        pending.clear()
+        return values[-1]
+
     with _Interrupt() as interrupt:
         try:
             while step < total_steps:
@@ -490,9 +539,8 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
                            schedule=o.schedule, min_lr_ratio=o.min_lr_ratio)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                first = (step - 1) * o.grad_accum
-                mine = [first + j for j in range(o.grad_accum) if j % dist.world_size == dist.rank]
-                batches = [stream.batch(k) for k in mine]
+                mine = my_micro_batches(step)
+                batches = prefetcher.get(step) if prefetcher is not None else make_batches(step)
                 n_masked = sum(b.n_masked for b in batches)
                 n_pairs = sum(len(b.next_sentence_label) for b in batches
                               if b.next_sentence_label is not None)
@@ -507,8 +555,7 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
                     scale = dist.world_size  # DDP averages gradients over ranks
                 else:
                     scale = 1
-                loss_sum = correct = 0.0
-                nsp_loss_sum = nsp_correct = 0.0
+                parts = []
                 for i, b in enumerate(batches):
                     # Dropout draws from the global generator: seed it per micro-batch so
                     # a resumed run (or another world size) draws what an uninterrupted
@@ -521,39 +568,38 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
                         loss = out.mlm_loss_sum / n_masked
                         if out.nsp_loss_sum is not None:
                             loss = loss + out.nsp_loss_sum / max(1, n_pairs)
-                            nsp_loss_sum += float(out.nsp_loss_sum.detach())
-                            nsp_correct += float(out.nsp_correct)
                         (loss * scale).backward()
-                    loss_sum += float(out.mlm_loss_sum.detach())
-                    correct += float(out.mlm_correct)
+                    zero = out.mlm_loss_sum.new_zeros(())
+                    parts.append(torch.stack([
+                        out.mlm_loss_sum.detach().float(), out.mlm_correct.float(),
+                        zero if out.nsp_loss_sum is None else out.nsp_loss_sum.detach().float(),
+                        zero if out.nsp_correct is None else out.nsp_correct.float()]).double())
                 if _fault:
                     _fault("after-backward", step)
+                stats = parts[0]
+                for part in parts[1:]:  # in order, like the single-process sum it replaces
+                    stats = stats + part
                 if dist.world_size > 1:
-                    stats = torch.tensor([loss_sum, correct, nsp_loss_sum, nsp_correct],
-                                         dtype=torch.float64, device=device)
                     tdist.all_reduce(stats)
-                    loss_sum, correct, nsp_loss_sum, nsp_correct = stats.tolist()
-                step_loss = loss_sum / n_masked
-                if not math.isfinite(step_loss):
-                    raise UserError(
-                        f"training loss became {step_loss} at step {step} (lr {lr:.3g}); stopped. "
-                        f"The last good checkpoint ({_ckpt_name(last_good['step'])}) and "
-                        "metrics.jsonl are kept; lower --lr or --clip, or check the data"
-                    )
-                max_norm = o.clip if o.clip > 0 else float("inf")
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-                if not math.isfinite(grad_norm):
-                    raise UserError(
-                        f"gradient norm became {grad_norm} at step {step} (lr {lr:.3g}); stopped. "
-                        f"The last good checkpoint ({_ckpt_name(last_good['step'])}) is kept; "
-                        "lower --lr or set --clip"
-                    )
+                if not defer_reads and not math.isfinite(float(stats[0]) / n_masked):
+                    # Stop before a non-finite loss reaches the weights.
+                    raise fail_loss(float(stats[0]) / n_masked, step, lr)
+                grad_norm_t = torch.nn.utils.clip_grad_norm_(params, max_norm)
+                pending.append((step, lr, n_masked,
+                                torch.cat([stats, grad_norm_t.detach().reshape(1).double()])))
+                is_log = step % cfg.log_every == 0 or step == total_steps
+                is_save = (step % cfg.save_every == 0 or step in cfg.eval.save_at
+                           or step == total_steps)
+                if not defer_reads or is_log or is_save or interrupt.requested:
+                    last = read_pending()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 tokens_seen += n_tokens
                 interval_tokens += n_tokens
 
-                if step % cfg.log_every == 0 or step == total_steps:
+                if is_log:
+                    step_loss, correct, nsp_loss_sum, nsp_correct, grad_norm = last
+                    step_loss /= n_masked
                     now = time.monotonic()
                     tps = interval_tokens / max(1e-9, now - interval_start)
                     interval_tokens, interval_start = 0, now
@@ -575,7 +621,7 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
                         progress.eval_acc = last_eval["mlm_accuracy"]
                     if _fault:
                         _fault("after-eval", step)
-                if step % cfg.save_every == 0 or step in cfg.eval.save_at or step == total_steps:
+                if is_save:
                     save(step)
                     if _fault:
                         _fault("after-checkpoint", step)
@@ -593,12 +639,16 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
                 "effective batch) or --seq-len"
             ) from None
         finally:
+            if prefetcher is not None:
+                prefetcher.close()
             progress.close()
             writer.close()
             if tb is not None:
                 tb.close()
 
     if interrupted:
+        if pending:
+            read_pending()  # never checkpoint weights whose loss was not checked
         if last_good["step"] != step:
             save(step)
         say(f"interrupted: checkpoint saved at step {step}/{total_steps}; "
@@ -676,6 +726,8 @@ _OVERRIDES: list[tuple[str, str, type, str]] = [
     ("--eval-every", "eval.eval_every", int, "steps between held-out evaluations (0: max_steps/100)"),
     ("--eval-tokens", "eval.eval_tokens", int, "masked tokens in the fixed held-out set"),
     ("--eval-seed", "eval.eval_seed", int, "seed of the held-out set's masks"),
+    ("--eval-mask-prob", "eval.mask_prob", float,
+     "fraction of held-out tokens masked (default 0.15, whatever --mask-prob is)"),
     ("--log-every", "eval.log_every", int, "steps between training-metric lines (0: max_steps/1000)"),
     ("--save-every", "eval.save_every", int, "steps between checkpoints (0: max_steps/10)"),
     ("--keep", "eval.keep", int, "most recent checkpoints to keep (milestones are kept too)"),
@@ -718,6 +770,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--compile", action="store_true", help="torch.compile the encoder (GPU)")
     speed.add_argument("--threads", type=int, default=0, metavar="N",
                        help="CPU threads (0: 1 for tiny models, else torch's default)")
+    speed.add_argument("--prefetch", type=int, default=-1, metavar="N",
+                       help="steps of batches built ahead on a background thread "
+                            "(-1: 4 on CUDA, 0 on CPU)")
     parser.add_argument("--tensorboard", action="store_true",
                         help="also write TensorBoard events to RUN_DIR/tensorboard (needs tensorboard)")
     parser.add_argument("--quiet", action="store_true", help="print only errors and warnings")
@@ -751,7 +806,7 @@ def run(args: argparse.Namespace) -> int:
         args.data, args.out, preset=args.preset, config=args.config, overrides=overrides,
         resume=args.resume,
         speed=SpeedConfig(device=args.device, dtype=args.dtype, compile=args.compile,
-                          threads=args.threads),
+                          threads=args.threads, prefetch=args.prefetch),
         tensorboard=args.tensorboard, quiet=args.quiet,
     )
     return 0 if result.completed else 130
