@@ -78,6 +78,19 @@ def test_final_model_loads_offline_with_transformers(tiny_run, monkeypatch):
     AutoModelForMaskedLM.from_pretrained(tiny_run / layout.CHECKPOINTS_DIR / "step-00000040")
 
 
+def test_model_windows_texts_at_the_trained_length(tiny_run):
+    # tiny trains on 32-token sequences of a 64-position model: positions 32..63 are
+    # untrained, so the saved tokenizer and fill-mask stop at 32 tokens.
+    from transformers import AutoTokenizer
+
+    from bertcurve.inference import load_masked_lm
+
+    final = tiny_run / layout.FINAL_MODEL_DIR
+    assert AutoTokenizer.from_pretrained(final).model_max_length == 32
+    assert load_masked_lm(tiny_run).max_length == 32
+    assert load_masked_lm(tiny_run, step=30).max_length == 32
+
+
 def test_eval_set_is_identical_across_runs(tiny_data_dir, tiny_run):
     from bertcurve.batches import SpecialIds, build_eval_set, make_examples
     from bertcurve.datadir import DataDir

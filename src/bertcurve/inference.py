@@ -13,6 +13,7 @@ Speed comes from four things (see ``docs/inference.md``):
 
 from __future__ import annotations
 
+import json
 import pickle
 import warnings
 from dataclasses import dataclass
@@ -301,8 +302,21 @@ def _load(model: str | Path, loc: ModelLocation, dev: str, quantize: str | None)
             f"tokenizer in {loc.tokenizer_dir} has {len(tokenizer)} tokens but the model only {vocab}; "
             "they do not belong together"
         )
+    trained = _trained_length(loc.run_dir) if loc.run_dir is not None else None
+    if trained is not None and trained < getattr(tokenizer, "model_max_length", trained + 1):
+        # positions past the training length were never trained: window long texts instead
+        tokenizer.model_max_length = trained
     return wrap_model(net, tokenizer, str(model), step=loc.step, device=dev, quantize=quantize,
                       tokenizer_dir=str(loc.tokenizer_dir))
+
+
+def _trained_length(run_dir: Path) -> int | None:
+    """The sequence length a run trained on (its config.json), if readable."""
+    try:
+        value = json.loads((run_dir / layout.RUN_CONFIG).read_text(encoding="utf-8"))["train"]["data"]["seq_len"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def wrap_model(

@@ -663,7 +663,7 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
                      if r.get("split") == "eval"]
             last_eval = evals[-1] if evals else None
         try:
-            _save_final(net, data_dir.path, run_dir / layout.FINAL_MODEL_DIR)
+            _save_final(net, data_dir.path, run_dir / layout.FINAL_MODEL_DIR, cfg.data.seq_len)
         except OSError as exc:
             raise _write_failure("the final model", exc, last_good["step"]) from None
         if last_eval is not None:
@@ -692,8 +692,13 @@ def _write_failure(what: str, exc: OSError, last_step: int | None) -> UserError:
     )
 
 
-def _save_final(net, data_path: Path, final: Path) -> None:
-    """``final/``: Hugging Face model + the data dir's tokenizer files, atomically."""
+def _save_final(net, data_path: Path, final: Path, seq_len: int) -> None:
+    """``final/``: Hugging Face model + the data dir's tokenizer files, atomically.
+
+    The tokenizer's ``model_max_length`` becomes the training sequence length:
+    positions beyond it were never trained, so the fill-mask pipeline and
+    ``bertcurve fill-mask`` window longer texts instead of reading them.
+    """
     from bertcurve.checkpoint import save_weights
 
     with staged_directory(final) as tmp:
@@ -703,6 +708,12 @@ def _save_final(net, data_path: Path, final: Path) -> None:
                 src = Path(data_path) / name
                 if src.is_file():
                     shutil.copy2(src, tmp / name)
+        tok_config = tmp / "tokenizer_config.json"
+        if tok_config.is_file():
+            settings = read_json(tok_config, "tokenizer config")
+            if isinstance(settings, dict):
+                settings["model_max_length"] = min(seq_len, int(settings.get("model_max_length") or seq_len))
+                write_json(tok_config, settings)
 
 
 # ------------------------------------------------------------------ CLI
