@@ -42,6 +42,7 @@ def test_metrics_follow_the_contract(tiny_run):
         assert n >= 200
         assert r["mlm_top5_accuracy"] >= acc
         assert r["mlm_accuracy_se"] == pytest.approx(math.sqrt(acc * (1 - acc) / n))
+        assert 0.0 <= r["mlm_accuracy_at_mask"] <= 1.0
     # Fixed eval set: the same number of masked tokens every time; loss falls with training.
     assert len({r["masked_tokens"] for r in eval_recs}) == 1
     assert eval_recs[-1]["loss"] < eval_recs[0]["loss"]
@@ -222,3 +223,26 @@ def test_nsp_and_whole_word_runs(tiny_data_dir, tmp_path, option):
     else:
         assert all("nsp_accuracy" not in r for r in records)
         assert json.loads((out / layout.RUN_CONFIG).read_text())["train"]["data"]["whole_word"]
+
+
+def test_forward_counts_hits_at_mask_inputs_apart():
+    import numpy as np
+    import torch
+
+    from bertcurve.batches import SpecialIds, collate
+    from bertcurve.config import ModelConfig
+    from bertcurve.masking import IGNORE_INDEX
+    from bertcurve.model import build_model, forward
+
+    sp = SpecialIds(pad=0, cls=2, sep=3, mask=4, first_regular=5, vocab_size=40)
+    rows = [np.array([2] + list(range(5, 35)) + [3]) for _ in range(8)]
+    batch = collate(rows, sp, mask_prob=0.3, generator=torch.Generator().manual_seed(0))
+    net = build_model(ModelConfig(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                                  max_position_embeddings=64), 40).eval()
+    with torch.no_grad():
+        out = forward(net, batch, topk=True, mask_id=sp.mask)
+    selected = batch.labels != IGNORE_INDEX
+    assert int(out.at_mask) == int((batch.input_ids[selected] == sp.mask).sum()) > 0
+    assert 0 <= int(out.at_mask_correct) <= int(out.mlm_correct)
+    # where the input shows the answer, copying it scores: the split is what tells them apart
+    assert int(out.at_mask) < out.n_masked

@@ -73,6 +73,8 @@ class StepOutput:
     nsp_loss_sum: torch.Tensor | None = None
     nsp_correct: torch.Tensor | None = None
     n_pairs: int = 0
+    at_mask_correct: torch.Tensor | None = None  # top-1 hits where the input was [MASK]
+    at_mask: torch.Tensor | None = None          # how many inputs were [MASK]
 
 
 def _mlm_head(net: torch.nn.Module):
@@ -81,8 +83,14 @@ def _mlm_head(net: torch.nn.Module):
     return head.predictions if hasattr(head, "predictions") else head
 
 
-def forward(net: torch.nn.Module, batch: Batch, *, topk: bool = False) -> StepOutput:
-    """Encoder forward, then the MLM head only at masked positions (and NSP if present)."""
+def forward(net: torch.nn.Module, batch: Batch, *, topk: bool = False,
+            mask_id: int | None = None) -> StepOutput:
+    """Encoder forward, then the MLM head only at masked positions (and NSP if present).
+
+    With ``mask_id`` the hits are also counted apart for positions whose input
+    was ``[MASK]``: the other selected positions show the answer (kept) or a
+    random character, and copying the kept ones is learnt long before context.
+    """
     kwargs = {}
     if batch.attention_mask is not None:
         kwargs["attention_mask"] = batch.attention_mask
@@ -103,6 +111,11 @@ def forward(net: torch.nn.Module, batch: Batch, *, topk: bool = False) -> StepOu
         else:
             top5 = torch.zeros((), device=logits.device)
     result = StepOutput(loss_sum, correct, top5, int(targets.numel()))
+    if mask_id is not None:
+        with torch.no_grad():
+            at_mask = batch.input_ids[selected] == mask_id
+            result.at_mask = at_mask.sum()
+            result.at_mask_correct = ((logits.argmax(-1) == targets) & at_mask).sum()
     if batch.next_sentence_label is not None and hasattr(net.cls, "seq_relationship"):
         pooled = out[1]
         nsp_logits = net.cls.seq_relationship(pooled).float()

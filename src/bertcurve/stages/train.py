@@ -427,13 +427,15 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
         sums = []
         with torch.inference_mode(), _autocast(device, amp):
             for b in eval_batches:
-                o = forward(net, b, topk=True)
+                o = forward(net, b, topk=True, mask_id=special.mask)
                 zero = o.mlm_loss_sum.new_zeros(())
                 sums.append(torch.stack([
                     o.mlm_loss_sum.float(), o.mlm_correct.float(), o.mlm_top5.float(),
-                    zero if o.nsp_correct is None else o.nsp_correct.float()]).double())
+                    zero if o.nsp_correct is None else o.nsp_correct.float(),
+                    o.at_mask_correct.float(), o.at_mask.float()]).double())
         # One read for the whole set: the GPU runs every batch without waiting for Python.
-        loss_sum, correct, top5, nsp_correct = (float(x) for x in torch.stack(sums).sum(0).tolist())
+        loss_sum, correct, top5, nsp_correct, at_mask_correct, at_mask = (
+            float(x) for x in torch.stack(sums).sum(0).tolist())
         n_pairs = sum(b.next_sentence_label.numel() for b in eval_set.batches
                       if b.next_sentence_label is not None)
         net.train()
@@ -442,6 +444,8 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
         rec = {"step": step, "split": "eval", "loss": loss_sum / n, "mlm_accuracy": acc,
                "mlm_top5_accuracy": top5 / n, "mlm_accuracy_se": math.sqrt(acc * (1 - acc) / n),
                "masked_tokens": n, "tokens_seen": tokens_seen}
+        if at_mask:
+            rec["mlm_accuracy_at_mask"] = at_mask_correct / at_mask
         if n_pairs:
             rec["nsp_accuracy"] = nsp_correct / n_pairs
         rec["elapsed_s"] = round(elapsed(), 3)
