@@ -365,6 +365,10 @@ def _summary(doc: Doc, info: RunInfo, lang: str) -> None:
         se_txt = f" ± {se.values[-1]:.2%} (standard error)" if se is not None and len(se) else ""
         facts.append(f"**Held-out MLM accuracy** at step {_step(s.steps[-1])}: **{s.values[-1]:.2%}**{se_txt}, "
                      f"from {s.values[0]:.2%} at step {_step(s.steps[0])}.")
+    at_mask = ser.get("eval_mlm_accuracy_at_mask")
+    if at_mask is not None and len(at_mask):
+        facts.append(f"Where the input was `[MASK]` (about 80 % of the scored tokens; the rest show the answer "
+                     f"or a random character): **{at_mask.values[-1]:.2%}** — the part that needs context.")
     if "train_mlm_accuracy" in ser:
         s = ser["train_mlm_accuracy"]
         k = max(1, len(s) // 20)
