@@ -89,6 +89,15 @@ def test_gbk_text_is_detected_and_readable_with_encoding(tmp_path, capsys):
     assert DataDir(out).meta["sentences_kept"] == len(LINES)
 
 
+def test_an_undecodable_line_is_named_by_its_number(tmp_path, capsys):
+    # The reader decodes in 8 KB chunks; the error must still name the bad line, not line 1.
+    path = tmp_path / "mixed.txt"
+    good = "\n".join(LINES[:2]).encode("utf-8") + b"\n"
+    path.write_bytes(good + b"\xff\xfe" + LINES[2].encode("utf-8") + b"\n")
+    err = _cli_error(capsys, "prepare", str(path), "--out", str(tmp_path / "o"))
+    assert "(line 3)" in err and not (tmp_path / "o").exists()
+
+
 def test_utf16_text_points_to_encoding(tmp_path):
     path = tmp_path / "u16.txt"
     path.write_bytes("\n".join(LINES).encode("utf-16"))

@@ -252,7 +252,26 @@ def _check_text(path: Path, encoding: str) -> None:
                         "give a UTF-8 .txt/.jsonl/.json file")
 
 
+def _first_bad_line(path: Path, encoding: str) -> int | None:
+    """Number of the first line that does not decode (the text reader decodes in chunks,
+    so the line it was on when the error surfaced can be far earlier)."""
+    decoder_name = codecs.lookup(encoding).name
+    if decoder_name.startswith(("utf-16", "utf-32")):
+        return None  # their line breaks are not single bytes
+    try:
+        with _open_binary(path) as handle:
+            for number, raw_line in enumerate(handle, start=1):
+                try:
+                    raw_line.decode(decoder_name)
+                except UnicodeDecodeError:
+                    return number
+    except (OSError, EOFError, LookupError):
+        return None
+    return None
+
+
 def _encoding_error(path: Path, line_no: int, encoding: str) -> UserError:
+    line_no = _first_bad_line(path, encoding) or line_no
     with _open_binary(path) as handle:
         sample = handle.read(1 << 16)
     guess = None
