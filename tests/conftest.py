@@ -55,3 +55,22 @@ def shared_corpus() -> Path:
     if not (root / "news_xwlb_articles.jsonl").is_file():
         pytest.skip(f"shared development corpus not found at {root}")
     return root
+
+
+@pytest.fixture
+def nan_loss_from_step_13(monkeypatch):
+    """Training losses turn NaN from step 13 on (the tiny preset runs 2 micro-batches a step)."""
+    import bertcurve.model as model_mod
+
+    real_forward = model_mod.forward
+    calls = {"n": 0}
+
+    def poisoned(net, batch, **kw):
+        out = real_forward(net, batch, **kw)
+        if net.training:
+            calls["n"] += 1
+            if calls["n"] > 2 * 12:
+                out.mlm_loss_sum = out.mlm_loss_sum * float("nan")
+        return out
+
+    monkeypatch.setattr(model_mod, "forward", poisoned)

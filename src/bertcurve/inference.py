@@ -13,7 +13,6 @@ Speed comes from four things (see ``docs/inference.md``):
 
 from __future__ import annotations
 
-import json
 import pickle
 import warnings
 from dataclasses import dataclass
@@ -313,8 +312,8 @@ def _load(model: str | Path, loc: ModelLocation, dev: str, quantize: str | None)
 def _trained_length(run_dir: Path) -> int | None:
     """The sequence length a run trained on (its config.json), if readable."""
     try:
-        value = json.loads((run_dir / layout.RUN_CONFIG).read_text(encoding="utf-8"))["train"]["data"]["seq_len"]
-    except (OSError, ValueError, KeyError, TypeError):
+        value = read_json(run_dir / layout.RUN_CONFIG, "run config")["train"]["data"]["seq_len"]
+    except (UserError, KeyError, TypeError):
         return None
     return value if isinstance(value, int) and value > 0 else None
 

@@ -418,6 +418,8 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
                     tb.add_scalar(f"{record['split']}/{key}", value, record["step"])
 
     eval_batches: list = []   # the fixed set, moved to the device once
+    eval_pairs = sum(b.next_sentence_label.numel() for b in eval_set.batches
+                     if b.next_sentence_label is not None)
 
     def evaluate(step: int) -> dict[str, Any]:
         started = time.monotonic()
@@ -436,8 +438,6 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
         # One read for the whole set: the GPU runs every batch without waiting for Python.
         loss_sum, correct, top5, nsp_correct, at_mask_correct, at_mask = (
             float(x) for x in torch.stack(sums).sum(0).tolist())
-        n_pairs = sum(b.next_sentence_label.numel() for b in eval_set.batches
-                      if b.next_sentence_label is not None)
         net.train()
         n = eval_set.masked_tokens
         acc = correct / n
@@ -446,8 +446,8 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
                "masked_tokens": n, "tokens_seen": tokens_seen}
         if at_mask:
             rec["mlm_accuracy_at_mask"] = at_mask_correct / at_mask
-        if n_pairs:
-            rec["nsp_accuracy"] = nsp_correct / n_pairs
+        if eval_pairs:
+            rec["nsp_accuracy"] = nsp_correct / eval_pairs
         rec["elapsed_s"] = round(elapsed(), 3)
         rec["eval_s"] = round(time.monotonic() - started, 3)
         return rec
