@@ -283,6 +283,7 @@ def run_child(args) -> dict:
 
 # ------------------------------------------------------------------ parent side
 _current_child: list[subprocess.Popen] = []
+CPU_EVAL_TOKENS = 2_000
 
 
 def _on_term(signum, frame):
@@ -400,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads (0: 1 for hidden size <= 64 on CPU, as bertcurve train; else torch's default)")
     parser.add_argument("--eval-tokens", type=int, default=0,
-                        help="ours: masked tokens of the held-out set (default: the preset's)")
+                        help=f"ours: masked tokens of the held-out set (default: the preset's; "
+                             f"at most {CPU_EVAL_TOKENS:,} on CPU)")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="peak TFLOP/s for MFU (default: 989 for H100/H200, 312 for A100)")
     parser.add_argument("--project-steps", type=int, default=0,
@@ -441,6 +443,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if not args.threads and args.device == "cpu" and cfg.model.hidden_size <= 64:
         args.threads = 1  # what `bertcurve train` picks for tiny models, for every engine alike
+    if not args.eval_tokens and args.device == "cpu":
+        # A full-size held-out set (60,000 masked tokens) takes minutes per evaluation on a
+        # CPU; the evaluation only feeds the projection, which scales its time linearly.
+        args.eval_tokens = min(CPU_EVAL_TOKENS, cfg.eval.eval_tokens)
     asked_steps = args.steps
     args.steps = math.ceil(args.steps / args.warmup) * args.warmup
     device_name, peak, peak_src = "cpu", None, ""

@@ -61,6 +61,53 @@ class SpecialIds:
 
 
 @dataclass
+class QueryPositions:
+    """Where the model must compute its last encoder layer: the masked tokens, and [CLS] with NSP.
+
+    The losses read the last layer nowhere else, so that layer skips every
+    other position (they still serve as its keys and values). Built on the
+    host with the batch, so the step needs no device-to-host read to find them.
+    """
+
+    flat: torch.Tensor           # int64 [n]: row * width + column, row-major
+    slot: torch.Tensor           # int64 [n]: row * per_row + k, the place in a (rows, per_row) grid
+    per_row: int                 # most positions in one row (>= 1)
+    mlm: torch.Tensor | None     # int64 [n_masked]: which of the n are masked tokens (None: all)
+    first: torch.Tensor | None   # int64 [rows]: which of the n are [CLS] (NSP only)
+
+    def _map(self, fn) -> "QueryPositions":
+        return QueryPositions(fn(self.flat), fn(self.slot), self.per_row,
+                              None if self.mlm is None else fn(self.mlm),
+                              None if self.first is None else fn(self.first))
+
+
+def positions_at(rows: torch.Tensor, cols: torch.Tensor, n_rows: int, width: int) -> QueryPositions:
+    """:class:`QueryPositions` for the positions ``(rows[i], cols[i])``, kept in that order."""
+    by_row = torch.argsort(rows, stable=True)
+    counts = torch.bincount(rows, minlength=n_rows)
+    per_row = max(1, int(counts.max())) if len(rows) else 1
+    rank_in_row = torch.empty_like(rows)
+    rank_in_row[by_row] = (torch.arange(len(rows), device=rows.device)
+                           - (counts.cumsum(0) - counts)[rows[by_row]])
+    return QueryPositions(flat=rows * width + cols, slot=rows * per_row + rank_in_row,
+                          per_row=per_row, mlm=None, first=None)
+
+
+def query_positions(labels: torch.Tensor, *, with_first: bool = False) -> QueryPositions:
+    """The :class:`QueryPositions` of a batch with these labels (``with_first``: add column 0)."""
+    need = labels != IGNORE_INDEX
+    if with_first:
+        need = need.clone()
+        need[:, 0] = True
+    rows, cols = need.nonzero(as_tuple=True)
+    pos = positions_at(rows, cols, *labels.shape)
+    if with_first:
+        pos.mlm = (cols != 0).nonzero().squeeze(1)
+        pos.first = (cols == 0).nonzero().squeeze(1)
+    return pos
+
+
+@dataclass
 class Batch:
     """One micro-batch, masked and ready for the model."""
 
@@ -71,21 +118,22 @@ class Batch:
     next_sentence_label: torch.Tensor | None  # 0 = B follows A, 1 = random B
     n_tokens: int                            # real (non-padding) tokens
     n_masked: int
+    positions: QueryPositions | None = None  # None: found from the labels when needed
+
+    def _map(self, fn) -> "Batch":
+        def opt(t):
+            return None if t is None else fn(t)
+        return Batch(fn(self.input_ids), fn(self.labels), opt(self.attention_mask),
+                     opt(self.token_type_ids), opt(self.next_sentence_label),
+                     self.n_tokens, self.n_masked,
+                     None if self.positions is None else self.positions._map(fn))
 
     def to(self, device: torch.device) -> "Batch":
-        def mv(t):
-            return None if t is None else t.to(device, non_blocking=True)
-        return Batch(mv(self.input_ids), mv(self.labels), mv(self.attention_mask),
-                     mv(self.token_type_ids), mv(self.next_sentence_label),
-                     self.n_tokens, self.n_masked)
+        return self._map(lambda t: t.to(device, non_blocking=True))
 
     def pin(self) -> "Batch":
         """A copy in page-locked memory, so ``to(cuda)`` copies asynchronously."""
-        def pin(t):
-            return None if t is None else t.pin_memory()
-        return Batch(pin(self.input_ids), pin(self.labels), pin(self.attention_mask),
-                     pin(self.token_type_ids), pin(self.next_sentence_label),
-                     self.n_tokens, self.n_masked)
+        return self._map(lambda t: t.pin_memory())
 
 
 @dataclass(frozen=True)
@@ -272,6 +320,7 @@ def collate(
         next_sentence_label=torch.tensor(nsp_labels) if nsp_labels is not None else None,
         n_tokens=int(lengths.sum()),
         n_masked=int((masked.labels != IGNORE_INDEX).sum()),
+        positions=query_positions(masked.labels, with_first=nsp_labels is not None),
     )
 
 
@@ -397,6 +446,7 @@ def build_eval_set(
             token_type_ids=types,
             next_sentence_label=torch.tensor(nsp) if nsp[0] is not None else None,
             n_tokens=int(lengths.sum()), n_masked=int((labels != IGNORE_INDEX).sum()),
+            positions=query_positions(labels, with_first=nsp[0] is not None),
         ))
     return EvalSet(batches=batches, masked_tokens=total, sequences=len(masked_rows),
                    fingerprint=digest.hexdigest())

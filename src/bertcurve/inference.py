@@ -381,49 +381,22 @@ def length_buckets(lengths: Sequence[int], batch_size: int, max_tokens: int | No
     return batches
 
 
-class _StopBeforeLastLayer(Exception):
-    """Raised by a pre-hook to end the encoder pass just before its last layer."""
-
-
 def _is_plain_bert_layer(layer: Any) -> bool:
     return (type(layer).__name__ == "BertLayer" and not getattr(layer, "is_decoder", False)
-            and not getattr(layer, "add_cross_attention", False)
-            and not getattr(layer, "chunk_size_feed_forward", 0))
-
-
-def _last_layer_at(layer: Any, hidden: Any, mask: Any, rows: Any, cols: Any) -> Any:
-    """One BERT layer (eval mode) evaluated only at positions ``(rows, cols)``.
-
-    Keys and values still come from every token; queries, the attention
-    output projection and the feed-forward block run only where a prediction
-    is wanted. Same arithmetic as ``BertLayer.forward`` (tested for equality).
-    """
-    import torch.nn.functional as F
-
-    attn = layer.attention.self
-    heads, size = attn.num_attention_heads, attn.attention_head_size
-    b, t, _ = hidden.shape
-    n = rows.shape[0]
-    h_at = hidden[rows, cols]                                       # n x hidden
-    q = attn.query(h_at).view(n, heads, 1, size)
-    k = attn.key(hidden).view(b, t, heads, size).transpose(1, 2)[rows]    # n x heads x t x size
-    v = attn.value(hidden).view(b, t, heads, size).transpose(1, 2)[rows]
-    m = None
-    if mask is not None:
-        # the model's own 4-D mask (bool or additive), one query row per mask position
-        m = mask[rows, :, cols if mask.shape[2] > 1 else 0, :].unsqueeze(2)
-    ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=m, scale=attn.scaling)
-    attended = layer.attention.output(ctx.reshape(n, heads * size), h_at)
-    return layer.output(layer.intermediate(attended), attended)
+            and not getattr(layer, "add_cross_attention", False))
 
 
 def mask_logits(lm: MaskedLM, input_ids: Any, attention_mask: Any, rows: Any, cols: Any) -> Any:
     """Logits (n_masks x vocab) at positions ``(rows[i], cols[i])`` of a padded batch.
 
     For BERT models every encoder layer but the last runs on the whole batch;
-    the last layer and the MLM head run only at the gathered mask positions.
-    Other models run whole and their logits are gathered.
+    the last layer and the MLM head run only at the mask positions
+    (:func:`bertcurve.model.last_layer_at`). Other models run whole and their
+    logits are gathered.
     """
+    from bertcurve.batches import positions_at
+    from bertcurve.model import hidden_before_last_layer, last_layer_at
+
     net = lm.model
     encoder = getattr(net, "bert", None)
     head = getattr(net, "cls", None)
@@ -434,21 +407,9 @@ def mask_logits(lm: MaskedLM, input_ids: Any, attention_mask: Any, rows: Any, co
     if last is None or not _is_plain_bert_layer(last) or net.training:
         hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return head(hidden[rows, cols])
-    captured: dict[str, Any] = {}
-
-    def stop(module: Any, args: tuple, kwargs: dict) -> None:
-        captured["hidden"] = args[0] if args else kwargs["hidden_states"]
-        captured["mask"] = args[1] if len(args) > 1 else kwargs.get("attention_mask")
-        raise _StopBeforeLastLayer
-
-    handle = last.register_forward_pre_hook(stop, with_kwargs=True)
-    try:
-        encoder(input_ids=input_ids, attention_mask=attention_mask)
-    except _StopBeforeLastLayer:
-        pass
-    finally:
-        handle.remove()
-    return head(_last_layer_at(last, captured["hidden"], captured["mask"], rows, cols))
+    hidden, mask = hidden_before_last_layer(encoder, input_ids, attention_mask)
+    pos = positions_at(rows, cols, *input_ids.shape)
+    return head(last_layer_at(last, hidden, mask, pos))
 
 
 def predict_top_k(

@@ -224,7 +224,8 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
     from bertcurve import checkpoint as ckpt
     from bertcurve import metrics_log
     from bertcurve.batches import Prefetcher, SpecialIds, TrainStream, build_eval_set, make_examples
-    from bertcurve.model import TrainingModule, build_model, count_parameters, forward, param_groups
+    from bertcurve.model import (TrainingModule, build_model, compile_encoder, count_parameters, forward,
+                                 param_groups, use_cpu_dropout)
     from bertcurve.progress import Progress
     from bertcurve.schedule import lr_at
 
@@ -306,6 +307,8 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
         net.tie_weights()
     net.to(device)
     net.train()
+    if device.type == "cpu":
+        use_cpu_dropout(net)  # draws dropout masks ~3x faster; CUDA's fused kernels are fine
 
     ddp_net = net
     if dist.world_size > 1:
@@ -490,7 +493,7 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
         write_record(rec)
         progress.eval_acc = rec["mlm_accuracy"]
     if speed.compile:
-        net.bert.compile()  # in place: parameter names (and checkpoints) stay the same
+        compile_encoder(net)
     interval_tokens, interval_start = 0, time.monotonic()
     last_eval: dict[str, Any] | None = None
     interrupted = False
