@@ -192,12 +192,13 @@ class _DropoutWithMask(torch.autograd.Function):
         keep = lanes.view(torch.int16)[:n].view(x.shape) >= dropped - 32768
         ctx.save_for_backward(keep)
         ctx.scale = 65536 / (65536 - dropped)  # 1 / the exact keep probability: unbiased
-        return x.mul(keep).mul_(ctx.scale)
+        # where() reads the bool mask as is; x * keep would first convert it to floats
+        return torch.where(keep, x, 0.0).mul_(ctx.scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         (keep,) = ctx.saved_tensors
-        return grad.mul(keep).mul_(ctx.scale), None
+        return torch.where(keep, grad, 0.0).mul_(ctx.scale), None
 
 
 def _uses_drawn_mask(x: torch.Tensor, p: float, training: bool) -> bool:
@@ -229,7 +230,12 @@ def _cpu_attention(module, query, key, value, attention_mask, scaling=None, drop
     if not _uses_drawn_mask(query, dropout, module.training):
         return ALL_ATTENTION_FUNCTIONS["sdpa"](module, query, key, value, attention_mask,
                                       scaling=scaling, dropout=dropout, **kwargs)
-    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    rows, heads, width, head_dim = query.shape
+    scaling = head_dim ** -0.5 if scaling is None else scaling
+    q, k = query.reshape(-1, width, head_dim), key.reshape(-1, key.shape[2], head_dim)
+    # the scaling rides in the matrix product instead of a pass over the (rows, heads, T, T) scores
+    weights = torch.baddbmm(q.new_empty(q.shape[0], width, k.shape[1]), q, k.transpose(1, 2),
+                            beta=0.0, alpha=scaling).view(rows, heads, width, -1)
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:  # True: may attend (the SDPA mask convention)
             weights = weights.masked_fill(~attention_mask, torch.finfo(weights.dtype).min)
