@@ -155,7 +155,8 @@ class SpeedConfig:
     dtype: str = "auto"
     """``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or ``bf16``."""
     compile: bool = False
-    """``torch.compile`` the encoder (helps on GPU; no gain on CPU)."""
+    """``torch.compile`` the embeddings and every encoder layer but the last (helps on GPU;
+    no gain on CPU)."""
     threads: int = 0
     """CPU threads for torch (0: 1 for models of hidden size <= 64, else torch's default)."""
     prefetch: int = -1
