@@ -428,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--engines: unknown {bad}; choose from {','.join(ENGINES)}")
     if args.warmup < 1 or args.steps < 1 or args.repeats < 1:
         parser.error("--warmup, --steps and --repeats must be >= 1")
+    if args.eval_tokens < 0:
+        parser.error("--eval-tokens must be >= 1 (or 0 for the default)")
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU is available")

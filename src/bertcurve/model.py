@@ -87,7 +87,8 @@ def _mlm_head(net: torch.nn.Module):
 
 
 def _attention_function(self_attention: torch.nn.Module):
-    """The attention kernel ``transformers`` would call for this layer (SDPA for our models)."""
+    """The attention kernel ``transformers`` would call for this layer (SDPA, or
+    :func:`_cpu_attention` once :func:`use_cpu_dropout` ran)."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
     from transformers.models.bert.modeling_bert import eager_attention_forward
 
@@ -148,7 +149,8 @@ def forward(net: torch.nn.Module, batch: Batch, *, topk: bool = False,
     random character, and copying the kept ones is learnt long before context.
     """
     with_nsp = batch.next_sentence_label is not None
-    pos = batch.positions or query_positions(batch.labels, with_first=with_nsp)
+    pos = batch.positions if batch.positions is not None else query_positions(batch.labels,
+                                                                              with_first=with_nsp)
     before_last, mask = hidden_before_last_layer(net.bert, batch.input_ids, batch.attention_mask,
                                                  batch.token_type_ids)
     hidden = last_layer_at(net.bert.encoder.layer[-1], before_last, mask, pos)
