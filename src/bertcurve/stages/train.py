@@ -224,6 +224,7 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
     from bertcurve import checkpoint as ckpt
     from bertcurve import metrics_log
     from bertcurve.batches import Prefetcher, SpecialIds, TrainStream, build_eval_set, make_examples
+    from bertcurve.hostmem import keep_freed_memory
     from bertcurve.model import (TrainingModule, build_model, compile_encoder, count_parameters, forward,
                                  param_groups, use_cpu_dropout)
     from bertcurve.progress import Progress
@@ -309,6 +310,7 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
     net.train()
     if device.type == "cpu":
         use_cpu_dropout(net)  # draws dropout masks ~3x faster; CUDA's fused kernels are fine
+        keep_freed_memory()  # no page faults on every step's fresh activations
 
     ddp_net = net
     if dist.world_size > 1:
