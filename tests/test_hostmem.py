@@ -16,7 +16,7 @@ _PROBE = textwrap.dedent("""
     def faults():
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     x = torch.ones(48 * 2**20 // 4)  # 48 MiB, above glibc's largest mmap threshold
-    for _ in range(2):
+    for _ in range(10):  # the heap settles into reusing the freed block within a few rounds
         (x * 2).sum()
     before = faults()
     for _ in range(10):
@@ -38,7 +38,7 @@ def test_freed_tensors_are_reused_without_page_faults():
     assert applied == 1
     # 48 MiB of fresh pages is ~12,000 faults per multiply; reused memory faults (almost) never
     assert stock > 5_000
-    assert kept < stock // 5
+    assert kept < stock // 10
 
 
 def test_user_allocator_settings_are_left_alone():
