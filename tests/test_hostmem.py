@@ -10,7 +10,7 @@ import pytest
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
 
 _PROBE = textwrap.dedent("""
-    import os, resource, sys
+    import resource, sys
     import torch
     from bertcurve.hostmem import keep_freed_memory
     applied = keep_freed_memory() if sys.argv[1] == "keep" else False
