@@ -36,7 +36,7 @@ import torch
 
 def val_sentences(data_dir: Path, max_tokens: int) -> list[list[str]]:
     """Held-out sentences as lists of characters (tokens), those that fit the model."""
-    from bertcurve.datadir import DataDir
+    from bertcurve.data.datadir import DataDir
 
     data = DataDir(data_dir)
     vocab = [line.rstrip("\n") for line in open(data.path / "vocab.txt", encoding="utf-8")]
@@ -87,8 +87,8 @@ def load_model(size: str, model_path: str | None, data_dir: Path):
         return lm, f"trained model {model_path} (step {lm.step})"
     from transformers import AutoTokenizer, BertForMaskedLM
 
-    from bertcurve.config import build_config
-    from bertcurve.model import bert_config
+    from bertcurve.training.config import build_config
+    from bertcurve.training.model import bert_config
 
     tok = AutoTokenizer.from_pretrained(str(data_dir))
     cfg = build_config(preset=size).model

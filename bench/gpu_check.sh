@@ -120,7 +120,7 @@ cat >"$WORK/correctness.py" <<'PYEOF'
 import json, math, sys
 from pathlib import Path
 
-from bertcurve.metrics_log import read_records
+from bertcurve.training.metrics_log import read_records
 
 def load(run):
     recs = list(read_records(Path(run) / "metrics.jsonl"))

@@ -264,7 +264,7 @@ def atheris_fuzz(work: Path, runs: int, seconds: int, tally: Tally) -> None:
 # ------------------------------------------------------------------ hostile logs
 def hostile_logs(work: Path, n: int, seed: int, tally: Tally) -> None:
     from bertcurve.errors import UserError
-    from bertcurve.sources import load_log
+    from bertcurve.curves.logs import load_log
 
     rng = random.Random(seed)
     values = [None, True, "abc", "0.5", float("nan"), float("inf"), -1e308, 1e308, [], {"a": 1}, "",

@@ -53,7 +53,7 @@ class SeedBert(nn.Module):
 
 
 def from_model_config(model, vocab_size: int) -> SeedBert:
-    """A :class:`SeedBert` with the shape of a ``bertcurve.config.ModelConfig``."""
+    """A :class:`SeedBert` with the shape of a ``bertcurve.training.config.ModelConfig``."""
     return SeedBert(vocab_size, model.hidden_size, model.num_layers, model.num_heads,
                     model.intermediate_size, model.max_position_embeddings, dropout=0.1)
 
@@ -82,7 +82,7 @@ def count_parameters(net: nn.Module) -> int:
 
 
 if __name__ == "__main__":
-    from bertcurve.config import build_config
+    from bertcurve.training.config import build_config
 
     cfg = build_config("seed-48m")
     n = count_parameters(from_model_config(cfg.model, SEED_VOCAB))

@@ -81,7 +81,7 @@ def _peak_rss_mib() -> float:
 
 
 def _build_config(args):
-    from bertcurve.config import build_config
+    from bertcurve.training.config import build_config
 
     return build_config(args.preset, overrides={"optim.micro_batch": args.batch,
                                                 "optim.grad_accum": args.grad_accum,
@@ -92,8 +92,8 @@ def _build_config(args):
 def engine_ours(args, data: Path, workdir: Path) -> dict:
     """The real `bertcurve train`; speed read back from its metrics.jsonl."""
     from bertcurve import layout
-    from bertcurve.config import SpeedConfig
-    from bertcurve.metrics_log import read_records
+    from bertcurve.training.config import SpeedConfig
+    from bertcurve.training.metrics_log import read_records
     from bertcurve.stages.train import train
 
     cfg = _build_config(args)
@@ -136,8 +136,8 @@ def engine_ours(args, data: Path, workdir: Path) -> dict:
 
 
 def _examples(args, cfg, nsp: bool):
-    from bertcurve.batches import SpecialIds, make_examples
-    from bertcurve.datadir import DataDir
+    from bertcurve.training.batches import SpecialIds, make_examples
+    from bertcurve.data.datadir import DataDir
 
     dd = DataDir(args.data)
     tok = dd.tokenizer()
@@ -153,8 +153,8 @@ def engine_hf(args, data: Path, workdir: Path) -> dict:
     from transformers import (DataCollatorForLanguageModeling, Trainer, TrainerCallback,
                               TrainingArguments)
 
-    from bertcurve.batches import TrainStream
-    from bertcurve.model import build_model
+    from bertcurve.training.batches import TrainStream
+    from bertcurve.training.model import build_model
 
     cfg = _build_config(args)
     tok, special, examples = _examples(args, cfg, nsp=False)
@@ -216,7 +216,7 @@ def engine_seed(args, data: Path, workdir: Path) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from seed_style import count_parameters, from_model_config, pad_batch, seed_loss
 
-    from bertcurve.batches import TrainStream
+    from bertcurve.training.batches import TrainStream
 
     cfg = _build_config(args)
     tok, special, examples = _examples(args, cfg, nsp=True)
@@ -340,7 +340,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 def projection(args, summary: dict, ours_runs: list[dict]) -> dict | None:
     """Wall time of a PROJECT_STUDY-length run at the measured speed of ``ours``."""
-    from bertcurve.config import build_config
+    from bertcurve.training.config import build_config
 
     if not ours_runs or "ours" not in summary:
         return None
@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from bertcurve.config import build_config
+    from bertcurve.training.config import build_config
 
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     bad = [e for e in engines if e not in ENGINES]
@@ -474,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 args.data = prepare(["demo"], Path(tmp) / "data", progress=False)
             args.data = Path(args.data).resolve()
-            from bertcurve.datadir import DataDir
+            from bertcurve.data.datadir import DataDir
 
             vocab = DataDir(args.data).vocab_size
             m = cfg.model

@@ -60,7 +60,7 @@ def shared_corpus() -> Path:
 @pytest.fixture
 def nan_loss_from_step_13(monkeypatch):
     """Training losses turn NaN from step 13 on (the tiny preset runs 2 micro-batches a step)."""
-    import bertcurve.model as model_mod
+    import bertcurve.training.model as model_mod
 
     real_forward = model_mod.forward
     calls = {"n": 0}

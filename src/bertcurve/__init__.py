@@ -30,7 +30,7 @@ _API = {
     "fill_mask": "bertcurve.stages.fillmask",
     "export": "bertcurve.stages.export",
     "export_history": "bertcurve.stages.history",
-    "load_log": "bertcurve.sources",
+    "load_log": "bertcurve.curves.logs",
 }
 
 __all__ = ["__version__", "UserError", *_API]

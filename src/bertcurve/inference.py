@@ -391,11 +391,11 @@ def mask_logits(lm: MaskedLM, input_ids: Any, attention_mask: Any, rows: Any, co
 
     For BERT models every encoder layer but the last runs on the whole batch;
     the last layer and the MLM head run only at the mask positions
-    (:func:`bertcurve.model.last_layer_at`). Other models run whole and their
+    (:func:`bertcurve.training.model.last_layer_at`). Other models run whole and their
     logits are gathered.
     """
-    from bertcurve.batches import positions_at
-    from bertcurve.model import hidden_before_last_layer, last_layer_at
+    from bertcurve.training.batches import positions_at
+    from bertcurve.training.model import hidden_before_last_layer, last_layer_at
 
     net = lm.model
     encoder = getattr(net, "bert", None)

@@ -19,7 +19,7 @@ import atheris
 # Coverage feedback from bertcurve's own code only: instrumenting numpy/tokenizers costs
 # tens of seconds of start-up and tells the fuzzer nothing about our readers.
 with atheris.instrument_imports(include=["bertcurve"]):
-    from bertcurve import cleaning, corpus  # noqa: F401  (instrumented for coverage feedback)
+    from bertcurve.data import cleaning, corpus  # noqa: F401  (instrumented for coverage feedback)
     from bertcurve.errors import UserError
     from bertcurve.stages.prepare import prepare
 

@@ -38,8 +38,8 @@ KILL_POINTS = ("time", "mid-step", "mid-eval", "after-eval-line", "mid-checkpoin
                "mid-final")
 
 _PRELOAD = ["torch", "transformers", "transformers.models.bert.modeling_bert", "safetensors.torch",
-            "bertcurve.cli", "bertcurve.stages.train", "bertcurve.model", "bertcurve.batches",
-            "bertcurve.checkpoint", "bertcurve.metrics_log", "bertcurve.config", "bertcurve.datadir",
+            "bertcurve.cli", "bertcurve.stages.train", "bertcurve.training.model", "bertcurve.training.batches",
+            "bertcurve.training.checkpoint", "bertcurve.training.metrics_log", "bertcurve.training.config", "bertcurve.data.datadir",
             "reltools"]
 _CTX = None
 
@@ -84,7 +84,7 @@ ODD_SEPARATORS = ["\r", "\u2028", "\u2029", "\u0085", "\x0b", "\x0c", "\x1c"]
 def valid_data_dir(path: Path) -> dict[str, Any]:
     """Assert that ``path`` is a complete, self-consistent data directory; return meta."""
     from bertcurve import layout
-    from bertcurve.datadir import DataDir
+    from bertcurve.data.datadir import DataDir
 
     data = DataDir(path)
     meta = data.meta
@@ -130,7 +130,7 @@ def _install_fault(point: str, step: int) -> None:
     """Arrange for this process to SIGKILL itself at ``point`` of optimizer step ``step``."""
     import torch
 
-    from bertcurve import checkpoint, metrics_log
+    from bertcurve.training import checkpoint, metrics_log
     from bertcurve.stages import train as train_module
 
     state = {"step": 0}
@@ -150,7 +150,7 @@ def _install_fault(point: str, step: int) -> None:
     train_module.train = train_with_hook
 
     if point == "mid-eval":
-        from bertcurve import model
+        from bertcurve.training import model
 
         real_forward = model.forward
 
@@ -309,7 +309,7 @@ def metrics_lines(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def without_timing(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from bertcurve.metrics_log import without_timing as strip
+    from bertcurve.training.metrics_log import without_timing as strip
 
     return [strip(r) for r in records]
 
@@ -327,7 +327,7 @@ def duplicated_keys(records: list[dict[str, Any]]) -> list[tuple[int, str]]:
 
 def visible_checkpoints_verify(run_dir: Path) -> list[str]:
     """Names of visible step-* folders that do NOT verify (should be none after a crash)."""
-    from bertcurve import checkpoint
+    from bertcurve.training import checkpoint
 
     bad = []
     for _, folder in checkpoint.list_checkpoints(Path(run_dir)):

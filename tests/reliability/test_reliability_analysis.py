@@ -1,6 +1,6 @@
 """Hostile analysis input: NaN/inf/strings in logs, duplicated steps, torn lines, huge logs.
 
-Documented handling (docs/reliability.md, bertcurve.sources): non-finite values
+Documented handling (docs/reliability.md, bertcurve.curves.logs): non-finite values
 and non-numeric strings are left out with a note, numeric strings are read as
 numbers, a repeated step keeps the value logged last (what a resumed run
 re-logged), a torn LAST line is ignored (a crash while appending), anything
@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bertcurve.errors import UserError
-from bertcurve.sources import load_log
+from bertcurve.curves.logs import load_log
 from reltools import assert_clean_failure
 
 
@@ -205,7 +205,7 @@ def test_any_jsonl_content_loads_or_is_a_user_error(records, torn, tmp_path_fact
 # ------------------------------------------------------------------ memory
 _MEASURE = textwrap.dedent("""
     import sys
-    from bertcurve.sources import load_log
+    from bertcurve.curves.logs import load_log
     def status_kb(field):
         # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork+exec
         with open("/proc/self/status") as f:

@@ -22,11 +22,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from bertcurve import __version__, layout
-from bertcurve import curves as cv
-from bertcurve import stats as st
+from bertcurve.curves import fits as cv
+from bertcurve.curves import stats as st
 from bertcurve.errors import UserError
 from bertcurve.fsutil import write_result_json
-from bertcurve.sources import Series, TrainingLog, load_log
+from bertcurve.curves.logs import Series, TrainingLog, load_log
 
 MIN_POINTS = 5
 MIN_BOOTSTRAP_POINTS = 20   # fewer points make a handful of blocks and a meaningless percentile interval

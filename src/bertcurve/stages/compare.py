@@ -23,11 +23,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from bertcurve import __version__, layout
-from bertcurve import stats as st
+from bertcurve.curves import stats as st
 from bertcurve.stages.analyze import MIN_POINTS, analyze, choose_metric
 from bertcurve.errors import UserError
 from bertcurve.fsutil import write_result_json
-from bertcurve.sources import load_log
+from bertcurve.curves.logs import load_log
 
 # (key, label, format) of the headline rows, in table order.
 ROWS: list[tuple[str, str, str]] = [

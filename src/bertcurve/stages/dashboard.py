@@ -58,7 +58,7 @@ class Dashboard:
         return h.hexdigest()[:16]
 
     def _logs(self) -> list[tuple[Path, Any]]:
-        from bertcurve.sources import load_log
+        from bertcurve.curves.logs import load_log
 
         out = []
         for src in self.sources:
@@ -70,7 +70,7 @@ class Dashboard:
 
     def status(self) -> dict[str, Any]:
         """What the page's table shows, per run (JSON-able)."""
-        from bertcurve.figures import unique_names
+        from bertcurve.viz.figures import unique_names
 
         runs = []
         loaded = self._logs()
@@ -121,7 +121,7 @@ class Dashboard:
                 return self._figure[1]
             import matplotlib
 
-            from bertcurve import figures as F
+            from bertcurve.viz import figures as F
 
             logs = [log for _src, log in self._logs() if not isinstance(log, UserError)]
             with matplotlib.rc_context(F.style()):
@@ -256,7 +256,7 @@ def _handler(board: Dashboard) -> type[BaseHTTPRequestHandler]:
 def make_server(sources: Sequence[str | Path], *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                 lang: str = "both", refresh_s: float = 5.0) -> ThreadingHTTPServer:
     """A ready HTTP server for the dashboard (``port=0`` picks a free port); call ``serve_forever``."""
-    from bertcurve.figures import check_lang
+    from bertcurve.viz.figures import check_lang
 
     check_lang(lang)
     if not sources:

@@ -50,7 +50,7 @@ def seed_history(records: list[dict[str, Any]], split: str = "train") -> dict[st
 def export_history(run_dir: str | Path, format: str = "seed", out: str | Path | None = None,
                    split: str = "train") -> Path:
     """Write ``run_dir``'s metrics as ``format`` to ``out`` (default RUN_DIR/training_history.json)."""
-    from bertcurve.metrics_log import read_records
+    from bertcurve.training.metrics_log import read_records
 
     run_dir = Path(run_dir)
     if format not in FORMATS:

@@ -73,14 +73,14 @@ def plot(
     ``metric`` picks the series for the correlation, forecast and comparison
     figures (default: held-out MLM accuracy, else the training-batch one);
     ``target`` is the forecast's target value (default: see
-    :func:`bertcurve.figures.default_target`); ``figures`` restricts which figures
+    :func:`bertcurve.viz.figures.default_target`); ``figures`` restricts which figures
     are drawn. A figure a log cannot support (e.g. no loss logged) is skipped and
     listed in :attr:`PlotResult.skipped`; bad input raises UserError.
     """
     import matplotlib
 
-    from bertcurve import figures as F
-    from bertcurve.sources import load_log
+    from bertcurve.viz import figures as F
+    from bertcurve.curves.logs import load_log
 
     if not sources:
         raise UserError("give at least one log to plot (a run directory, metrics.jsonl, history JSON, ...)")

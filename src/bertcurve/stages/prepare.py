@@ -30,12 +30,12 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from bertcurve import __version__, layout
-from bertcurve.charvocab import (
+from bertcurve.data.vocab import (
     WHITESPACE_CODEPOINTS, CharEncoder, Vocabulary, build_vocabulary, count_codepoints, save_tokenizer,
 )
-from bertcurve.cleaning import Filter, normalize, simplified_converter, split_sentences
-from bertcurve.corpus import DEMO, InputSource, ReadOptions, ReadReport, resolve_inputs
-from bertcurve.datadir import DataDir
+from bertcurve.data.cleaning import Filter, normalize, simplified_converter, split_sentences
+from bertcurve.data.corpus import DEMO, InputSource, ReadOptions, ReadReport, resolve_inputs
+from bertcurve.data.datadir import DataDir
 from bertcurve.errors import UserError
 from bertcurve.fsutil import read_json, staged_directory, write_json
 

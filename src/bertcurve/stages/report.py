@@ -184,7 +184,7 @@ code { background:#f0f2f4; padding: 0 .25em; border-radius: 3px; font-size: .92e
 
 def cjk_font_face(text: str) -> str:
     """An @font-face rule embedding just the CJK glyphs ``text`` uses (a subset of the font
-    :mod:`bertcurve.fonts` picked), so Chinese renders offline on machines without a CJK font.
+    :mod:`bertcurve.viz.fonts` picked), so Chinese renders offline on machines without a CJK font.
 
     Returns "" when there is nothing to embed or the font cannot be subset.
     """
@@ -195,7 +195,7 @@ def cjk_font_face(text: str) -> str:
         from fontTools import subset
         from fontTools.ttLib import TTFont
 
-        from bertcurve.fonts import find_cjk_font
+        from bertcurve.viz.fonts import find_cjk_font
 
         path = find_cjk_font().path
         font = TTFont(str(path), fontNumber=0, lazy=False)
@@ -308,7 +308,7 @@ def _fresh(path: Path, *inputs: Path) -> bool:
 def gather(source: str | Path, *, metric: str | None = None, target: float | None = None) -> RunInfo:
     """Load a source with its analysis, config, data card and study record (what exists)."""
     from bertcurve.stages.analyze import analyze
-    from bertcurve.sources import load_log
+    from bertcurve.curves.logs import load_log
 
     from bertcurve.stages.study import resolve_run
 
@@ -703,8 +703,8 @@ def _forecast(doc: Doc, info: RunInfo, figures: dict[str, Path], base: Path, lan
 def _default_target(info: RunInfo) -> dict | None:
     """The forecast figure's default target, answered with the analysis's chosen fit (so text and
     figure agree when no --target was given)."""
-    from bertcurve import figures as F
-    from bertcurve.curves import FitResult
+    from bertcurve.viz import figures as F
+    from bertcurve.curves.fits import FitResult
 
     a = info.analysis or {}
     chosen = (a.get("chosen_model") or {}).get("model")
@@ -737,7 +737,7 @@ def _comparison(doc: Doc, infos: Sequence[RunInfo], figures: dict[str, Path], ba
     doc.h2(_title("Comparison of runs", "多次训练对比", lang), "comparison")
     _figure(doc, figures, "comparison", "The runs side by side: metric and loss over steps, and where each ended.",
             base)
-    from bertcurve.figures import common_metric
+    from bertcurve.viz.figures import common_metric
 
     try:
         # The metric every run has (as in the comparison figure), so the table is like for like.
@@ -826,7 +826,7 @@ def report(
     run). ``lang`` sets the figure labels and section titles (zh, en, both); ``metric``
     and ``target`` are passed to the analysis and forecast. Returns the paths written.
     """
-    from bertcurve.figures import check_lang, unique_names
+    from bertcurve.viz.figures import check_lang, unique_names
 
     check_lang(lang)
     if not sources:

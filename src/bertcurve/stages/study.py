@@ -191,7 +191,7 @@ def study(
     never redone: use a new ``out``). Stages already done are skipped; an interrupted
     training resumes from its newest checkpoint.
     """
-    from bertcurve.figures import check_lang
+    from bertcurve.viz.figures import check_lang
 
     check_lang(lang)
     if preset not in PRESETS:
@@ -277,7 +277,7 @@ def study(
 
     # -- 2. train (resume="auto" continues an interrupted run exactly)
     def do_train() -> tuple[str, str]:
-        from bertcurve.config import build_config, to_dict
+        from bertcurve.training.config import build_config, to_dict
         from bertcurve.stages.train import train
 
         if _training_finished(run_dir):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from bertcurve import layout
-from bertcurve.config import (
+from bertcurve.training.config import (
     PRESETS,
     SCHEDULES,
     SpeedConfig,
@@ -196,13 +196,13 @@ def train(
         raise UserError(f"--resume {resume_str}: no such checkpoint folder; use auto, none or a "
                         f"{layout.CHECKPOINTS_DIR}/step-N folder")
 
-    from bertcurve.datadir import DataDir
+    from bertcurve.data.datadir import DataDir
 
     data_dir = DataDir(data)
     tokenizer = data_dir.tokenizer()
     vocab_size = len(tokenizer)
 
-    from bertcurve.checkpoint import RunLock
+    from bertcurve.training.checkpoint import RunLock
 
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--out {run_dir} exists and is not a directory")
@@ -221,14 +221,14 @@ def train(
 
 def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, config, overrides,
                   resume_str, speed, tensorboard, say, warn, dist, _fault, quiet) -> TrainResult:
-    from bertcurve import checkpoint as ckpt
-    from bertcurve import metrics_log
-    from bertcurve.batches import Prefetcher, SpecialIds, TrainStream, build_eval_set, make_examples
-    from bertcurve.hostmem import keep_freed_memory
-    from bertcurve.model import (TrainingModule, build_model, compile_encoder, count_parameters, forward,
+    from bertcurve.training import checkpoint as ckpt
+    from bertcurve.training import metrics_log
+    from bertcurve.training.batches import Prefetcher, SpecialIds, TrainStream, build_eval_set, make_examples
+    from bertcurve.training.hostmem import keep_freed_memory
+    from bertcurve.training.model import (TrainingModule, build_model, compile_encoder, count_parameters, forward,
                                  param_groups, use_cpu_dropout)
     from bertcurve.progress import Progress
-    from bertcurve.schedule import lr_at
+    from bertcurve.training.schedule import lr_at
 
     # ---------------------------------------------------------- config
     saved = _saved_run_config(run_dir)
@@ -240,7 +240,7 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
         cfg = build_config(None, saved["train"], overrides)
     else:
         cfg = build_config(preset or "demo", config, overrides)
-    from bertcurve.config import validate
+    from bertcurve.training.config import validate
 
     problems = validate(cfg, vocab_size)
     if problems:
@@ -708,7 +708,7 @@ def _save_final(net, data_path: Path, final: Path, seq_len: int) -> None:
     positions beyond it were never trained, so the fill-mask pipeline and
     ``bertcurve fill-mask`` window longer texts instead of reading them.
     """
-    from bertcurve.checkpoint import save_weights
+    from bertcurve.training.checkpoint import save_weights
 
     with staged_directory(final) as tmp:
         save_weights(net, tmp)  # a full disk surfaces as OSError, not SafetensorError

@@ -1,0 +1,1 @@
+"""Drawing learning curves: figures (``figures``) and CJK fonts (``fonts``)."""

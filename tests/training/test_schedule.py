@@ -1,0 +1,49 @@
+"""Learning-rate schedule values, including the seed's logged learning rates."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from bertcurve.training.schedule import lr_at
+
+SEED_HISTORY = Path(__file__).resolve().parents[1] / "fixtures" / "seed" / "training_history_100k.json"
+
+
+def test_warmup_is_linear_from_zero():
+    kw = dict(peak_lr=1e-3, warmup_steps=100, max_steps=1000)
+    assert lr_at(0, **kw) == 0.0
+    assert lr_at(50, **kw) == pytest.approx(5e-4)
+    assert lr_at(100, **kw) == pytest.approx(1e-3)
+
+
+def test_cosine_decays_to_floor_at_max_steps():
+    kw = dict(peak_lr=1e-3, warmup_steps=100, max_steps=1100, schedule="cosine")
+    assert lr_at(600, **kw) == pytest.approx(5e-4)  # half way: cos = 0
+    assert lr_at(1100, **kw) == pytest.approx(0.0, abs=1e-15)
+    assert lr_at(5000, **kw) == pytest.approx(0.0, abs=1e-15)
+    with_floor = lr_at(1100, **kw, min_lr_ratio=0.1)
+    assert with_floor == pytest.approx(1e-4)
+    values = [lr_at(s, **kw) for s in range(100, 1101)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_linear_and_constant():
+    kw = dict(peak_lr=2e-3, warmup_steps=0, max_steps=100)
+    assert lr_at(50, **kw, schedule="linear") == pytest.approx(1e-3)
+    assert lr_at(100, **kw, schedule="linear") == pytest.approx(0.0)
+    assert lr_at(77, **kw, schedule="constant") == 2e-3
+    with pytest.raises(ValueError):
+        lr_at(5, **kw, schedule="bogus")
+    with pytest.raises(ValueError):
+        lr_at(-1, **kw)
+
+
+def test_reproduces_the_seed_learning_rates():
+    seed = json.loads(SEED_HISTORY.read_text())
+    for step, logged in zip(seed["steps"], seed["lr"]):
+        ours = lr_at(step, peak_lr=5e-5, warmup_steps=2000, max_steps=100_000)
+        assert math.isclose(ours, logged, rel_tol=1e-9, abs_tol=1e-15), step
