@@ -34,7 +34,7 @@ import numpy as np
 from scipy import optimize
 from scipy import stats as sps
 
-from bertcurve.curves.stats import lag1_autocorrelation
+from bertcurve.curves.stats import DEFAULT_LEVEL, lag1_autocorrelation
 
 STEP_UNIT = 1000.0
 _SUBSAMPLE = 2000      # points used to rank starting values
@@ -186,11 +186,11 @@ class FitResult:
         jac = MODELS[self.model].jac(t, self.direction, *self.params)
         return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", jac, self.covariance, jac), 0.0))
 
-    def confidence_interval(self, steps: Sequence[float] | np.ndarray, level: float = 0.95) -> Band:
+    def confidence_interval(self, steps: Sequence[float] | np.ndarray, level: float = DEFAULT_LEVEL) -> Band:
         """Delta-method interval of the fitted curve itself (where the mean lies)."""
         return self._band(steps, level, with_noise=False)
 
-    def prediction_interval(self, steps: Sequence[float] | np.ndarray, level: float = 0.95) -> Band:
+    def prediction_interval(self, steps: Sequence[float] | np.ndarray, level: float = DEFAULT_LEVEL) -> Band:
         """Interval for a new logged value at ``steps``: curve uncertainty plus residual noise."""
         return self._band(steps, level, with_noise=True)
 
@@ -213,7 +213,7 @@ class FitResult:
         return _first_crossing(lambda t: self._raw(t), target, self.direction, self.first_step,
                                self.last_step * horizon_factor) if self.converged else None
 
-    def steps_to_reach_band(self, target: float, level: float = 0.95, *, horizon_factor: float = 1000.0
+    def steps_to_reach_band(self, target: float, level: float = DEFAULT_LEVEL, *, horizon_factor: float = 1000.0
                             ) -> tuple[float | None, float | None]:
         """Earliest and latest plausible steps: where the upper and lower confidence bounds reach ``target``."""
         if not self.converged or self.covariance is None:
@@ -543,7 +543,7 @@ class Backtest:
 
 def backtest(steps: np.ndarray, values: np.ndarray, *, direction: int, limits: Limits = Limits(),
              fractions: Sequence[float] = (0.3, 0.5, 0.7), models: Sequence[str] | None = None,
-             level: float = 0.95) -> list[Backtest]:
+             level: float = DEFAULT_LEVEL) -> list[Backtest]:
     """Fit each model on the first ``fraction`` of the step range and score it on the remainder."""
     steps = np.asarray(steps, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)

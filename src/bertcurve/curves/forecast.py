@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-from scipy import stats as sps
+from bertcurve.curves.stats import DEFAULT_LEVEL
 
 from bertcurve.curves.fits import (
     STEP_UNIT, Backtest, Band, FitResult, Limits, _first_crossing, fit_all, fit_curve, models_for,
@@ -274,7 +274,7 @@ def _calibration(steps, values, fractions, weights, split_fits, direction, limit
 
 
 def build_forecast(steps: np.ndarray, values: np.ndarray, *, direction: int, limits: Limits = Limits(),
-                   level: float = 0.95, fractions: Sequence[float] = (0.3, 0.5, 0.7),
+                   level: float = DEFAULT_LEVEL, fractions: Sequence[float] = (0.3, 0.5, 0.7),
                    families: Sequence[str] | None = None) -> CurveForecast:
     """Fit, backtest, weigh and calibrate (see the module docstring)."""
     steps = np.asarray(steps, dtype=np.float64)
@@ -349,8 +349,3 @@ def _reason(rule: str, weights: dict[str, float], ranking: list[dict], fractions
     cuts = ", ".join(f"{f:.0%}" for f in fractions)
     return (f"combined by inverse squared out-of-sample error (fitted up to {cuts} of the steps, scored on the "
             f"end of the rest): {used}" + tail)
-
-
-def horizon_quantile_z(level: float) -> float:
-    """Two-sided normal quantile of ``level`` (kept for callers that scale a standard error)."""
-    return float(sps.norm.ppf(0.5 + level / 2))

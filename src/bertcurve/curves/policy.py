@@ -27,8 +27,7 @@ import numpy as np
 
 from bertcurve.curves.fits import FitResult, Limits
 
-#: Confidence level of every interval unless the user asks for another (``--level``).
-DEFAULT_LEVEL = 0.95
+from bertcurve.curves.stats import DEFAULT_LEVEL  # noqa: E402  (the confidence level unless --level)
 
 #: A steps-to-target answer is searched up to this multiple of the last logged step;
 #: beyond it the answer is "not reached" (no fitted curve is trustworthy that far out).
@@ -142,6 +141,21 @@ def asymptote(fit: FitResult | None) -> float | None:
         return None
     value = float(fit.params[names.index(key)])
     return value if math.isfinite(value) else None
+
+
+def forecast_asymptote(fc) -> tuple[float | None, bool]:
+    """The level a combined forecast tends to, and whether it is undetermined (on a bound): the
+    weighted mean of its families' asymptotes when every family that carries weight saturates;
+    (None, False) when any weighted family keeps rising or falling for ever."""
+    weighted = {m: w for m, w in fc.weights.items() if w >= 0.01}
+    if not weighted:
+        return None, False
+    levels = {m: asymptote(fc.fits[m]) for m in weighted}
+    if any(v is None for v in levels.values()):
+        return None, False
+    total = sum(weighted.values())
+    level = sum(weighted[m] * levels[m] for m in weighted) / total
+    return float(level), any(asymptote_at_bound(fc.fits[m]) for m in weighted)
 
 
 def asymptote_at_bound(fit: FitResult | None) -> bool:
