@@ -355,7 +355,9 @@ def _end_level(y: np.ndarray) -> tuple[float, float]:
     noise taken from successive differences so the curve's own trend does not count as noise."""
     k = max(3, y.size // 10)
     tail = y[-k:]
-    noise = float(np.std(np.diff(y), ddof=1) / math.sqrt(2)) if y.size > 2 else 0.0
+    # Robust scale of successive differences over the later half (the steep start is trend, not noise).
+    d = np.diff(y[-max(4, y.size // 2):])
+    noise = float(1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2)) if d.size else 0.0
     return float(np.mean(tail)), 2.0 * noise / math.sqrt(tail.size)
 
 

@@ -249,7 +249,11 @@ def read_wandb(path: Path, data: Any) -> tuple[Points, dict, list[str], str | No
 
 
 def _wandb_name(key: str) -> str:
+    from bertcurve.curves.logs import _TB_NAMES   # HF Trainer names as W&B logs them ("train/loss", ...)
+
     k = key.strip()
+    if k in _TB_NAMES:
+        return _TB_NAMES[k]
     if k.lower() in _NAMES:
         return _NAMES[k.lower()]
     slug = re.sub(r"[^0-9A-Za-z]+", "_", k).strip("_").lower()

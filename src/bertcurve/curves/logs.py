@@ -399,6 +399,8 @@ def _load_hf(path: Path, data: dict) -> TrainingLog:
             if isinstance(value, str) and not _numeric_string(value):
                 continue
             name = _HF_NAMES.get(key, key)
+            if name == "epoch" and points.get("epoch", ([], []))[0][-1:] == [step]:
+                continue  # a Trainer logs its train and eval entries of one step with the same epoch
             _add(points, name, step, _number(value, f"{path} log_history[{i}].{key}"))
     if skipped_summary:
         notes.append("left out the closing summary entry of log_history (run averages, not curve points)")

@@ -684,15 +684,16 @@ def summary_text(res: dict) -> str:
     for f in res["fits"]:
         r = ranking.get(f["model"], {})
         failed = "; ".join(f"failed on {x['fraction']:.0%} cut-off: {x['reason']}" for x in r.get("failed_splits", []))
+        mark = " *" if f["model"] == res["chosen_model"]["model"] else ""
         if f["converged"]:
-            lines.append(f"{f['model']:<18} {_g(f['r_squared'], '.4f'):>7} {_g(f['rmse'], '.4g'):>9} "
+            lines.append(f"{f['model'] + mark:<18} {_g(f['r_squared'], '.4f'):>7} {_g(f['rmse'], '.4g'):>9} "
                          f"{_g(f['aic'], '.1f'):>10} {_g(f['residual_lag1'], '.2f'):>6} {_g(r.get('mean_rmse'), '.4g'):>14} "
                          f"{r.get('weight', 0):>7.0%}  "
                          + "; ".join(x for x in (("at bound: " + ", ".join(f["at_bounds"])) if f["at_bounds"] else "",
                                                  failed) if x))
         else:
             lines.append(f"{f['model']:<18} {'failed':>7}  {f['message']}")
-    lines.append(f"(weight = share in the forecast: {res['chosen_model']['reason']})")
+    lines.append(f"(* = leading family; weight = share in the forecast: {res['chosen_model']['reason']})")
     if res["forecasts"] and res["forecasts"][0].get("value") is not None:
         lines.append("")
         for f in res["forecasts"]:
