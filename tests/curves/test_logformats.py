@@ -87,3 +87,27 @@ def test_unknown_text_log_error_names_no_shell_line_as_a_column(tmp_path):
     with pytest.raises(UserError) as err:
         load_log(bad)
     assert "--step-col" not in str(err.value) and "python train.py" not in str(err.value)
+
+
+def test_a_txt_that_is_neither_table_nor_log_says_so(tmp_path):
+    from bertcurve.errors import UserError
+
+    bad = tmp_path / "result.txt"
+    bad.write_text("+ python train.py --lr 3e-4\nhello\n", encoding="utf-8")
+    with pytest.raises(UserError, match="neither a CSV/TSV table") as err:
+        load_log(bad)
+    assert "columns" not in str(err.value)
+
+
+def test_trainer_state_epoch_on_train_and_eval_entries_is_not_a_repeated_step(tmp_path):
+    import json
+
+    history = []
+    for step in range(10, 110, 10):
+        history.append({"step": step, "epoch": step / 100, "loss": 3 - step / 100})
+        history.append({"step": step, "epoch": step / 100, "eval_loss": 3.1 - step / 100})
+    path = tmp_path / "trainer_state.json"
+    path.write_text(json.dumps({"log_history": history}), encoding="utf-8")
+    log = load_log(path)
+    assert not any("repeated" in n for n in log.notes)
+    assert len(log.series["epoch"]) == 10

@@ -5,14 +5,14 @@ How it works (docs/analysis.md has the reasoning):
 
 1. Every family (:func:`bertcurve.curves.fits.models_for`) is fitted on all points, and on the
    points up to each backtest cut-off (rolling origin), predicting the rest.
-2. Each family's out-of-sample score is the root mean square, over cut-offs, of its error on the
-   mean of the last quarter of the held-out points, divided by how far ahead that is
-   (``ln(step / cut-off)``): error per unit of log-horizon, so short and long backtests are on
-   one scale. A family that fails on a cut-off keeps its place: that cut-off counts as the
-   worst error any family made there, and the table and JSON say why it failed.
-3. The forecast is the combination of the families that converged on all points, weighted by the
-   inverse square of their scores (Bates & Granger 1969). With no usable backtest (a very short
-   log) the weights fall back to Akaike weights of the full fits, and the reason says so.
+2. Each family's out-of-sample score is the root mean square, over the cut-offs where it
+   converged, of its error on the mean of the last quarter of the held-out points, divided by
+   how far ahead that is (``ln(step / cut-off)``): error per unit of log-horizon, so short and
+   long backtests are on one scale. A cut-off where a family fails is listed with the reason (in
+   the table and the JSON); the family is scored on the others.
+3. The forecast combines the three best-scored families that converged on all points, weighted
+   by the inverse of their scores. With no usable backtest (a very short log) the weights fall
+   back to Akaike weights of the full fits, and the reason says so.
 4. The interval: the same combination, rebuilt from each cut-off's fits, is scored on bins of the
    held-out points as |error| / ln(step / cut-off) (a normalised conformal score); the
    ``level`` quantile of those scores times ``ln(step / last step)`` gives the out-of-sample
@@ -36,6 +36,13 @@ from bertcurve.curves.fits import (
 CALIBRATION_BINS = 4
 #: The end of a cut-off's held-out part that scores a family (a forecast is about the end).
 END_SHARE = 0.25
+#: How many of the best-scored families the forecast combines. Chosen on bench/forecast.py
+#: together with the inverse-score weights: combining the best three was more robust than the
+#: single best (which a short backtest often picks by luck) and than all families.
+COMBINED = 3
+#: Backtests use at most this many evenly spaced points (they judge the curve's shape; a
+#: 100,000-point log would otherwise be refitted 35 times on every point).
+BACKTEST_MAX_POINTS = 5000
 
 
 @dataclass(frozen=True)
@@ -220,34 +227,24 @@ def _backtests(steps, values, *, direction, limits, fractions, families, level):
 
 
 def _scores(steps, values, fractions, families, split_fits) -> tuple[dict[str, float], dict[str, list]]:
-    """Out-of-sample score per family (RMS over cut-offs of the normalised end error), with a failed
-    cut-off counted as the worst error any family made there; and which cut-offs were imputed."""
-    per_split: dict[float, dict[str, float]] = {}
-    for frac in fractions:
-        cutoff, train = _split(steps, frac)
-        test = ~train
-        errs = {}
-        for m in families:
-            fit = split_fits.get((frac, m))
-            if fit is not None:
-                e = _end_error(fit, steps[test], values[test], cutoff)
-                if e is not None:
-                    errs[m] = e
-        if errs:
-            per_split[frac] = errs
-    imputed: dict[str, list] = {m: [] for m in families}
+    """Out-of-sample score per family: the RMS, over the cut-offs where it converged, of its
+    normalised end error. Cut-offs where it failed are listed (and reported), not imputed: a
+    family that needs more points is not punished with another family's error."""
     scores: dict[str, float] = {}
+    missing: dict[str, list] = {m: [] for m in families}
     for m in families:
-        sq = []
-        for frac, errs in per_split.items():
-            if m in errs:
-                sq.append(errs[m] ** 2)
+        errs = []
+        for frac in fractions:
+            fit = split_fits.get((frac, m))
+            cutoff, train = _split(steps, frac)
+            e = _end_error(fit, steps[~train], values[~train], cutoff) if fit is not None and (~train).any() else None
+            if e is None:
+                missing[m].append(frac)
             else:
-                sq.append(max(errs.values()) ** 2)
-                imputed[m].append(frac)
-        if sq and len(imputed[m]) < len(sq):
-            scores[m] = math.sqrt(float(np.mean(sq)))
-    return scores, imputed
+                errs.append(e)
+        if errs:
+            scores[m] = math.sqrt(float(np.mean(np.square(errs))))
+    return scores, missing
 
 
 def _calibration(steps, values, fractions, weights, split_fits, direction, limits) -> np.ndarray:
@@ -274,21 +271,26 @@ def _calibration(steps, values, fractions, weights, split_fits, direction, limit
 
 
 def build_forecast(steps: np.ndarray, values: np.ndarray, *, direction: int, limits: Limits = Limits(),
-                   level: float = DEFAULT_LEVEL, fractions: Sequence[float] = (0.3, 0.5, 0.7),
+                   level: float = DEFAULT_LEVEL, fractions: Sequence[float] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
                    families: Sequence[str] | None = None) -> CurveForecast:
     """Fit, backtest, weigh and calibrate (see the module docstring)."""
     steps = np.asarray(steps, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
     families = list(families or models_for(direction))
     fits = fit_all(steps, values, direction=direction, limits=limits, models=families)
-    rows, split_fits = _backtests(steps, values, direction=direction, limits=limits, fractions=fractions,
+    bt_steps, bt_values = steps, values
+    if steps.size > BACKTEST_MAX_POINTS:
+        keep = np.unique(np.linspace(0, steps.size - 1, BACKTEST_MAX_POINTS).round().astype(np.int64))
+        bt_steps, bt_values = steps[keep], values[keep]
+    rows, split_fits = _backtests(bt_steps, bt_values, direction=direction, limits=limits, fractions=fractions,
                                   families=families, level=level)
-    scores, imputed = _scores(steps, values, fractions, families, split_fits)
+    scores, imputed = _scores(bt_steps, bt_values, fractions, families, split_fits)
     usable = {m: sc for m, sc in scores.items() if fits[m].converged}
     converged = [m for m in families if fits[m].converged]
     if usable:
         floor = 1e-12 + 1e-9 * max(usable.values())
-        raw = {m: 1.0 / max(sc, floor) ** 2 for m, sc in usable.items()}
+        best = sorted(usable, key=usable.get)[:COMBINED]
+        raw = {m: 1.0 / max(usable[m], floor) for m in best}
         rule = "backtest-weighted"
     elif converged:
         aic = {m: fits[m].aic for m in converged}
@@ -301,7 +303,7 @@ def build_forecast(steps: np.ndarray, values: np.ndarray, *, direction: int, lim
     weights = {m: w / total for m, w in sorted(raw.items(), key=lambda kv: -kv[1])} if total > 0 else {}
     ranking = _ranking(families, fits, rows, scores, imputed, weights)
     reason = _reason(rule, weights, ranking, fractions)
-    calib = _calibration(steps, values, fractions, weights, split_fits, direction, limits)
+    calib = _calibration(bt_steps, bt_values, fractions, weights, split_fits, direction, limits)
     pos = steps[steps > 0]
     return CurveForecast(direction=direction, limits=limits, level=level, fits=fits, backtests=rows,
                          weights=weights, ranking=ranking, rule=rule, reason=reason, calibration=calib,
@@ -324,7 +326,7 @@ def _ranking(families, fits, rows, scores, imputed, weights) -> list[dict]:
             "full_fit_converged": bool(fits[m].converged),
             "full_fit_message": "" if fits[m].converged else fits[m].message,
             "failed_splits": [{"fraction": b.fraction, "reason": b.message} for b in mine if not b.converged],
-            "imputed_splits": list(imputed.get(m, [])),
+            "unscored_splits": list(imputed.get(m, [])),
         })
     out.sort(key=lambda r: (-r["weight"], r["score"] if r["score"] is not None else math.inf))
     return out
@@ -341,11 +343,19 @@ def _reason(rule: str, weights: dict[str, float], ranking: list[dict], fractions
                                                                  for r in dropped)
     failed = [r for r in ranking if r["failed_splits"] and r["full_fit_converged"]]
     if failed:
-        tail += "; failed on some backtest cut-offs, scored there as the worst family: " + ", ".join(
+        tail += "; failed on some backtest cut-offs (scored on the others): " + ", ".join(
             f"{r['model']} ({len(r['failed_splits'])} of {r['splits']})" for r in failed)
+    unscored = [r["model"] for r in ranking if r["full_fit_converged"] and r["score"] is None]
+    if unscored:
+        tail += "; not combined, no backtest cut-off could score them: " + ", ".join(unscored)
+    outside = [r["model"] for r in ranking if r["score"] is not None and r["model"] not in weights
+               and r["full_fit_converged"]]
+    if outside:
+        tail += f"; not among the {COMBINED} best scored: " + ", ".join(outside)
     if rule == "akaike-weighted":
         return (f"no backtest cut-off left enough points to score the families out of sample, so they are "
                 f"combined by Akaike weights of the full fits: {used}" + tail)
-    cuts = ", ".join(f"{f:.0%}" for f in fractions)
-    return (f"combined by inverse squared out-of-sample error (fitted up to {cuts} of the steps, scored on the "
-            f"end of the rest): {used}" + tail)
+    cuts = f"{min(fractions):.0%}–{max(fractions):.0%}" if len(fractions) > 2 else \
+        ", ".join(f"{f:.0%}" for f in fractions)
+    return (f"the {COMBINED} families with the smallest out-of-sample error, weighted by its inverse (fitted up "
+            f"to {cuts} of the steps, scored on the end of the rest): {used}" + tail)

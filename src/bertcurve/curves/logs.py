@@ -484,7 +484,7 @@ def _load_csv(path: Path, step_col: str | None, metric_col: str | None) -> Train
         if found is None:
             raise UserError(
                 f"{path}: no step column found (looked for {', '.join(_STEP_COLUMNS)}); "
-                f"name it with --step-col (columns: {', '.join(header)})"
+                f"name it with --step-col of analyze, plot or compare (columns: {', '.join(header)})"
             )
         step_index = lowered.index(found)
     else:
@@ -653,6 +653,10 @@ def load_log(
     if foreign is not None:
         return foreign
     if suffix == ".txt":
+        first = next((line for line in _text_lines(path) if line.strip()), "")
+        if not any(d in first for d in (",", "\t", ";")):
+            raise UserError(f"{path}: neither a CSV/TSV table (its first line has no delimiter) nor a log "
+                            f"format bertcurve knows (MLPerf :::MLLOG, llm.c/nanoGPT 'step: key value' lines)")
         return _load_csv(path, step_col, metric_col)
     raise UserError(
         f"{path}: unknown log type {suffix or '(no extension)'!r}; give a run directory, metrics.jsonl, "

@@ -34,7 +34,7 @@ from bertcurve.curves.stats import DEFAULT_LEVEL  # noqa: E402  (the confidence 
 HORIZON_FACTOR = 100.0
 
 #: Backtest cut-offs, as fractions of the logged step range.
-BACKTEST_FRACTIONS = (0.3, 0.5, 0.7)
+BACKTEST_FRACTIONS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 #: Fewest points of a metric before it is analysed at all.
 MIN_POINTS = 5
