@@ -217,3 +217,22 @@ def test_a_run_that_just_started_draws_what_it_can(tmp_path, caplog, n):
     result = _plot_clean(caplog, [csv], out=tmp_path / "f", dpi=40)
     assert [p.name for p in result.files] == ["training_curves.png"]
     assert len(result.skipped) == 3 and all("point" in why for why in result.skipped)
+
+
+def test_camel_case_loss_column_is_drawn_as_a_loss(tmp_path):
+    """A TSV whose loss column is `EvalLoss`: analysed as a loss, and drawn as one."""
+    from bertcurve.curves.logs import load_log
+    from bertcurve.stages.analyze import analyze
+
+    path = tmp_path / "run.tsv"
+    path.write_text("Step\tEvalLoss\n" + "".join(f"{s}\t{2 + 3 * (s / 1000) ** -0.5:.4f}\n"
+                                                  for s in range(1000, 41000, 1000)), encoding="utf-8")
+    assert analyze(path, bootstrap=0, write=False)["metric"]["direction"] == -1
+    log = load_log(path)
+    assert "eval_loss" in log.series
+    fig = F.training_curves(log, lang="en")
+    loss_panel = fig.axes[2]
+    assert loss_panel.lines, "the loss panel draws the EvalLoss column"
+    for ax in fig.axes:
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        assert not any(lab.endswith("k") and lab.startswith("0.000") for lab in labels)

@@ -538,7 +538,9 @@ def _csv_name(column: str) -> str:
     for table in (_TB_NAMES, _HF_NAMES, _SEED_NAMES):
         if column in table:
             return table[column]
-    slug = re.sub(r"[^0-9A-Za-z_]+", "_", column.strip()).strip("_").lower()
+    # CamelCase words are words too: "EvalLoss" is eval_loss (and then the contract name).
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", column.strip())
+    slug = re.sub(r"[^0-9A-Za-z_]+", "_", spaced).strip("_").lower()
     return _HF_NAMES.get(slug, _SEED_NAMES.get(slug, slug)) or "value"
 
 

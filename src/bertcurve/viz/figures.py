@@ -314,7 +314,16 @@ def training_curves(log: TrainingLog, *, lang: str = "both") -> Figure:
         # In the title, where no legend or curve can hide it.
         ax_acc.set_title(title(f"MLM accuracy — end of run {last_sm:.1%}", f"MLM 准确率——结束时 {last_sm:.1%}", lang))
     else:
-        _empty(ax_acc, label("no MLM accuracy in this log", "日志中没有 MLM 准确率", lang))
+        other = _other_metric(log)
+        if other is not None:
+            # Another tool's log (an LM loss, a log-perplexity, ...): its main metric goes here.
+            ax_acc.set_title(title(metric_label(other, lang), metric_label(other, lang), lang))
+            _plot_noisy(ax_acc, ser[other], raw_color=C_TRAIN, smooth_color=C_TRAIN_SMOOTH,
+                        name=(other, other), lang=lang)
+            ax_acc.set_ylabel(metric_label(other, lang))
+            ax_acc.legend(loc="best", fontsize=8.5)
+        else:
+            _empty(ax_acc, label("no MLM accuracy in this log", "日志中没有 MLM 准确率", lang))
 
     # (b) NSP accuracy when logged, else the held-out loss
     nsp = [n for n in ("train_nsp_accuracy", "eval_nsp_accuracy") if n in ser]
@@ -391,7 +400,8 @@ def training_curves(log: TrainingLog, *, lang: str = "both") -> Figure:
         _empty(ax_lr, label("no learning rate in this log", "日志中没有学习率", lang))
 
     for ax in axes.flat:
-        _steps_axis(ax, max_step, lang)
+        if ax.lines or ax.collections:   # an empty panel keeps no ticks (no "0.0002k")
+            _steps_axis(ax, max_step, lang)
     _suptitle(fig, "Training curves", "训练曲线", lang, log.name)
     return fig
 
@@ -400,6 +410,15 @@ def _perplexity_text(loss: float) -> str:
     """exp(loss) with three significant digits (a loss of 0.136 is perplexity 1.15, not "1")."""
     ppl = float(np.exp(min(loss, 50)))
     return f"{ppl:,.0f}" if ppl >= 1000 else f"{ppl:.3g}"
+
+
+def _other_metric(log: TrainingLog) -> str | None:
+    """The log's main metric when it is neither an MLM accuracy nor the loss the loss panel draws."""
+    try:
+        name = log.default_metric()
+    except UserError:
+        return None
+    return None if name in ("train_loss", "eval_loss", "train_mlm_accuracy", "eval_mlm_accuracy") else name
 
 
 # ------------------------------------------------------------------ figure 3: loss analysis
@@ -957,6 +976,8 @@ def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None,
         ax_bt.plot(grid_bt, half.predict(grid_bt), color=color, lw=2, ls=style,
                    label=label(f"{en}: RMSE on held-back part {fmt(rmse)}", f"{zh}：留出部分 RMSE {fmt(rmse)}", lang))
     ax_bt.axvline(cutoff, color=C_GREY, lw=1, ls="-.")
+    # A curve fitted on half the points can shoot off before the first logged step: keep the data in view.
+    ax_bt.set_ylim(*ax.get_ylim())
     ax_bt.set_ylabel(metric_label(metric, lang))
     if is_accuracy(metric):
         _percent(ax_bt)
