@@ -253,9 +253,11 @@ def _calibration(steps, values, fractions, weights, split_fits, direction, limit
     for frac in fractions:
         cutoff, train = _split(steps, frac)
         test = ~train
-        ws = {m: w for m, w in weights.items() if (frac, m) in split_fits}
-        if not ws or test.sum() < 1 or cutoff <= 0:
+        # Only cut-offs where every family of the combination converged measure *this* forecast
+        # (a cut-off where only the straight line fits would score a different forecaster).
+        if not weights or any((frac, m) not in split_fits for m in weights) or test.sum() < 1 or cutoff <= 0:
             continue
+        ws = dict(weights)
         total = sum(ws.values())
         s_test, v_test = steps[test], values[test]
         for idx in np.array_split(np.arange(s_test.size), min(CALIBRATION_BINS, s_test.size)):
