@@ -70,6 +70,7 @@ def plot(
     level: float | None = None,
     step_col: str | None = None,
     metric_col: str | None = None,
+    direction: str | None = None,
 ) -> PlotResult:
     """Draw the figures of ``sources`` into ``out``; return the files written.
 
@@ -124,7 +125,8 @@ def plot(
                 if "fits" not in cache:
                     try:
                         cache["fits"] = F.LogFits.compute(log, metric, with_loss="loss_analysis" in wanted,
-                                                          analysis=_saved_analysis(log), level=level)
+                                                          analysis=_saved_analysis(log), level=level,
+                                                          direction=direction)
                     except UserError as exc:
                         cache["fits"] = exc
                 if isinstance(cache["fits"], UserError):
@@ -212,6 +214,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from bertcurve.stages.analyze import add_column_arguments
 
     add_column_arguments(parser)
+    parser.add_argument("--direction", choices=("up", "down"), default=None,
+                        help="whether the metric should grow or fall (default: from its name, else the data)")
     parser.add_argument("--dpi", type=int, default=DEFAULT_DPI, help=f"PNG resolution (default: {DEFAULT_DPI})")
     parser.add_argument("--only", nargs="+", choices=ALL_FIGURES, default=None, metavar="FIGURE",
                         help=f"draw only these figures ({', '.join(ALL_FIGURES)})")
@@ -220,7 +224,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     result = plot(args.sources, out=args.out, fmt=args.fmt, lang=args.lang, metric=args.metric,
                   target=args.target, dpi=args.dpi, figures=args.only, level=args.level,
-                  step_col=args.step_col, metric_col=args.metric_col)
+                  step_col=args.step_col, metric_col=args.metric_col, direction=args.direction)
     for path in result.files:
         print(path)
     for line in result.skipped:

@@ -802,12 +802,14 @@ class LogFits:
 
     @classmethod
     def compute(cls, log: TrainingLog, metric: str | None = None, *, with_loss: bool = True,
-                analysis: dict | None = None, level: float | None = None) -> "LogFits":
+                analysis: dict | None = None, level: float | None = None,
+                direction: str | None = None) -> "LogFits":
         """The forecast of ``metric`` (and of the loss, ``with_loss``).
 
         ``analysis``: an analysis.json of this log; when it is about the same metric its fits and
         forecast are used as they are (figures then match the report, and nothing is refitted).
         ``level``: the confidence level (default: the analysis's, else policy.DEFAULT_LEVEL).
+        ``direction``: "up"/"down" when the metric's name does not say.
         """
         from bertcurve.curves.forecast import CurveForecast
 
@@ -822,8 +824,8 @@ class LogFits:
             fc = CurveForecast.from_dict(saved["forecaster"], saved["fits"],
                                          ranking=(saved.get("backtests") or {}).get("ranking", []))
         else:
-            direction = policy.direction_of(metric, s.steps, s.values)
-            fc = policy.fit_and_choose(s.steps.astype(float), s.values, direction=direction,
+            sign = policy.direction_of(metric, s.steps, s.values, override=direction)
+            fc = policy.fit_and_choose(s.steps.astype(float), s.values, direction=sign,
                                        limits=policy.limits_for(metric), level=level)
         loss_fit = None
         loss_name = "train_loss" if "train_loss" in log.series else "eval_loss" if "eval_loss" in log.series else None
