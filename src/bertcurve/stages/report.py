@@ -673,8 +673,8 @@ def _analysis(doc: Doc, info: RunInfo, figures: dict[str, Path], base: Path, lan
 def _forecast(doc: Doc, info: RunInfo, figures: dict[str, Path], base: Path, lang: str) -> None:
     doc.h2(_title("Forecast", "预测", lang), "forecast")
     _figure(doc, figures, "forecast",
-            "Forecast: the chosen learning curve extrapolated with its prediction band, the target and when it "
-            "is reached; beside it, the backtest that justifies the model.", base)
+            "Forecast: the backtest-weighted combination of learning curves extrapolated with its calibrated "
+            "interval, the target and when it is reached; beside it, a backtest of the leading family.", base)
     a = info.analysis
     if not a or not a.get("forecasts"):
         doc.p("No forecast: no learning-curve model converged on this log.")
@@ -687,7 +687,7 @@ def _forecast(doc: Doc, info: RunInfo, figures: dict[str, Path], base: Path, lan
         rows.append([_step(f["step"]), _num(f["value"]),
                      f"{_num(f['pi'][0])} – {_num(f['pi'][1])}", _num(f.get("by_model", {}).get("linear")),
                      "yes" if f.get("beyond_lr_schedule") else "no"])
-    doc.table(["Step", f"Forecast ({a['chosen_model']['model']})", f"{level:.0%} prediction interval",
+    doc.table(["Step", f"Forecast (led by {a['chosen_model']['model']})", f"{level:.0%} forecast interval",
                "Straight line would say", "Beyond the LR schedule"], rows)
     t = a.get("target") or _default_target(info)
     if t:
