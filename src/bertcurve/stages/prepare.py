@@ -37,7 +37,9 @@ from bertcurve.data.vocab import (
     count_codepoints, id_dtype, load_tokenizer_dir, save_subword, save_tokenizer, special_ids,
     tokenizer_files_digest, train_subword, vocabulary_characters,
 )
-from bertcurve.data.cleaning import Filter, cjk_count, normalize, simplified_converter, split_sentences
+from bertcurve.data.cleaning import (
+    Filter, cjk_count, normalize, simplified_converter, split_latin_sentences, split_sentences,
+)
 from bertcurve.data.corpus import DEMO, InputSource, ReadOptions, ReadReport, resolve_inputs
 from bertcurve.data.datadir import DataDir
 from bertcurve.errors import UserError
@@ -255,6 +257,12 @@ def prepare(
     return out
 
 
+def _sentences(paragraph: str) -> Iterable[str]:
+    """Sentences of a paragraph: Chinese end marks first, then Latin full stops (English text)."""
+    for piece in split_sentences(paragraph):
+        yield from split_latin_sentences(piece)
+
+
 def _build(staging: Path, config: PrepareConfig, sources: list[InputSource], input_info: list[dict[str, str]],
            cache_key: str, converter: Callable[[str], str] | None, progress: bool, input_list: list[str],
            workers: int = 1, pretrained: Any = None) -> None:
@@ -301,7 +309,7 @@ def _build(staging: Path, config: PrepareConfig, sources: list[InputSource], inp
                 kept: list[str] = []
                 lengths: list[int] = []
                 for paragraph in paragraphs:
-                    for piece in split_sentences(paragraph):
+                    for piece in _sentences(paragraph):
                         sentence = piece.strip()
                         if not sentence:
                             continue
