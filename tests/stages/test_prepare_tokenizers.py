@@ -174,3 +174,31 @@ def test_a_folder_that_is_not_a_tokenizer_is_refused_before_reading(tmp_path, ca
     (tmp_path / "empty").mkdir()
     assert _cli("prepare", ENGLISH, "--out", tmp_path / "data", "--tokenizer", tmp_path / "empty") == 2
     assert "neither tokenizer.json nor vocab.txt" in capsys.readouterr().err
+
+
+def test_chinese_wordpiece_whole_word_follows_jieba_in_parallel_too(tmp_path, demo_text_file, monkeypatch):
+    import jieba
+    from transformers import AutoTokenizer
+
+    import bertcurve.stages.prepare as prepare_module
+
+    monkeypatch.setattr(prepare_module, "PARALLEL_MIN_SENTENCES", 1)
+    monkeypatch.setattr(prepare_module, "ENCODE_CHUNK", 50)  # several chunks in flight
+    dirs = [prepare_module.prepare([demo_text_file], tmp_path / f"w{n}", tokenizer="wordpiece", vocab_size=3000,
+                                   whole_word=True, min_chars=10, workers=n, progress=False) for n in (1, 2)]
+    a, b = (DataDir(d).split("val") for d in dirs)
+    assert np.array_equal(a.ids, b.ids) and np.array_equal(a.word_starts, b.word_starts)
+    tok = AutoTokenizer.from_pretrained(str(dirs[0]))
+    lines = (dirs[0] / layout.VAL_TEXT).read_text(encoding="utf-8").splitlines()
+    checked = 0
+    for k, line in enumerate(lines):
+        enc = tok(line, add_special_tokens=False, return_offsets_mapping=True)
+        assert enc["input_ids"] == a.sentence(k).tolist()
+        if all(e - s == 1 for s, e in enc["offset_mapping"]):  # one character per token: compare with jieba
+            expected = []
+            for word in jieba.cut(line):
+                if not word.isspace():
+                    expected += [1] + [0] * (len(word.strip()) - 1)
+            assert a.word_starts[a.sentence_offsets[k]:a.sentence_offsets[k + 1]].tolist() == expected
+            checked += 1
+    assert checked >= 5

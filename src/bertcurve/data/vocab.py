@@ -225,27 +225,63 @@ def _bert_post_processor(tok):
     )
 
 
+def subword_alphabet(counts: np.ndarray, limit: int) -> list[str]:
+    """The characters a trained vocabulary starts from: most frequent first (ties by code point),
+    whitespace left out, at most ``limit``."""
+    counts = np.asarray(counts, dtype=np.int64).copy()
+    counts[WHITESPACE_CODEPOINTS] = 0
+    seen = np.flatnonzero(counts)
+    order = np.lexsort((seen, -counts[seen]))
+    return [chr(int(cp)) for cp in seen[order][:limit]]
+
+
+def _is_cjk_ideograph(ch: str) -> bool:
+    cp = ord(ch)
+    return 0x3400 <= cp <= 0x9FFF or 0xF900 <= cp <= 0xFAFF or 0x20000 <= cp <= 0x3134F
+
+
 def train_subword(kind: str, batches: Iterable[list[str]], vocab_size: int, min_freq: int = 1,
-                  n_sentences: int | None = None):
+                  n_sentences: int | None = None, alphabet: list[str] | None = None):
     """Train a WordPiece or BPE ``tokenizers.Tokenizer`` on ``batches`` of sentences (streamed).
 
     The five specials get ids 0..4 (layout.SPECIAL_TOKENS order). The trainer
     keeps word counts, not text, so memory grows with the distinct words, not
-    with the corpus.
+    with the corpus. ``alphabet`` (see :func:`subword_alphabet`) fixes the
+    characters and makes the result the same in every run: the trainer numbers
+    "##" continuation pieces in hash-map order and breaks ties between equally
+    frequent merges by id (huggingface/tokenizers#1794), so they are
+    registered up front, in alphabet order, and the alphabet is trimmed here
+    rather than by the trainer (which breaks count ties at random too).
+    Without ``alphabet`` every character seen is kept and runs may differ.
     """
-    from tokenizers import AddedToken, trainers
+    from tokenizers import AddedToken, Tokenizer, trainers
 
     if kind not in ("wordpiece", "bpe"):
         raise ValueError(f"unknown subword kind {kind!r}")
     tok = _untrained_subword(kind)
     specials = list(layout.SPECIAL_TOKENS)
-    # limit_alphabet: a corpus with more distinct characters than the vocabulary can hold keeps the
-    # most frequent ones (the rest are [UNK]), so --vocab-size is a real cap.
-    common = dict(vocab_size=vocab_size, min_frequency=min_freq, special_tokens=specials,
-                  limit_alphabet=vocab_size - len(specials), continuing_subword_prefix=CONTINUATION,
-                  show_progress=False)
+    room = vocab_size - len(specials)
+    # Most frequent characters first, while they fit: a Chinese character costs one entry (it is a
+    # word of its own, never a continuation), any other two (itself and its "##" form).
+    chars: list[str] = []
+    for c in alphabet or []:
+        cost = 1 if _is_cjk_ideograph(c) else 2
+        if cost > room:
+            break
+        chars.append(c)
+        room -= cost
+    continuations = [CONTINUATION + c for c in chars if not _is_cjk_ideograph(c)]
+    common = dict(vocab_size=vocab_size, min_frequency=min_freq, special_tokens=specials + continuations,
+                  continuing_subword_prefix=CONTINUATION, show_progress=False)
+    if alphabet is not None:
+        # Exactly these characters: the given ones outrank every other, and the rest are trimmed.
+        common.update(initial_alphabet=chars, limit_alphabet=len(chars))
     trainer = trainers.WordPieceTrainer(**common) if kind == "wordpiece" else trainers.BpeTrainer(**common)
     tok.train_from_iterator(batches, trainer=trainer, length=n_sentences)
+    # The continuation pieces were registered as specials only to fix their ids: make them plain tokens.
+    state = json.loads(tok.to_str())
+    state["added_tokens"] = [t for t in state["added_tokens"] if t["content"] in specials]
+    tok = Tokenizer.from_str(json.dumps(state))
     tok.post_processor = _bert_post_processor(tok)
     # Specials are matched before normalisation, so "今天[MASK]。" keeps its [MASK].
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])

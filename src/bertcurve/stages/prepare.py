@@ -35,7 +35,7 @@ from bertcurve import __version__, layout
 from bertcurve.data.vocab import (
     TOKENIZER_KINDS, TRAIN_BATCH, WHITESPACE_CODEPOINTS, CharEncoder, SubwordEncoder, build_vocabulary,
     count_codepoints, id_dtype, load_tokenizer_dir, save_subword, save_tokenizer, special_ids,
-    tokenizer_files_digest, train_subword, vocabulary_characters,
+    subword_alphabet, tokenizer_files_digest, train_subword, vocabulary_characters,
 )
 from bertcurve.data.cleaning import (
     Filter, cjk_count, normalize, simplified_converter, split_latin_sentences, split_sentences,
@@ -634,8 +634,9 @@ def _tokenization(config: PrepareConfig, train_counts: np.ndarray, train: _Split
     else:
         if progress and sys.stderr.isatty():
             print(f"bertcurve: training a {kind} vocabulary on {train.sentences:,} sentences", file=sys.stderr)
-        tok = train_subword(kind, _train_batches(train.path), config.vocab_size or DEFAULT_SUBWORD_VOCAB,
-                            config.min_freq, train.sentences)
+        size = config.vocab_size or DEFAULT_SUBWORD_VOCAB
+        tok = train_subword(kind, _train_batches(train.path), size, config.min_freq, train.sentences,
+                            alphabet=subword_alphabet(train_counts, size - len(layout.SPECIAL_TOKENS)))
         description = SUBWORD_RULE.format(kind=kind, model="WordPiece" if kind == "wordpiece" else "BPE")
     encoder = SubwordEncoder(tok)
     return _Tokenization(kind, encoder, encoder.vocab_size, encoder.dtype.name, special_ids(tok),
