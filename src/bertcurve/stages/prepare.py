@@ -34,7 +34,7 @@ import numpy as np
 from bertcurve import __version__, layout
 from bertcurve.data.vocab import (
     TOKENIZER_KINDS, TRAIN_BATCH, WHITESPACE_CODEPOINTS, CharEncoder, SubwordEncoder, build_vocabulary,
-    count_codepoints, id_dtype, load_tokenizer_dir, save_subword, save_tokenizer, special_ids,
+    count_codepoints, load_tokenizer_dir, save_subword, save_tokenizer, special_ids,
     subword_alphabet, tokenizer_files_digest, train_subword, vocabulary_characters,
 )
 from bertcurve.data.cleaning import (
