@@ -156,3 +156,18 @@ def test_whole_word_starts_cover_every_piece_and_follow_jieba_for_chinese(traine
 def test_latin_full_stops_end_english_sentences(text, expected):
     assert split_latin_sentences(text) == expected
     assert "".join(split_latin_sentences(text)) == text
+
+
+def test_a_folder_with_only_vocab_txt_is_converted_by_transformers(tmp_path):
+    # Like the original bert-base-chinese upload: vocab.txt and a BertTokenizer config, no tokenizer.json.
+    import json
+
+    tokens = ["[PAD]"] + [f"[unused{i}]" for i in range(1, 100)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokens += list("我们在年使用训练模型") + ["20", "##24", "Py", "##thon"]
+    (tmp_path / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer",
+                                                                "do_lower_case": False}), encoding="utf-8")
+    tok = load_tokenizer_dir(tmp_path)
+    assert special_ids(tok)["[MASK]"] == 103
+    assert tok.encode("我们在2024年使用Python").tokens == [
+        "[CLS]", "我", "们", "在", "20", "##24", "年", "使", "用", "Py", "##thon", "[SEP]"]
