@@ -830,9 +830,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=d.val_fraction,
                         help="share of documents in the validation split (default: %(default)s)")
     parser.add_argument("--min-freq", type=int, default=d.min_freq,
-                        help="characters seen fewer times in train become [UNK] (default: %(default)s)")
+                        help="characters seen fewer times in train become [UNK]; wordpiece/bpe: minimum "
+                             "frequency of a merged pair (default: %(default)s)")
     parser.add_argument("--max-vocab", type=int, default=None,
-                        help="largest vocabulary including the 5 special tokens (default: no cap)")
+                        help="--tokenizer char: largest vocabulary including the 5 special tokens "
+                             "(default: no cap)")
     parser.add_argument("--tokenizer", default=d.tokenizer, metavar="char|wordpiece|bpe|DIR",
                         help="char: one token per character (default); wordpiece/bpe: train word pieces on the "
                              "corpus (Chinese characters stay single tokens, Latin words get pieces); DIR: a "
