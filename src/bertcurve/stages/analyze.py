@@ -290,6 +290,8 @@ def analyze(
     seed: int = 0,
     steps_per_second: float | None = None,
     direction: str | None = None,
+    what_if_steps: int | None = None,
+    what_if_schedule: str | None = None,
     write: bool = True,
 ) -> dict:
     """Analyse the learning curve of one metric of a training log and write analysis.json.
@@ -300,7 +302,9 @@ def analyze(
     dependence-aware interval of Pearson r (0 turns it off). ``out``: where to write
     (default: RUN_DIR/analysis.json for a run, else ./<log name>.analysis.json).
     ``direction``: "up" or "down" when the metric's name does not say which way is better.
-    Returns the analysis as a dict (the JSON written; its ``"path"`` key says where).
+    ``what_if_steps``: predict a new run of that many steps with the same settings from the
+    run's learning-rate schedule (``what_if_schedule`` changes the decay shape; see
+    docs/what-if.md). Returns the analysis as a dict (the JSON written; its ``"path"`` key says where).
     """
     level = policy.check_level(level)
     if bootstrap < 0:
@@ -321,6 +325,8 @@ def analyze(
             raise UserError("--target must be a finite number")
         if limits.upper is not None and target > limits.upper or limits.lower is not None and target < limits.lower:
             raise UserError(f"--target {target} is outside the range [{limits.lower}, {limits.upper}] of {name}")
+    if what_if_schedule is not None and what_if_steps is None:
+        raise UserError("--what-if-schedule needs --what-if-steps N (the length of the run to predict)")
     forecast_steps = [float(s) for s in forecast] or [float(_round_step(2 * steps[-1]))]
     if any(not (s > 0 and math.isfinite(s)) for s in forecast_steps):
         raise UserError("--forecast steps must be positive numbers")
@@ -435,12 +441,30 @@ def analyze(
         "constant_guess_accuracy": ((log.meta.get("config") or {}).get("eval_set") or {}).get("constant_guess_accuracy")
         if isinstance(log.meta.get("config"), dict) else None,
     }
+    if what_if_steps is not None:
+        result["what_if"] = what_if_block(log, what_if_steps, what_if_schedule, level, fc, trend, name)
     result["verdict"] = verdict(result)
     result = _clean(result)
     if write:
         path = default_out(log, out)
         write_result_json(path, result)
     return result
+
+
+def what_if_block(log: TrainingLog, steps: int, schedule: str | None, level: float, fc: CurveForecast,
+                  trend: st.LinearTrend, metric: str) -> dict:
+    """The schedule-aware prediction at ``steps``, beside what the analysed metric's step
+    extrapolation and the seed's straight line say there."""
+    from bertcurve.what_if import what_if
+
+    block = what_if(log, steps, schedule, level)
+    plain = forecast_entry(fc, float(steps), level)
+    block["compared"] = {
+        "metric": metric,
+        "step_extrapolation": {"value": plain.get("value"), "pi": plain.get("pi")},
+        "seed_linear": float(trend.intercept + trend.slope * steps),
+    }
+    return block
 
 
 def headline(log: TrainingLog, metric: str, series: Series) -> dict:
@@ -700,6 +724,8 @@ def summary_text(res: dict) -> str:
             lines.append(f"预测 forecast @ {f['step']:,}: {f['value']:.4f}  "
                          f"{res['metric']['level']:.0%} interval [{f['pi'][0]:.4f}, {f['pi'][1]:.4f}]"
                          + ("  (beyond the LR schedule)" if f.get("beyond_lr_schedule") else ""))
+    if res.get("what_if"):
+        lines += [""] + what_if_lines(res)
     lines.append("")
     lines.append("结论 verdict:")
     lines += [f"  - {v}" for v in res["verdict"]]
@@ -711,6 +737,27 @@ def summary_text(res: dict) -> str:
     if res.get("path"):
         lines.append(f"\nwrote {res['path']}")
     return "\n".join(lines)
+
+
+def what_if_lines(res: dict) -> list[str]:
+    """The what-if table: the schedule law's prediction beside the step extrapolation and the
+    seed's straight line."""
+    w = res["what_if"]
+    pct = f"{res['metric']['level']:.0%}"
+    out = [f"假如训练 what if: a new run of {w['max_steps']:,} steps, {w['schedule']} decay "
+           f"(law: {w['law']}; {w['assumptions']})"]
+    for name, p in w["predictions"].items():
+        out.append(f"  {name:<24} {p['value']:.4f}  {pct} interval [{p['pi'][0]:.4f}, {p['pi'][1]:.4f}]")
+    c = w.get("compared") or {}
+    if c.get("step_extrapolation", {}).get("value") is not None:
+        out.append(f"  {c['metric']:<24} {c['step_extrapolation']['value']:.4f}  by step extrapolation "
+                   f"of this run's curve (ignores the schedule)")
+    if c.get("seed_linear") is not None:
+        out.append(f"  {c['metric']:<24} {c['seed_linear']:.4f}  by the seed's straight line")
+    if w.get("accuracy_method"):
+        out.append(f"  accuracy: {w['accuracy_method']}")
+    out += [f"  注 note: {n}" for n in w.get("notes", [])]
+    return out
 
 
 def add_column_arguments(parser: argparse.ArgumentParser) -> None:
@@ -746,6 +793,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps-per-second", type=float, default=None,
                         help="training speed for hours-to-target when the log has no timing "
                              "(the seed ran at 1.23 steps/s)")
+    parser.add_argument("--what-if-steps", type=int, default=None, metavar="N",
+                        help="predict a new run of N steps with the same settings from this run's "
+                             "learning-rate schedule (needs a logged learning rate; docs/what-if.md)")
+    parser.add_argument("--what-if-schedule", default=None, choices=("cosine", "linear", "constant", "wsd"),
+                        help="decay shape of the predicted run (default: this run's)")
     parser.add_argument("--json", action="store_true", help="print the analysis JSON instead of the table")
 
 
@@ -753,7 +805,8 @@ def run(args: argparse.Namespace) -> int:
     res = analyze(args.source, metric=args.metric, forecast=args.forecast, target=args.target, out=args.out,
                   tag=args.tag, step_col=args.step_col, metric_col=args.metric_col, level=args.level,
                   bootstrap=args.bootstrap, seed=args.seed, steps_per_second=args.steps_per_second,
-                  direction=args.direction)
+                  direction=args.direction, what_if_steps=args.what_if_steps,
+                  what_if_schedule=args.what_if_schedule)
     if args.json:
         import json
 
