@@ -699,6 +699,29 @@ def _forecast(doc: Doc, info: RunInfo, figures: dict[str, Path], base: Path, lan
                   + (f", about {hours:.1f} more hours at the measured speed" if hours is not None else "") + ".")
         else:
             doc.p(f"Target **{t['value']}**: not reached — {t.get('note', 'the fitted curve levels off below it')}.")
+    if a.get("what_if"):
+        _what_if(doc, a, level, lang)
+
+
+def _what_if(doc: Doc, a: dict, level: float, lang: str) -> None:
+    """The schedule-aware answer to "what would N steps buy?" beside the step extrapolation."""
+    w = a["what_if"]
+    doc.h3(_title(f"What would {w['max_steps']:,} steps buy?", f"训练 {w['max_steps']:,} 步能得到什么？", lang))
+    doc.p(f"A new run of {w['max_steps']:,} steps with a {w['schedule']} decay, predicted by the "
+          f"learning-rate annealing law fitted to this run's schedule and curve ({w['assumptions']}; "
+          "see docs/what-if.md).")
+    rows = [[name, _num(p["value"]), f"{_num(p['pi'][0])} – {_num(p['pi'][1])}"]
+            for name, p in w["predictions"].items()]
+    c = w.get("compared") or {}
+    if (c.get("step_extrapolation") or {}).get("value") is not None:
+        pi = c["step_extrapolation"].get("pi") or [None, None]
+        rows.append([f"{c['metric']} (step extrapolation, ignores the schedule)",
+                     _num(c["step_extrapolation"]["value"]), f"{_num(pi[0])} – {_num(pi[1])}"])
+    if c.get("seed_linear") is not None:
+        rows.append([f"{c['metric']} (the seed's straight line)", _num(c["seed_linear"]), ""])
+    doc.table(["Metric", f"At step {w['max_steps']:,}", f"{level:.0%} interval"], rows)
+    doc.bullets([n for n in w.get("notes", [])] + ([f"Accuracy: {w['accuracy_method']}."]
+                                                   if w.get("accuracy_method") else []))
 
 
 def _default_target(info: RunInfo) -> dict | None:
