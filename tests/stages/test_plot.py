@@ -158,7 +158,7 @@ def test_fits_come_from_a_matching_analysis(tmp_path):
 
 
 def test_a_study_folder_stands_for_its_run(tmp_path):
-    from bertcurve.stages.study import resolve_run
+    from bertcurve.layout import resolve_run
 
     study_dir = tmp_path / "study"
     (study_dir / "run").mkdir(parents=True)

@@ -12,7 +12,7 @@ import pytest
 from bertcurve import layout
 from bertcurve.cli import main
 from bertcurve.errors import UserError
-from bertcurve.stages.study import STUDY_JSON, study
+from bertcurve.stages.study import study
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +67,7 @@ def test_study_resumes_after_an_interruption_without_redoing_finished_stages(tmp
     assert html.count("<img src=\"data:image/png;base64,") == 4
     assert "http://" not in html and "https://" not in html       # opens offline: nothing external
     assert "@font-face" in html                                    # Chinese renders without a CJK font
-    record = json.loads((out / STUDY_JSON).read_text(encoding="utf-8"))
+    record = json.loads((out / layout.STUDY_STATE).read_text(encoding="utf-8"))
     assert record["format"] == "bertcurve.stages.study/1" and record["hardware"]["cpu_count"]
 
     # A third call finds everything up to date.

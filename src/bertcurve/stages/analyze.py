@@ -27,6 +27,7 @@ from bertcurve.curves import stats as st
 from bertcurve.errors import UserError
 from bertcurve.fsutil import write_result_json
 from bertcurve.curves.logs import Series, TrainingLog, load_log
+from bertcurve.training.config import run_config_in
 
 MIN_POINTS = 5
 MIN_BOOTSTRAP_POINTS = 20   # fewer points make a handful of blocks and a meaningless percentile interval
@@ -432,8 +433,7 @@ def analyze(
         "lr_schedule": lr_info,
         "headline": headline(log, name, series),
         "loss_curve": loss_curve(log, name, forecast_steps, level),
-        "constant_guess_accuracy": ((log.meta.get("config") or {}).get("eval_set") or {}).get("constant_guess_accuracy")
-        if isinstance(log.meta.get("config"), dict) else None,
+        "constant_guess_accuracy": _constant_guess(log, notes),
     }
     result["verdict"] = verdict(result)
     result = _clean(result)
@@ -441,6 +441,12 @@ def analyze(
         path = default_out(log, out)
         write_result_json(path, result)
     return result
+
+
+def _constant_guess(log: TrainingLog, notes: list[str]) -> float | None:
+    """The best constant guess's accuracy on the run's held-out set (from its config), if known."""
+    cfg = run_config_in(log.meta, notes)
+    return cfg.eval_set.constant_guess_accuracy if cfg is not None else None
 
 
 def _asymptote(fit: cv.FitResult) -> float | None:

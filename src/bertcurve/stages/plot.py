@@ -96,7 +96,7 @@ def plot(
     if target is not None and not (target == target):  # NaN
         raise UserError("--target must be a number")
 
-    from bertcurve.stages.study import resolve_run
+    from bertcurve.layout import resolve_run
 
     sources = [resolve_run(s) for s in sources]
     logs = [load_log(s) for s in sources]
