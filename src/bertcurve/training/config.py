@@ -407,7 +407,8 @@ def build_config(
             if section not in _SECTIONS:
                 problems.append(f"unknown setting {_SHORT.repr(key)} ({source}); known: the sections "
                                 f"{', '.join(_SECTIONS)} and seed, or any setting name: "
-                                + ", ".join(s.key.split(".")[-1] for s in settings() if s.section != "speed"))
+                                + ", ".join(dict.fromkeys(s.key.split(".")[-1] for s in settings()
+                                                          if s.section != "speed")))
                 continue
             values[section][name] = _coerce(_SECTIONS[section], f"{section}.{name}", name, value, problems)
 
