@@ -24,7 +24,7 @@ import numpy as np
 from bertcurve import layout
 from bertcurve.errors import UserError
 from bertcurve.fsutil import read_json
-from bertcurve.training.config import load_run_config
+from bertcurve.training.config import NotARunConfig, load_run_config
 
 QUANTIZE_CHOICES = ("int8",)
 
@@ -59,8 +59,10 @@ def _is_run_dir(path: Path) -> bool:
         return True
     try:
         return load_run_config(path, missing_ok=True) is not None
-    except UserError:  # a foreign config.json (a Hugging Face model dir has one too)
+    except NotARunConfig:  # a Hugging Face model dir has a config.json too
         return False
+    except UserError:  # a damaged run config: loading the run says what is wrong with it
+        return True
 
 
 def available_steps(run_dir: Path) -> list[int]:

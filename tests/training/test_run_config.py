@@ -225,3 +225,16 @@ def test_cli_reports_a_bad_config_file_in_one_line(tiny_data_dir, tmp_path, caps
     assert rc == 2 and len(err.splitlines()) == 1
     assert "optim must be a mapping of optim settings" in err and "max_steps" in err
     assert not (tmp_path / "run" / layout.RUN_CONFIG).exists()
+
+
+def test_a_stage_reading_a_damaged_run_config_stops_with_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"format": layout.METRICS_FORMAT, "step": s, "split": "eval", "loss": 7 - s / 100,
+             "mlm_accuracy": 0.01 * s / 10} for s in range(0, 200, 10)]
+    (run / layout.METRICS).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / layout.RUN_CONFIG).write_text(json.dumps(dict(_saved(), train={"optim": {"lr": -1}})))
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "config.json is damaged" in err and "optim.lr" in err
+    assert not (run / layout.REPORT_HTML).exists()

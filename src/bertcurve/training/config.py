@@ -589,6 +589,10 @@ class RunConfig:
         return out
 
 
+class NotARunConfig(UserError):
+    """A ``config.json`` that bertcurve did not write (a Hugging Face model's, say)."""
+
+
 _RUN_SCALARS = {"preset": str, "data_dir": str, "tokenizer_sha256": str, "vocab_size": int,
                 "parameters": int, "architecture": str, "world_size": int}
 
@@ -600,7 +604,7 @@ def parse_run_config(obj: Any, source: str | Path = layout.RUN_CONFIG) -> RunCon
     one (wrong types, invalid settings) is a one-line :class:`UserError`.
     """
     if not isinstance(obj, dict) or obj.get("format") != layout.RUN_CONFIG_FORMAT:
-        raise UserError(f"{source} is not a bertcurve run config (no \"format\": "
+        raise NotARunConfig(f"{source} is not a bertcurve run config (no \"format\": "
                         f"\"{layout.RUN_CONFIG_FORMAT}\"); give the --out folder of `bertcurve train`")
     problems: list[str] = []
     train = obj.get("train")
