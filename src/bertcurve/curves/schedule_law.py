@@ -35,6 +35,7 @@ from scipy import optimize
 MOMENTUM_GRID = (0.9, 0.95, 0.99, 0.995, 0.999, 0.9995)
 LAW_NAME = "lr-annealing"   # Tissue et al. 2024
 MIN_POINTS = 6              # four parameters, and some left to judge the fit
+MAX_POINTS = 300            # longer logs are thinned evenly: enough for four parameters, fast to refit
 # Model error of a prediction for another decay shape than the fitted run's, as a share of the
 # value: the RMS relative error of the five published cross-schedule cases in bench/what_if.py
 # (0.2-1.7 %). A run's own backtest cannot see this error, so it is added in quadrature.
@@ -111,11 +112,21 @@ class LawFit:
                 "points": self.n_points}
 
 
-def _fit_params(y: np.ndarray, s1: np.ndarray, s2: np.ndarray, start: Sequence[float] | None = None):
-    """Least-squares (L0, A, alpha, C) with A, C >= 0 and alpha in (0, 3]; None when it fails."""
+def _fit_params(y: np.ndarray, s1: np.ndarray, s2: np.ndarray, start: Sequence[float] | None = None,
+                l0_range: tuple[float, float] | None = None):
+    """Least-squares (L0, A, alpha, C) with A, C >= 0 and alpha in (0, 3]; None when it fails.
+
+    L0, the value the run would reach with infinite steps at peak rate, stays within
+    ``l0_range`` (by default up to ten spreads beyond the data, never past its best value).
+    """
     spread = float(np.ptp(y)) or 1.0
     lo = [float(np.min(y)) - 10 * spread, 0.0, 1e-3, 0.0]
-    hi = [float(np.max(y)) + 10 * spread, np.inf, 3.0, np.inf]
+    hi = [float(np.min(y)), np.inf, 3.0, np.inf]
+    if l0_range is not None:
+        lo[0] = max(lo[0], l0_range[0])
+        hi[0] = min(hi[0], l0_range[1])
+        if hi[0] <= lo[0]:
+            hi[0] = lo[0] + 1e-9
     if float(np.max(s2)) < 1e-6:
         # No annealing in these points: C cannot be learned from them, so it stays 0
         # (the prediction then carries no annealing gain; the caller says so).
@@ -139,26 +150,35 @@ def _fit_params(y: np.ndarray, s1: np.ndarray, s2: np.ndarray, start: Sequence[f
 
 def fit_law(steps: Sequence[int], values: Sequence[float], lr_per_step: Sequence[float], *,
             rising: bool = False, bootstrap: int = 200, block: int | None = None,
-            seed: int = 0) -> LawFit:
+            seed: int = 0, bounds: tuple[float | None, float | None] = (None, None)) -> LawFit:
     """Fit the law to ``values`` observed at ``steps`` of the schedule ``lr_per_step``.
 
     ``rising`` metrics (accuracy) are fitted as their negative, so the same law with
     non-negative A and C describes both. The momentum factor is chosen from
     :data:`MOMENTUM_GRID` by least squares. ``bootstrap`` refits on moving-block resampled
     residuals (blocks keep the autocorrelation of an evaluation curve) give the parameter
-    uncertainty. Raises ValueError when the points cannot support a fit.
+    uncertainty. ``bounds`` are the metric's possible values (a loss >= 0, an accuracy in
+    [0, 1]); the limit L0 stays inside them. Long logs are thinned to :data:`MAX_POINTS`
+    evenly spaced evaluations. Raises ValueError when the points cannot support a fit.
     """
     x = np.asarray(steps, dtype=int)
     sign = -1.0 if rising else 1.0
     y = sign * np.asarray(values, dtype=float)
     keep = (x >= 1) & (x < len(lr_per_step)) & np.isfinite(y)
     x, y = x[keep], y[keep]
+    if len(x) > MAX_POINTS:
+        pick = np.unique(np.linspace(0, len(x) - 1, MAX_POINTS).round().astype(int))
+        x, y = x[pick], y[pick]
+    low, high = bounds
+    if rising:
+        low, high = (None if high is None else -high), (None if low is None else -low)
+    l0_range = (-np.inf if low is None else low, np.inf if high is None else high)
     if len(x) < MIN_POINTS:
         raise ValueError(f"the schedule law needs at least {MIN_POINTS} evaluations after step 0, got {len(x)}")
     best = None
     for momentum in MOMENTUM_GRID:
         areas = schedule_areas(lr_per_step, momentum)
-        got = _fit_params(y, areas.forward[x], areas.annealing[x])
+        got = _fit_params(y, areas.forward[x], areas.annealing[x], l0_range=l0_range)
         if got is not None and (best is None or got[1] < best[2]):
             best = (momentum, got[0], got[1], areas)
     if best is None:
@@ -168,12 +188,12 @@ def fit_law(steps: Sequence[int], values: Sequence[float], lr_per_step: Sequence
     fitted = law_value(params, s1, s2)
     resid = y - fitted
     dof = max(len(y) - 4, 1)
-    boot = _block_bootstrap(params, fitted, resid, s1, s2, bootstrap, block, seed)
+    boot = _block_bootstrap(params, fitted, resid, s1, s2, bootstrap, block, seed, l0_range)
     return LawFit(params=tuple(float(p) for p in params), momentum=momentum, sign=sign,
                   residual_sd=math.sqrt(sse / dof), n_points=len(y), boot_params=boot)
 
 
-def _block_bootstrap(params, fitted, resid, s1, s2, n_boot, block, seed) -> np.ndarray:
+def _block_bootstrap(params, fitted, resid, s1, s2, n_boot, block, seed, l0_range) -> np.ndarray:
     """Refits of the law on fitted + moving-block resampled residuals."""
     n = len(resid)
     if n_boot <= 0:
@@ -185,24 +205,26 @@ def _block_bootstrap(params, fitted, resid, s1, s2, n_boot, block, seed) -> np.n
     for _ in range(n_boot):
         starts = rng.integers(0, starts_max, size=math.ceil(n / block))
         sample = np.concatenate([resid[s:s + block] for s in starts])[:n]
-        got = _fit_params(fitted + sample - sample.mean(), s1, s2, start=params)
+        got = _fit_params(fitted + sample - sample.mean(), s1, s2, start=params, l0_range=l0_range)
         if got is not None:
             rows.append(got[0])
     return np.asarray(rows).reshape(len(rows), 4)
 
 
 def prediction_interval(fit: LawFit, areas: ScheduleAreas, steps: Sequence[int], level: float,
-                        extra_sd: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                        extra_sd: float = 0.0, observation: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Interval for a future evaluation: bootstrap spread of the curve, the evaluation noise
-    (the fit's residual SD) and ``extra_sd`` (model error measured by backtest), combined
-    in quadrature around the point prediction."""
+    (the fit's residual SD; left out with ``observation=False``, for the curve itself) and
+    ``extra_sd`` (model error measured by backtest), combined in quadrature around the point
+    prediction."""
     from scipy.stats import norm
 
     centre = fit.predict(areas, steps)
     boot = fit.predict_boot(areas, steps)
     curve_sd = boot.std(axis=0, ddof=1) if len(boot) > 2 else np.zeros_like(centre)
     z = float(norm.ppf(0.5 + level / 2))
-    half = z * np.sqrt(curve_sd ** 2 + fit.residual_sd ** 2 + extra_sd ** 2)
+    noise = fit.residual_sd if observation else 0.0
+    half = z * np.sqrt(curve_sd ** 2 + noise ** 2 + extra_sd ** 2)
     return centre - half, centre + half
 
 
@@ -259,7 +281,8 @@ def lr_from_log(steps: Sequence[float], lrs: Sequence[float], last_step: int) ->
 
 
 def backtest_error(steps: Sequence[int], values: Sequence[float], lr_per_step: Sequence[float], *,
-                   rising: bool = False, fraction: float = 0.6) -> tuple[float, float] | None:
+                   rising: bool = False, fraction: float = 0.6,
+                   bounds: tuple[float | None, float | None] = (None, None)) -> tuple[float, float] | None:
     """Model error of the law on this run: fit on evaluations up to ``fraction`` of the steps,
     predict the mean of the last 10 % of evaluations (the schedule is known there).
 
@@ -282,7 +305,7 @@ def backtest_error(steps: Sequence[int], values: Sequence[float], lr_per_step: S
     if train.sum() < MIN_POINTS + 2 or tail.sum() < 1 or (~train).sum() < 2:
         return None
     try:
-        fit = fit_law(x[train], y[train], lr_per_step, rising=rising, bootstrap=0)
+        fit = fit_law(x[train], y[train], lr_per_step, rising=rising, bootstrap=0, bounds=bounds)
     except ValueError:
         return None
     areas = schedule_areas(lr_per_step, fit.momentum)
