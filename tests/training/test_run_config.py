@@ -107,7 +107,7 @@ def test_bad_flag_values_are_one_line_errors(capsys):
 
 
 @pytest.mark.parametrize("content, needles", [
-    ({"optim": "fast"}, ["optim must be a mapping of optim settings", "lr, weight_decay", "'fast'"]),
+    ({"optim": "fast"}, ["unknown setting 'optim'", "optim is a section", "lr, weight_decay", "'fast'"]),
     ({"optim": {"fast": 1}}, ["unknown setting 'optim.fast'", "optim settings are lr, weight_decay"]),
     ({"bogus": 1}, ["unknown setting 'bogus'", "model, data, optim, eval and seed", "hidden_size"]),
 ])
@@ -223,7 +223,7 @@ def test_cli_reports_a_bad_config_file_in_one_line(tiny_data_dir, tmp_path, caps
     rc = main(["train", "--data", str(tiny_data_dir), "--out", str(tmp_path / "run"), "--config", str(cfg)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1
-    assert "optim must be a mapping of optim settings" in err and "max_steps" in err
+    assert "optim is a section, give it a mapping of its settings" in err and "max_steps" in err
     assert not (tmp_path / "run" / layout.RUN_CONFIG).exists()
 
 

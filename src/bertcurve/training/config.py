@@ -387,8 +387,8 @@ def build_config(
                 continue
             if key in _SECTIONS:
                 if not isinstance(value, Mapping):
-                    problems.append(f"{key} must be a mapping of {key} settings ({_known(_SECTIONS[key])}), "
-                                    f"got {_SHORT.repr(value)} ({source})")
+                    problems.append(f"unknown setting {key!r} ({source}): {key} is a section, give it a "
+                                    f"mapping of its settings ({_known(_SECTIONS[key])}), not {_SHORT.repr(value)}")
                     continue
                 for sub, subval in value.items():
                     apply(source, {f"{key}.{sub}": subval})
