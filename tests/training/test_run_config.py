@@ -238,3 +238,11 @@ def test_a_stage_reading_a_damaged_run_config_stops_with_one_line(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "config.json is damaged" in err and "optim.lr" in err
     assert not (run / layout.REPORT_HTML).exists()
+
+
+def test_every_flag_is_documented_in_run_dir_md():
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "run-dir.md").read_text(encoding="utf-8")
+    missing = [s.flag for s in settings() if f"`{s.flag}" not in doc]
+    assert not missing, f"add these flags to the options table of docs/run-dir.md: {missing}"
