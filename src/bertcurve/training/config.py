@@ -33,7 +33,6 @@ import yaml
 
 from bertcurve import layout
 from bertcurve.errors import UserError
-from bertcurve.fsutil import read_json
 
 SCHEDULES = ("cosine", "linear", "constant")
 DEVICES = ("auto", "cpu", "cuda")
