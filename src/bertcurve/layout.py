@@ -91,6 +91,15 @@ STUDY_RUN_DIR = "run"
 STUDY_STATE = "study.json"               # format "bertcurve.study/1": stages done, their inputs
 
 
+def resolve_run(source: str | Path) -> Path:
+    """A study folder stands for its run: ``studies/demo`` -> ``studies/demo/run``; other paths as given."""
+    path = Path(source).expanduser()
+    run = path / STUDY_RUN_DIR
+    if path.is_dir() and not (path / METRICS).exists() and (run / METRICS).exists():
+        return run
+    return path
+
+
 def checkpoint_dir_name(step: int) -> str:
     """``step-00012000``: zero-padded so names sort by step."""
     return f"{CHECKPOINT_PREFIX}{step:08d}"

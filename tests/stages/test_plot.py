@@ -199,7 +199,7 @@ def test_forecast_band_is_the_analysis_interval_at_its_level(tmp_path):
 
 
 def test_a_study_folder_stands_for_its_run(tmp_path):
-    from bertcurve.stages.study import resolve_run
+    from bertcurve.layout import resolve_run
 
     study_dir = tmp_path / "study"
     (study_dir / "run").mkdir(parents=True)

@@ -29,6 +29,7 @@ from bertcurve.curves.forecast import CurveForecast
 from bertcurve.errors import UserError
 from bertcurve.fsutil import write_result_json
 from bertcurve.curves.logs import Series, TrainingLog, load_log
+from bertcurve.training.config import run_config_in
 
 MIN_POINTS = policy.MIN_POINTS
 MIN_BOOTSTRAP_POINTS = 20   # fewer points make a handful of blocks and a meaningless percentile interval
@@ -438,8 +439,7 @@ def analyze(
         "lr_schedule": lr_info,
         "headline": headline(log, name, series),
         "loss_curve": loss_curve(log, name, forecast_steps, level),
-        "constant_guess_accuracy": ((log.meta.get("config") or {}).get("eval_set") or {}).get("constant_guess_accuracy")
-        if isinstance(log.meta.get("config"), dict) else None,
+        "constant_guess_accuracy": _constant_guess(log, notes),
     }
     if what_if_steps is not None:
         result["what_if"] = what_if_block(log, what_if_steps, what_if_schedule, level, fc, trend, name)
@@ -465,6 +465,13 @@ def what_if_block(log: TrainingLog, steps: int, schedule: str | None, level: flo
         "seed_linear": float(trend.intercept + trend.slope * steps),
     }
     return block
+
+
+def _constant_guess(log: TrainingLog, notes: list[str]) -> float | None:
+    """The best constant guess's accuracy on the run's held-out set (from its config), if known."""
+    cfg = run_config_in(log.meta, notes)
+    return cfg.eval_set.constant_guess_accuracy if cfg is not None else None
+
 
 
 def headline(log: TrainingLog, metric: str, series: Series) -> dict:

@@ -28,6 +28,7 @@ from bertcurve.stages.analyze import MIN_POINTS, add_column_arguments, analyze, 
 from bertcurve.errors import UserError
 from bertcurve.fsutil import write_result_json
 from bertcurve.curves.logs import load_log
+from bertcurve.training.config import RunConfig, run_config_in
 
 # (key, label, format) of the headline rows, in table order.
 ROWS: list[tuple[str, str, str]] = [
@@ -105,9 +106,8 @@ def _differences(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _config(log_meta: dict) -> dict:
-    cfg = log_meta.get("config") or {}
-    return cfg if isinstance(cfg, dict) else {}
+def _config(log_meta: dict) -> RunConfig | None:
+    return run_config_in(log_meta)
 
 
 def _like_for_like_notes(rows: list[dict], metas: list[dict], window_end: float, common_step: float) -> list[str]:
@@ -130,22 +130,16 @@ def _like_for_like_notes(rows: list[dict], metas: list[dict], window_end: float,
     if len(kinds) > 1:
         notes.append(f"logs of different kinds ({', '.join(sorted(kinds))}): logging cadence and metric "
                      f"definitions may differ")
-    fingerprints = {}
-    for r, meta in zip(rows, metas):
-        eval_set = _config(meta).get("eval_set") or {}
-        if eval_set.get("fingerprint"):
-            fingerprints[r["name"]] = eval_set.get("fingerprint")
+    configs = [(r, _config(meta)) for r, meta in zip(rows, metas)]
+    configs = [(r, cfg) for r, cfg in configs if cfg is not None]
+    fingerprints = {r["name"]: cfg.eval_set.fingerprint for r, cfg in configs if cfg.eval_set.fingerprint}
     if len(set(fingerprints.values())) > 1:
         notes.append("the runs were evaluated on different held-out sets (eval-set fingerprints differ): "
                      "final eval accuracies are not directly comparable")
-    tok = {r["name"]: _config(m).get("tokenizer_sha256") for r, m in zip(rows, metas) if _config(m).get("tokenizer_sha256")}
+    tok = {r["name"]: cfg.tokenizer_sha256 for r, cfg in configs if cfg.tokenizer_sha256}
     if len(set(tok.values())) > 1:
         notes.append("the runs use different tokenizers/vocabularies: losses and accuracies are not on one scale")
-    max_steps = {}
-    for r, meta in zip(rows, metas):
-        optim = (_config(meta).get("train") or {}).get("optim") or {}
-        if optim.get("max_steps"):
-            max_steps[r["name"]] = optim["max_steps"]
+    max_steps = {r["name"]: cfg.train.optim.max_steps for r, cfg in configs}
     if len(set(max_steps.values())) > 1:
         notes.append("the learning-rate schedules have different lengths (max_steps " +
                      ", ".join(f"{k} {v:,}" for k, v in max_steps.items()) +

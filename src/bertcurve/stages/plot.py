@@ -105,7 +105,7 @@ def plot(
 
         check_level(level)
 
-    from bertcurve.stages.study import resolve_run
+    from bertcurve.layout import resolve_run
 
     sources = [resolve_run(s) for s in sources]
     logs = [load_log(s, step_col=step_col, metric_col=metric_col) for s in sources]

@@ -29,9 +29,9 @@ from bertcurve import __version__, layout
 from bertcurve.curves import policy
 from bertcurve.errors import UserError
 from bertcurve.fsutil import atomic_write_text, read_json
+from bertcurve.training.config import RunConfig, load_run_config
 
 REPORT_FORMAT = "bertcurve.stages.report/1"   # written into report.html's <meta name="generator">
-from bertcurve.stages.study import STUDY_JSON  # noqa: E402  (study.json: written by `bertcurve study` beside run/)
 
 SECTIONS = ("summary", "dataset", "model", "throughput", "curves", "analysis", "forecast", "comparison", "notes")
 
@@ -284,7 +284,7 @@ class RunInfo:
     log: Any                         # sources.TrainingLog
     analysis: dict | None
     run_dir: Path | None             # a bertcurve run directory, or None for foreign logs
-    config: dict | None              # the run's config.json
+    config: RunConfig | None         # the run's config.json
     data_meta: dict | None           # meta.json of its data dir
     data_dir: Path | None
     study: dict | None               # study.json beside the run (hardware, stage times)
@@ -311,9 +311,7 @@ def gather(source: str | Path, *, metric: str | None = None, target: float | Non
     from bertcurve.stages.analyze import analyze
     from bertcurve.curves.logs import load_log
 
-    from bertcurve.stages.study import resolve_run
-
-    path = resolve_run(source)
+    path = layout.resolve_run(source)
     log = load_log(path)
     run_dir = _run_dir_of(path)
     analysis = None
@@ -335,20 +333,19 @@ def gather(source: str | Path, *, metric: str | None = None, target: float | Non
     config = data_meta = study_rec = None
     data_dir = None
     if run_dir is not None:
-        if (run_dir / layout.RUN_CONFIG).is_file():
-            config = read_json(run_dir / layout.RUN_CONFIG, "run config")
+        config = load_run_config(run_dir, missing_ok=True)
         candidates = []
-        if config and config.get("data_dir"):
-            candidates.append(Path(config["data_dir"]))
+        if config is not None and config.data_dir:
+            candidates.append(Path(config.data_dir))
         candidates.append(run_dir.parent / layout.STUDY_DATA_DIR)   # a study keeps data/ beside run/
         for cand in candidates:
             if (cand / layout.DATA_META).is_file():
                 data_dir = cand
                 data_meta = read_json(cand / layout.DATA_META, "data set metadata")
                 break
-        if (run_dir.parent / STUDY_JSON).is_file():
+        if (run_dir.parent / layout.STUDY_STATE).is_file():
             try:
-                study_rec = read_json(run_dir.parent / STUDY_JSON, "study record")
+                study_rec = read_json(run_dir.parent / layout.STUDY_STATE, "study record")
             except UserError:
                 study_rec = None
     return RunInfo(path, log, analysis, run_dir, config, data_meta, data_dir, study_rec)
@@ -378,13 +375,13 @@ def _summary(doc: Doc, info: RunInfo, lang: str) -> None:
     loss = ser.get("eval_loss") or ser.get("train_loss")
     if loss is not None and len(loss):
         facts.append(f"Loss {loss.values[0]:.3f} → {loss.values[-1]:.3f}.")
-    if info.config:
-        facts.append(f"Model: {info.config.get('architecture', 'BERT')}, "
-                     f"{info.config.get('parameters', 0) / 1e6:.2f}M parameters.")
+    if info.config is not None:
+        facts.append(f"Model: {info.config.architecture or 'BERT'}, "
+                     f"{(info.config.parameters or 0) / 1e6:.2f}M parameters.")
     elapsed = ser.get("elapsed_s")
     if elapsed is not None and len(elapsed):
         facts.append(f"Training wall time: {_hours(float(elapsed.values[-1]))}.")
-    max_steps = ((info.config or {}).get("train", {}).get("optim", {}) or {}).get("max_steps")
+    max_steps = info.config.train.optim.max_steps if info.config is not None else None
     last = max((s.last_step for s in ser.values() if len(s)), default=0)
     if max_steps and last < max_steps:
         facts.insert(0, f"**This run is unfinished**: step {_step(last)} of {_step(max_steps)} "
@@ -483,42 +480,39 @@ def _embed_markdown(doc: Doc, text: str) -> None:
 def _model(doc: Doc, info: RunInfo, lang: str) -> None:
     doc.h2(_title("Model and training configuration", "模型与训练配置", lang), "model")
     cfg = info.config
-    if not cfg:
+    if cfg is None:
         meta = {k: v for k, v in (info.log.meta or {}).items() if isinstance(v, (int, float, str, bool))}
         doc.p(f"This log was read as **{info.log.kind}** from `{info.source}`; it carries no bertcurve run "
               "configuration." + (" What it does say:" if meta else ""))
         if meta:
             doc.kv(list(meta.items())[:20])
         return
-    t = cfg.get("train", {})
-    m, d, o, e = t.get("model", {}), t.get("data", {}), t.get("optim", {}), t.get("eval", {})
-    eff_batch = (o.get("micro_batch") or 0) * (o.get("grad_accum") or 1) * (cfg.get("world_size") or 1)
+    t = cfg.train
+    m, d, o, e = t.model, t.data, t.optim, t.eval
+    eff_batch = o.micro_batch * o.grad_accum * cfg.world_size
+    eval_tokens = cfg.eval_set.masked_tokens or e.eval_tokens
+    guess = cfg.eval_set.constant_guess_accuracy
     doc.kv([
-        ("Architecture", cfg.get("architecture")),
-        ("Parameters", f"{cfg['parameters']:,} ({cfg['parameters'] / 1e6:.2f}M)" if cfg.get("parameters") else None),
-        ("Layers × hidden × heads", f"{m.get('num_layers')} × {m.get('hidden_size')} × {m.get('num_heads')}"
-         if m else None),
-        ("Feed-forward width", m.get("intermediate_size")),
-        ("Output layer tied to embeddings", m.get("tie_word_embeddings")),
-        ("Vocabulary", f"{cfg.get('vocab_size'):,}" if cfg.get("vocab_size") else None),
-        ("Sequence length", d.get("seq_len")),
-        ("Masking", f"{d.get('mask_prob', 0):.0%} of tokens" + (", whole words" if d.get("whole_word") else "")
-         if d else None),
-        ("Next-sentence prediction", d.get("nsp")),
-        ("Optimizer", f"AdamW, lr {o.get('lr')}, weight decay {o.get('weight_decay')}" if o else None),
-        ("Schedule", f"{o.get('warmup_steps')} warm-up steps, then {o.get('schedule')} to "
-                     f"{o.get('min_lr_ratio', 0):g} × lr" if o else None),
-        ("Steps", f"{o.get('max_steps'):,}" if o.get("max_steps") else None),
-        ("Batch", f"{o.get('micro_batch')} × {o.get('grad_accum')} accumulation"
-                  + (f" × {cfg.get('world_size')} processes" if (cfg.get("world_size") or 1) > 1 else "")
-                  + f" = {eff_batch} sequences per step" if o else None),
-        ("Gradient clipping", o.get("clip")),
-        ("Held-out evaluation", f"every {e.get('eval_every')} steps on {cfg.get('eval_set', {}).get('masked_tokens', e.get('eval_tokens')):,} fixed masked tokens"
-         if e else None),
-        ("Constant-guess accuracy", _pct(cfg.get("eval_set", {}).get("constant_guess_accuracy"))
-         if cfg.get("eval_set", {}).get("constant_guess_accuracy") is not None else None),
-        ("Seed", t.get("seed")),
-        ("Preset", cfg.get("preset")),
+        ("Architecture", cfg.architecture),
+        ("Parameters", f"{cfg.parameters:,} ({cfg.parameters / 1e6:.2f}M)" if cfg.parameters else None),
+        ("Layers × hidden × heads", f"{m.num_layers} × {m.hidden_size} × {m.num_heads}"),
+        ("Feed-forward width", m.intermediate_size),
+        ("Output layer tied to embeddings", m.tie_word_embeddings),
+        ("Vocabulary", f"{cfg.vocab_size:,}" if cfg.vocab_size else None),
+        ("Sequence length", d.seq_len),
+        ("Masking", f"{d.mask_prob:.0%} of tokens" + (", whole words" if d.whole_word else "")),
+        ("Next-sentence prediction", d.nsp),
+        ("Optimizer", f"AdamW, lr {o.lr}, weight decay {o.weight_decay}"),
+        ("Schedule", f"{o.warmup_steps} warm-up steps, then {o.schedule} to {o.min_lr_ratio:g} × lr"),
+        ("Steps", f"{o.max_steps:,}"),
+        ("Batch", f"{o.micro_batch} × {o.grad_accum} accumulation"
+                  + (f" × {cfg.world_size} processes" if cfg.world_size > 1 else "")
+                  + f" = {eff_batch} sequences per step"),
+        ("Gradient clipping", o.clip),
+        ("Held-out evaluation", f"every {e.eval_every} steps on {eval_tokens:,} fixed masked tokens"),
+        ("Constant-guess accuracy", _pct(guess) if guess is not None else None),
+        ("Seed", t.seed),
+        ("Preset", cfg.preset),
     ])
 
 
@@ -542,11 +536,11 @@ def _throughput(doc: Doc, info: RunInfo, lang: str) -> None:
     tok = ser.get("tokens_seen")
     if tok is not None and len(tok):
         rows.append(("Tokens seen", f"{tok.values[-1]:,.0f}"))
-    sp = (info.config or {}).get("speed") or {}
-    if sp:
-        rows.append(("Device setting", f"{sp.get('device')} ({sp.get('dtype')}"
-                     + (", torch.compile" if sp.get("compile") else "") + ")"))
-    hw = (info.config or {}).get("hardware") or (info.study or {}).get("hardware")
+    if info.config is not None:
+        sp = info.config.speed
+        rows.append(("Device setting", f"{sp.device} ({sp.dtype}"
+                     + (", torch.compile" if sp.compile else "") + ")"))
+    hw = (info.study or {}).get("hardware")
     if hw:
         for key, label in (("device_name", "Device"), ("gpu", "GPU"), ("cpu", "CPU"), ("cpu_count", "CPU cores"),
                            ("torch", "torch"), ("python", "Python"), ("platform", "Platform")):

@@ -24,9 +24,9 @@ from typing import Any, Callable, Mapping, Sequence
 from bertcurve import __version__, layout
 from bertcurve.errors import UserError
 from bertcurve.fsutil import read_json, write_json
+from bertcurve.training.config import TrainConfig, build_config, load_run_config, to_dict
 
 STUDY_FORMAT = "bertcurve.stages.study/1"
-STUDY_JSON = layout.STUDY_STATE
 STAGES = ("prepare", "train", "analyze", "plot", "report")
 
 
@@ -86,15 +86,6 @@ class StudyResult:
         return self.run_dir / layout.ANALYSIS
 
 
-def resolve_run(source: str | Path) -> Path:
-    """A study folder stands for its run: ``studies/demo`` -> ``studies/demo/run``; other paths as given."""
-    path = Path(source).expanduser()
-    run = path / layout.STUDY_RUN_DIR
-    if path.is_dir() and not (path / layout.METRICS).exists() and (run / layout.METRICS).exists():
-        return run
-    return path
-
-
 def hardware() -> dict[str, Any]:
     """What this machine is, for the report's throughput section."""
     info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(terse=True),
@@ -129,14 +120,15 @@ def signature(inputs: Sequence[Path], **options: Any) -> dict:
 
 def _training_finished(run_dir: Path) -> bool:
     """The run wrote its final model and its log reached max_steps."""
-    cfg_path = run_dir / layout.RUN_CONFIG
-    if not (run_dir / layout.FINAL_MODEL_DIR).is_dir() or not cfg_path.is_file():
+    if not (run_dir / layout.FINAL_MODEL_DIR).is_dir():
         return False
     try:
-        cfg = read_json(cfg_path, "run config")
-        max_steps = int(cfg["train"]["optim"]["max_steps"])
-    except (UserError, KeyError, TypeError, ValueError):
+        cfg = load_run_config(run_dir, missing_ok=True)
+    except UserError:
         return False
+    if cfg is None:
+        return False
+    max_steps = cfg.train.optim.max_steps
     last = 0
     try:
         with open(run_dir / layout.METRICS, encoding="utf-8") as handle:
@@ -150,9 +142,9 @@ def _training_finished(run_dir: Path) -> bool:
     return last >= max_steps
 
 
-def _same_training(run_dir: Path, requested: Mapping[str, Any]) -> list[str]:
+def _same_training(run_dir: Path, requested: TrainConfig) -> list[str]:
     """Differences between the saved run config and the requested one (empty when the same)."""
-    saved = read_json(run_dir / layout.RUN_CONFIG, "run config").get("train", {})
+    saved = to_dict(load_run_config(run_dir).train)
     diffs: list[str] = []
 
     def walk(a: Any, b: Any, prefix: str) -> None:
@@ -162,7 +154,7 @@ def _same_training(run_dir: Path, requested: Mapping[str, Any]) -> list[str]:
         elif a != b:
             diffs.append(f"{prefix}: {a!r} -> {b!r}")
 
-    walk(saved, dict(requested), "")
+    walk(saved, to_dict(requested), "")
     return diffs
 
 
@@ -211,7 +203,7 @@ def study(
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (
-            (out_dir / STUDY_JSON).exists() or (out_dir / layout.STUDY_DATA_DIR).exists()
+            (out_dir / layout.STUDY_STATE).exists() or (out_dir / layout.STUDY_DATA_DIR).exists()
             or (out_dir / layout.STUDY_RUN_DIR).exists()):
         raise UserError(f"--out {out_dir} is a non-empty folder that is not a bertcurve study; "
                         "choose a new or empty folder")
@@ -221,7 +213,7 @@ def study(
     data_dir = out_dir / layout.STUDY_DATA_DIR
     run_dir = out_dir / layout.STUDY_RUN_DIR
     result = StudyResult(out_dir, data_dir, run_dir)
-    record_path = out_dir / STUDY_JSON
+    record_path = out_dir / layout.STUDY_STATE
     try:
         previous = read_json(record_path, "study record") if record_path.is_file() else {}
     except UserError as exc:  # a damaged record only costs re-running the cheap stages
@@ -279,11 +271,10 @@ def study(
 
     # -- 2. train (resume="auto" continues an interrupted run exactly)
     def do_train() -> tuple[str, str]:
-        from bertcurve.training.config import build_config, to_dict
         from bertcurve.stages.train import train
 
         if _training_finished(run_dir):
-            wanted = to_dict(build_config(t_preset, config, train_overrides))
+            wanted = build_config(t_preset, config, train_overrides)
             diffs = _same_training(run_dir, wanted)
             if diffs:
                 raise UserError(
@@ -406,7 +397,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=tuple(PRESETS), default="demo",
                         help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()) + " (default: demo)")
     parser.add_argument("--config", type=Path, default=None,
-                        help="training config JSON applied on top of the preset (see docs/run-dir.md)")
+                        help="training config file (JSON or YAML) applied on top of the preset "
+                             "(see docs/run-dir.md)")
     parser.add_argument("--out", type=Path, default=None, help="study folder (default: studies/PRESET)")
     parser.add_argument("--train-preset", default=None,
                         help="use this training preset instead of the study preset's (e.g. tiny for a smoke test)")
