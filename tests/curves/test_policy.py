@@ -36,7 +36,6 @@ def test_limits():
     assert policy.limits_for("eval/loss") == cv.Limits(0.0, None)
     assert policy.limits_for("val_perplexity") == cv.Limits(1.0, None)
     assert policy.limits_for("bleurt") == cv.Limits()
-    assert cv.limits_for("eval_loss") == policy.limits_for("eval_loss")   # the old entry point agrees
 
 
 def test_asymptote_by_name_and_its_word():

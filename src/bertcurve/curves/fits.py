@@ -319,13 +319,6 @@ class Limits:
     upper: float | None = None
 
 
-def limits_for(metric: str) -> Limits:
-    """The range of a metric; decided in :func:`bertcurve.curves.policy.limits_for`."""
-    from bertcurve.curves.policy import limits_for as decide
-
-    return decide(metric)
-
-
 def _bounds(model: str, direction: int, y: np.ndarray, t: np.ndarray, limits: Limits
             ) -> tuple[list[float], list[float]]:
     inf = np.inf

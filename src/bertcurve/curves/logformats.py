@@ -249,7 +249,7 @@ def read_wandb(path: Path, data: Any) -> tuple[Points, dict, list[str], str | No
 
 
 def _wandb_name(key: str) -> str:
-    from bertcurve.curves.logs import _TB_NAMES   # HF Trainer names as W&B logs them ("train/loss", ...)
+    from bertcurve.curves.names import TB_NAMES as _TB_NAMES   # HF Trainer names as W&B logs them
 
     k = key.strip()
     if k in _TB_NAMES:

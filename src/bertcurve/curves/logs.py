@@ -76,20 +76,7 @@ _HF_NAMES = {
 _HF_SUMMARY_KEYS = {"train_runtime", "train_samples_per_second", "total_flos"}
 _HF_SKIP = {"step", "epoch"}
 
-# TensorBoard tags (HF Trainer and common conventions) -> normalised names.
-_TB_NAMES = {
-    "train/loss": "train_loss",
-    "train/learning_rate": "lr",
-    "train/grad_norm": "grad_norm",
-    "train/epoch": "epoch",
-    "eval/loss": "eval_loss",
-    "eval/accuracy": "eval_mlm_accuracy",
-    "train/mlm_accuracy": "train_mlm_accuracy",
-    "eval/mlm_accuracy": "eval_mlm_accuracy",
-    "loss": "train_loss",
-    "lr": "lr",
-    "learning_rate": "lr",
-}
+from bertcurve.curves.names import TB_NAMES as _TB_NAMES  # noqa: E402  (shared with logformats)
 
 # CSV column names that hold the step, in order of preference.
 _STEP_COLUMNS = ("step", "steps", "global_step", "_step", "iteration", "iter", "trainer/global_step")
