@@ -33,8 +33,8 @@ import yaml
 
 from bertcurve import layout
 from bertcurve.errors import UserError
+from bertcurve.training.schedule import DECAY_SHAPES, SCHEDULES
 
-SCHEDULES = ("cosine", "linear", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "fp32", "bf16")
 
@@ -95,9 +95,15 @@ class OptimConfig:
     max_steps: int = 1000
     """Optimizer steps of the whole run."""
     schedule: str = field(default="cosine", metadata={"choices": SCHEDULES})
-    """After warm-up: ``cosine`` or ``linear`` decay to ``min_lr_ratio * lr``, or ``constant``."""
+    """After warm-up: ``cosine`` or ``linear`` decay to ``min_lr_ratio * lr``, ``constant``, ``wsd``
+    (warmup-stable-decay: the peak, then a cooldown over the last ``decay_fraction`` of the steps),
+    or ``inverse_sqrt``."""
     min_lr_ratio: float = 0.0
     """Final learning rate as a fraction of ``lr``."""
+    decay_fraction: float = 0.2
+    """Share of all steps spent in a ``wsd`` schedule's cooldown."""
+    decay_shape: str = field(default="linear", metadata={"choices": DECAY_SHAPES})
+    """Shape of a ``wsd`` schedule's cooldown: ``linear``, ``cosine`` or ``1-sqrt``."""
     micro_batch: int = 32
     """Sequences per forward/backward pass."""
     grad_accum: int = 1
@@ -490,6 +496,10 @@ def validate(cfg: TrainConfig, vocab_size: int | None = None) -> list[str]:
         p.append(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {o.schedule!r}")
     if not 0.0 <= o.min_lr_ratio <= 1.0:
         p.append(f"optim.min_lr_ratio must be in [0, 1], got {o.min_lr_ratio}")
+    if not 0.0 < o.decay_fraction <= 1.0:
+        p.append(f"optim.decay_fraction must be in (0, 1], got {o.decay_fraction}")
+    if o.decay_shape not in DECAY_SHAPES:
+        p.append(f"optim.decay_shape must be one of {', '.join(DECAY_SHAPES)}, got {o.decay_shape!r}")
     if o.micro_batch < 1:
         p.append(f"optim.micro_batch must be >= 1, got {o.micro_batch}")
     if o.grad_accum < 1:
