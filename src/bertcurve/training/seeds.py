@@ -19,9 +19,12 @@ stream             root seed   index
 ``EVAL_NSP_PAIRS`` eval_seed   example: the held-out set's sentence B
 =================  ==========  =================================================
 
-A stream's number is part of every seed derived for it, so two streams never
-share draws. The numbers (and the two streams without one, which predate the
-numbering) are part of every result: renumbering a stream changes the runs.
+A stream's number is part of every seed derived for it, so two numbered
+streams never share draws. The numbers (and the two streams without one,
+which predate the numbering) are part of every result: renumbering a stream
+changes the runs. One overlap is kept for that reason: with ``seed`` equal to
+``eval_seed``, ``DATA_ORDER`` of epoch 4 has ``EVAL_ORDER``'s key (the two
+permute different splits, of different lengths).
 """
 
 from __future__ import annotations
