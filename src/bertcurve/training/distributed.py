@@ -1,8 +1,12 @@
 """Processes and devices: which rank does what, the DDP wrapper, where tensors live.
 
-Started by ``torchrun``, every process trains on its share of each optimizer
-step's micro-batches and DistributedDataParallel sums the gradients; only
-rank 0 writes files or prints.
+Started by ``torchrun`` with N processes, an optimizer step takes
+``grad_accum x N`` micro-batches (of ``micro_batch`` sequences each), every
+process ``grad_accum`` of them, as in the Hugging Face Trainer: any number of
+processes works with any settings, and N processes at ``grad_accum`` g train
+exactly what one process trains at ``grad_accum`` N x g (same micro-batches,
+masks and dropout; only the order of the gradient sums differs).
+DistributedDataParallel sums the gradients; only rank 0 writes files or prints.
 """
 
 from __future__ import annotations
@@ -38,10 +42,18 @@ class Dist:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         return cls(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
 
+    def micro_batches_per_step(self, grad_accum: int) -> int:
+        """Micro-batches of one optimizer step over all processes."""
+        return grad_accum * self.world_size
+
     def micro_batches(self, step: int, grad_accum: int) -> list[int]:
-        """Numbers of this rank's micro-batches of optimizer step ``step`` (1-based)."""
-        first = (step - 1) * grad_accum
-        return [first + j for j in range(grad_accum) if j % self.world_size == self.rank]
+        """Numbers of this rank's ``grad_accum`` micro-batches of optimizer step ``step`` (1-based).
+
+        Rank r takes the step's micro-batches r, r + N, r + 2N, ... of N processes.
+        """
+        per_step = self.micro_batches_per_step(grad_accum)
+        first = (step - 1) * per_step
+        return [first + j for j in range(self.rank, per_step, self.world_size)]
 
     def wrap(self, net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         """The module the training step calls: ``net`` itself, or a DDP wrapper of it.

@@ -156,8 +156,10 @@ class Trainer:
         self.cfg = self._resolve_config()
         self.tok_hash = ckpt.tokenizer_hash(self.data_dir.path)
         self.loaded = self._find_checkpoint()
+        self.micro_batches_per_step = self.dist.micro_batches_per_step(self.cfg.optim.grad_accum)
         if self.loaded is not None:
             self._check_checkpoint_fits(self.loaded)
+            self._check_global_batch(self.loaded)
         self.start_step = self.loaded.step if self.loaded is not None else 0
         self.step = self.start_step
         self.total_steps = self.cfg.optim.max_steps
@@ -219,12 +221,31 @@ class Trainer:
                 "resume with the same model settings, or start a new run with another --out"
             )
         changed = _diff(loaded.meta.get("config", {}), to_dict(cfg))
+        if loaded.step and loaded.meta.get("micro_batches") == loaded.step * self.micro_batches_per_step:
+            # The same global batch on another number of processes: still the same run.
+            changed = [c for c in changed if not c.startswith("optim.grad_accum:")]
         if changed:
             self.warn("warning: config differs from the checkpoint's (the run is no longer an exact "
                       "continuation): " + "; ".join(changed))
         if loaded.step > cfg.optim.max_steps:
             raise UserError(f"checkpoint is at step {loaded.step}, beyond max_steps "
                             f"{cfg.optim.max_steps}; raise --max-steps")
+
+    def _check_global_batch(self, loaded: ckpt.LoadedCheckpoint) -> None:
+        """Refuse another number of micro-batches per step (grad_accum x processes) than the
+        checkpoint's: the data position and the meaning of every step would change."""
+        if loaded.step == 0 or "micro_batches" not in loaded.meta:
+            return
+        then = int(loaded.meta["micro_batches"]) // loaded.step
+        world, now = self.dist.world_size, self.micro_batches_per_step
+        if then == now:
+            return
+        fix = (f"resume with --grad-accum {then // world} on {world} process(es)" if then % world == 0
+               else f"resume on a number of processes that divides {then}")
+        raise UserError(
+            f"checkpoint {loaded.path.name} was trained with {then} micro-batches per optimizer step "
+            f"(--grad-accum x processes); this run would take {now} ({self.cfg.optim.grad_accum} x "
+            f"{world} process(es)), a different global batch; {fix}")
 
     def _build_model(self) -> None:
         """Threads, device, the initial (or restored) weights, and the module the step calls."""
@@ -574,7 +595,7 @@ class Trainer:
         rec = {"step": step, "split": "train", "loss": step_loss,
                "mlm_accuracy": correct / counts.masked, "lr": lr, "grad_norm": grad_norm,
                "tokens_seen": self.tokens_seen,
-               "epoch": round(self.stream.epoch_of(step * self.cfg.optim.grad_accum), 6)}
+               "epoch": round(self.stream.epoch_of(step * self.micro_batches_per_step), 6)}
         if counts.pairs:
             rec["nsp_accuracy"] = nsp_correct / counts.pairs
             rec["nsp_loss"] = nsp_loss_sum / counts.pairs
@@ -651,9 +672,10 @@ class Trainer:
     def _checkpoint_meta(self, step: int) -> dict[str, Any]:
         """checkpoint.json's fields: the data position and what a resume must match."""
         cfg = self.cfg
-        micro_batches = step * cfg.optim.grad_accum
+        micro_batches = step * self.micro_batches_per_step
         return {
             "micro_batches": micro_batches,
+            "world_size": self.dist.world_size,
             "examples_seen": micro_batches * cfg.optim.micro_batch,
             "epoch": self.stream.epoch_of(micro_batches),
             "tokens_seen": self.tokens_seen,
