@@ -41,6 +41,7 @@ def train(
     tensorboard: bool = False,
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
+    on_eval: Callable[[int, Mapping[str, Any]], None] | None = None,
 ) -> "TrainResult":
     """Pretrain BERT on the data dir ``data`` into the run dir ``out``.
 
@@ -51,7 +52,10 @@ def train(
     starts fresh), ``"none"`` refuses to touch a run dir that already has a
     run, a path resumes from that checkpoint folder. Returns a
     :class:`~bertcurve.training.trainer.TrainResult`; a Ctrl-C or SIGTERM
-    saves a checkpoint and returns with ``completed=False``.
+    saves a checkpoint and returns with ``completed=False``. ``on_eval(step,
+    record)`` is called with every held-out evaluation record once it is in
+    metrics.jsonl; an exception it raises stops the run there (checkpoints
+    and metrics stay as they are, so the run can be continued).
     """
     from transformers.utils import logging as hf_logging
 
@@ -85,7 +89,8 @@ def train(
     try:
         trainer = Trainer(data_dir, tokenizer, run_dir, preset=preset, config=config,
                           overrides=overrides, resume=resume_str, speed=speed,
-                          tensorboard=tensorboard, quiet=quiet, say=say, warn=warn, dist=dist)
+                          tensorboard=tensorboard, quiet=quiet, say=say, warn=warn, dist=dist,
+                          on_eval=on_eval)
         trainer.setup()
         return trainer.fit()
     finally:

@@ -130,7 +130,8 @@ class Trainer:
                  config: str | Path | Mapping[str, Any] | None,
                  overrides: Mapping[str, Any] | None, resume: str, speed: SpeedConfig,
                  tensorboard: bool, quiet: bool, say: Callable[[str], None],
-                 warn: Callable[[str], None], dist: Dist):
+                 warn: Callable[[str], None], dist: Dist,
+                 on_eval: Callable[[int, Mapping[str, Any]], None] | None = None):
         self.data_dir = data_dir
         self.tokenizer = tokenizer
         self.vocab_size = len(tokenizer)
@@ -142,6 +143,7 @@ class Trainer:
         self.quiet = quiet
         self.say, self.warn = say, warn
         self.dist = dist
+        self.on_eval = on_eval  # called with every evaluation record written
         self.stop = StopRequest()
         self.step = 0
         self.last_eval: dict[str, Any] | None = None
@@ -413,9 +415,7 @@ class Trainer:
         if self.loaded is not None:
             self.say(f"resumed from {self.loaded.path.name} (step {self.start_step}/{self.total_steps})")
         if self.start_step == 0:
-            record = self.evaluate(0)
-            self.write_record(record)
-            self.progress.eval_acc = record["mlm_accuracy"]
+            self._log_eval(self.evaluate(0))
         if self.speed.compile:
             model_lib.compile_encoder(self.net)
         self.interval_tokens, self.interval_start = 0, time.monotonic()
@@ -513,8 +513,7 @@ class Trainer:
         if step % cfg.eval_every == 0 or step == self.total_steps:
             self.last_eval = self.evaluate(step) if self.dist.is_main else None
             if self.last_eval is not None:
-                self.write_record(self.last_eval)
-                self.progress.eval_acc = self.last_eval["mlm_accuracy"]
+                self._log_eval(self.last_eval)
             self._reached("after-eval", step)
         if is_save:
             self.save_checkpoint(step)
@@ -603,6 +602,12 @@ class Trainer:
         rec["tokens_per_s"] = round(tps, 1)
         self.write_record(rec)
         self.progress.update(step, loss=step_loss, lr=lr, tokens_per_s=tps)
+
+    def _log_eval(self, record: dict[str, Any]) -> None:
+        self.write_record(record)
+        self.progress.eval_acc = record["mlm_accuracy"]
+        if self.on_eval is not None:
+            self.on_eval(record["step"], record)
 
     def write_record(self, record: dict[str, Any]) -> None:
         """One line of metrics.jsonl (and TensorBoard scalars)."""
