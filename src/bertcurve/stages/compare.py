@@ -24,7 +24,7 @@ import numpy as np
 
 from bertcurve import __version__, layout
 from bertcurve.curves import stats as st
-from bertcurve.stages.analyze import MIN_POINTS, analyze, choose_metric
+from bertcurve.stages.analyze import MIN_POINTS, add_column_arguments, analyze, choose_metric
 from bertcurve.errors import UserError
 from bertcurve.fsutil import write_result_json
 from bertcurve.curves.logs import load_log
@@ -165,16 +165,25 @@ def compare(
     bootstrap: int = 300,
     seed: int = 0,
     write: bool = True,
+    step_col: str | None = None,
+    metric_col: str | None = None,
+    level: float | None = None,
+    direction: str | None = None,
 ) -> dict:
     """Compare the headline figures of several logs and write comparison.json.
 
+    ``step_col``/``metric_col``: CSV/TSV columns, as for ``analyze``; ``level``: confidence level
+    of the intervals; ``direction``: "up"/"down" when the metric's name does not say.
     ``metric``: the metric for every source (default: each log's default metric).
     ``at_step``: the common step for forecasts (default: the largest last step).
     ``out``: where to write (default ./comparison.json). Returns the comparison dict.
     """
     if len(sources) < 2:
         raise UserError("compare needs at least two sources (runs or logs)")
-    logs = [load_log(s) for s in sources]
+    from bertcurve.curves import policy
+
+    level = policy.check_level(policy.DEFAULT_LEVEL if level is None else level)
+    logs = [load_log(s, step_col=step_col, metric_col=metric_col) for s in sources]
     results_steps = []
     for log in logs:
         s = log.metric(choose_metric(log, metric), min_points=MIN_POINTS, allow_constant=False)
@@ -184,7 +193,8 @@ def compare(
     if not (common > 0 and math.isfinite(common)):
         raise UserError("--at-step must be a positive number")
     window_end = min(last_steps)
-    results = [analyze(src, metric=metric, forecast=[common], bootstrap=bootstrap, seed=seed, write=False)
+    results = [analyze(src, metric=metric, forecast=[common], bootstrap=bootstrap, seed=seed, write=False,
+                       step_col=step_col, metric_col=metric_col, level=level, direction=direction)
                for src in sources]
     rows = [_row(res, common, window_end, sv) for res, sv in zip(results, results_steps)]
     seen: dict[str, int] = {}
@@ -267,12 +277,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=300,
                         help="block-bootstrap resamples for each run's interval of r (0 = effective-n Fisher only)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap")
+    parser.add_argument("--level", type=float, default=None, help="confidence level of intervals (default 0.95)")
+    parser.add_argument("--direction", choices=("up", "down"), default=None,
+                        help="whether the metric should grow or fall (default: from its name, else the data)")
+    add_column_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print comparison.json instead of the table")
 
 
 def run(args: argparse.Namespace) -> int:
     res = compare(args.sources, out=args.out, metric=args.metric, at_step=args.at_step,
-                  bootstrap=args.bootstrap, seed=args.seed)
+                  bootstrap=args.bootstrap, seed=args.seed, step_col=args.step_col, metric_col=args.metric_col,
+                  level=args.level, direction=args.direction)
     if args.json:
         import json
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bertcurve import __version__, layout
+from bertcurve.curves import policy
 from bertcurve.errors import UserError
 from bertcurve.fsutil import atomic_write_text, read_json
 
@@ -655,9 +656,9 @@ def _analysis(doc: Doc, info: RunInfo, figures: dict[str, Path], base: Path, lan
     doc.table(["Model", "Formula (t = steps / 1000)", "Parameters (± SE)", "R²", "AIC", "Backtest RMSE"],
               fit_rows)
     if a.get("chosen_model", {}).get("reason"):
-        doc.p(f"Forecasts use **{chosen}**: {a['chosen_model']['reason']} (fitted on the first 30 %, 50 % and "
-              "70 % of the steps, scored on the rest). In-sample R² is not used to choose: it rewards flexible "
-              "curves that extrapolate badly.")
+        doc.p(f"Forecasts are led by **{chosen}**: {a['chosen_model']['reason']}. In-sample R² is not used to "
+              "choose: it rewards flexible curves that extrapolate badly. The forecast intervals are calibrated on "
+              "the same backtests' errors (see docs/analysis.md).")
     phases = [q for q in a.get("phases", []) if q.get("slope_per_1k_steps") is not None]
     if phases:
         doc.h3(_title("Phases of training", "训练阶段", lang))
@@ -672,13 +673,13 @@ def _analysis(doc: Doc, info: RunInfo, figures: dict[str, Path], base: Path, lan
 def _forecast(doc: Doc, info: RunInfo, figures: dict[str, Path], base: Path, lang: str) -> None:
     doc.h2(_title("Forecast", "预测", lang), "forecast")
     _figure(doc, figures, "forecast",
-            "Forecast: the chosen learning curve extrapolated with its prediction band, the target and when it "
-            "is reached; beside it, the backtest that justifies the model.", base)
+            "Forecast: the backtest-weighted combination of learning curves extrapolated with its calibrated "
+            "interval, the target and when it is reached; beside it, a backtest of the leading family.", base)
     a = info.analysis
     if not a or not a.get("forecasts"):
         doc.p("No forecast: no learning-curve model converged on this log.")
         return
-    level = a["metric"].get("level", 0.95)
+    level = a["metric"].get("level", policy.DEFAULT_LEVEL)
     rows = []
     for f in a["forecasts"]:
         if f.get("value") is None:
@@ -686,7 +687,7 @@ def _forecast(doc: Doc, info: RunInfo, figures: dict[str, Path], base: Path, lan
         rows.append([_step(f["step"]), _num(f["value"]),
                      f"{_num(f['pi'][0])} – {_num(f['pi'][1])}", _num(f.get("by_model", {}).get("linear")),
                      "yes" if f.get("beyond_lr_schedule") else "no"])
-    doc.table(["Step", f"Forecast ({a['chosen_model']['model']})", f"{level:.0%} prediction interval",
+    doc.table(["Step", f"Forecast (led by {a['chosen_model']['model']})", f"{level:.0%} forecast interval",
                "Straight line would say", "Beyond the LR schedule"], rows)
     t = a.get("target") or _default_target(info)
     if t:
@@ -701,30 +702,32 @@ def _forecast(doc: Doc, info: RunInfo, figures: dict[str, Path], base: Path, lan
 
 
 def _default_target(info: RunInfo) -> dict | None:
-    """The forecast figure's default target, answered with the analysis's chosen fit (so text and
+    """The forecast figure's default target, answered with the analysis's forecast (so text and
     figure agree when no --target was given)."""
-    from bertcurve.viz import figures as F
-    from bertcurve.curves.fits import FitResult
+    import numpy as np
+
+    from bertcurve.curves.forecast import CurveForecast
 
     a = info.analysis or {}
-    chosen = (a.get("chosen_model") or {}).get("model")
-    fit_d = next((f for f in a.get("fits", []) if f["model"] == chosen and f.get("converged")), None)
     name = (a.get("metric") or {}).get("name")
-    if fit_d is None or name not in info.log.series:
+    if not a.get("forecaster") or not (a.get("chosen_model") or {}).get("model") or name not in info.log.series:
         return None
-    fit = FitResult.from_dict(fit_d)
+    fc = CurveForecast.from_dict(a["forecaster"], a.get("fits", []))
     s = info.log.series[name]
-    target = F.default_target(name, F.tail_mean(s.values), int(a["metric"]["direction"]))
-    at = fit.steps_to_reach(target, horizon_factor=100.0)
-    early, late = fit.steps_to_reach_band(target, a["metric"].get("level", 0.95), horizon_factor=100.0)
+    level = a["metric"].get("level", policy.DEFAULT_LEVEL)
+    target = policy.default_target(name, float(np.mean(s.values[-max(1, round(len(s) * 0.05)):])),
+                                   int(a["metric"]["direction"]))
+    at = fc.steps_to_reach(target, horizon_factor=policy.HORIZON_FACTOR)
+    early, late = fc.steps_to_reach_band(target, level, horizon_factor=policy.HORIZON_FACTOR)
     out: dict[str, Any] = {"value": round(target, 6), "step": at, "step_range": [early, late]}
     speed = a.get("throughput") or {}
     if at is not None and speed.get("steps_per_second"):
         out["hours_from_last_step"] = max(0.0, at - float(s.steps[-1])) / speed["steps_per_second"] / 3600
     if at is None:
-        asym = F.fit_asymptote(fit)
-        out["note"] = (f"within 100× the logged steps the {chosen} curve levels off"
-                       + (f" at {asym:.4g}" if asym is not None else ""))
+        asym, at_bound = policy.forecast_asymptote(fc)
+        word = policy.asymptote_word(fc.direction)[0]
+        out["note"] = (f"within {policy.HORIZON_FACTOR:g}× the logged steps the forecast levels off"
+                       + (f" at a {word} of {asym:.4g}" if asym is not None and not at_bound else ""))
     return out
 
 

@@ -180,6 +180,7 @@ def study(
     redo: Sequence[str] = (),
     quiet: bool = False,
     say: Callable[[str], None] | None = None,
+    level: float | None = None,
 ) -> StudyResult:
     """Run (or finish) a study into ``out`` (default ``studies/PRESET``); return where everything is.
 
@@ -188,7 +189,8 @@ def study(
     JSON file applied on top of the preset. ``train_preset`` / ``train_overrides`` /
     ``prepare_options``: finer control (tests use ``train_preset="tiny"``). ``redo``:
     stages to run even when up to date (analyze, plot, report; a finished training is
-    never redone: use a new ``out``). Stages already done are skipped; an interrupted
+    never redone: use a new ``out``). ``level``: confidence level of the analysis and the forecast
+    band (default 0.95). Stages already done are skipped; an interrupted
     training resumes from its newest checkpoint.
     """
     from bertcurve.viz.figures import check_lang
@@ -310,14 +312,14 @@ def study(
 
     # -- 3. analyze
     def sig_analyze() -> dict:
-        return signature([metrics], target=target)
+        return signature([metrics], target=target, level=level)
 
     def do_analyze() -> tuple[str, str]:
         if up_to_date("analyze", sig_analyze(), [analysis]):
             return "skipped", "up to date"
         from bertcurve.stages.analyze import analyze
 
-        res = analyze(run_dir, target=target)
+        res = analyze(run_dir, target=target, **({"level": level} if level is not None else {}))
         chosen = (res.get("chosen_model") or {}).get("model")
         return "done", f"{res['metric']['name']}, forecasting model {chosen or 'none (too few points)'}"
 
@@ -325,14 +327,14 @@ def study(
 
     # -- 4. plot
     def sig_plot() -> dict:
-        return signature([metrics, analysis], lang=lang, target=target)
+        return signature([metrics, analysis], lang=lang, target=target, level=level)
 
     def do_plot() -> tuple[str, str]:
         if up_to_date("plot", sig_plot(), [fig_dir / "training_curves.png"]):
             return "skipped", "up to date"
         from bertcurve.stages.plot import plot
 
-        res = plot([run_dir], out=fig_dir, lang=lang, target=target)
+        res = plot([run_dir], out=fig_dir, lang=lang, target=target, level=level)
         return "done", f"{len(res.files)} figures" + (f"; left out: {'; '.join(res.skipped)}" if res.skipped else "")
 
     stage("plot", do_plot, sig_plot)
@@ -412,6 +414,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="language of figure labels and report titles (default: both)")
     parser.add_argument("--target", type=float, default=None,
                         help="metric value to forecast the step for (default: the next 5 points of accuracy)")
+    parser.add_argument("--level", type=float, default=None,
+                        help="confidence level of the analysis's intervals and the forecast band (default 0.95)")
     parser.add_argument("--redo", nargs="+", choices=("analyze", "plot", "report"), default=(),
                         help="run these stages even when they are up to date")
     parser.add_argument("--quiet", action="store_true", help="print only the closing summary")
@@ -420,7 +424,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     result = study(args.inputs, preset=args.preset, out=args.out, config=args.config,
                    train_preset=args.train_preset, lang=args.lang, target=args.target, redo=args.redo,
-                   quiet=args.quiet)
+                   quiet=args.quiet, level=args.level)
     if args.quiet and result.completed:
         print(_where(result))
     return 0 if result.completed else 130
