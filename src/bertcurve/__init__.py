@@ -30,6 +30,7 @@ _API = {
     "fill_mask": "bertcurve.stages.fillmask",
     "export": "bertcurve.stages.export",
     "export_history": "bertcurve.stages.history",
+    "sweep": "bertcurve.stages.sweep",
     "load_log": "bertcurve.curves.logs",
 }
 

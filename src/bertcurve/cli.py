@@ -29,6 +29,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "fill-mask": ("bertcurve.stages.fillmask", "predict the characters behind [MASK] with a trained model"),
     "export": ("bertcurve.stages.export", "export a run as a Hugging Face model directory with a model card"),
     "export-history": ("bertcurve.stages.history", "write a run's metrics in another format (e.g. the seed's JSON)"),
+    "sweep": ("bertcurve.stages.sweep", "hyperparameter search on Optuna, pruning hopeless trials by forecast"),
     "dashboard": ("bertcurve.stages.dashboard", "serve a live web page of one or more runs' learning curves"),
 }
 

@@ -131,10 +131,9 @@ def _install_fault(point: str, step: int) -> None:
     import torch
 
     from bertcurve.training import checkpoint, metrics_log
-    from bertcurve.stages import train as train_module
+    from bertcurve.training.trainer import Trainer
 
     state = {"step": 0}
-    original_train = train_module.train
 
     def hook(where: str, at: int) -> None:
         state["step"] = at
@@ -143,11 +142,7 @@ def _install_fault(point: str, step: int) -> None:
                            or (point == "checkpoint-before-rename" and where == "checkpoint-before-rename")):
             _die()
 
-    def train_with_hook(*args: Any, **kwargs: Any):
-        kwargs["_fault"] = hook
-        return original_train(*args, **kwargs)
-
-    train_module.train = train_with_hook
+    Trainer.fault_hook = hook  # this process only: it is about to die
 
     if point == "mid-eval":
         from bertcurve.training import model
@@ -513,16 +508,10 @@ class SlowSteps:
     seconds: float
 
     def __call__(self) -> None:
-        from bertcurve.stages import train as train_module
-
-        original = train_module.train
+        from bertcurve.training.trainer import Trainer
 
         def hook(where: str, step: int) -> None:
             if where == "after-backward":
                 time.sleep(self.seconds)
 
-        def slow_train(*args: Any, **kwargs: Any):
-            kwargs["_fault"] = hook
-            return original(*args, **kwargs)
-
-        train_module.train = slow_train
+        Trainer.fault_hook = hook

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import signal
@@ -25,17 +24,16 @@ def _statuses(result) -> dict[str, str]:
 
 
 def test_study_resumes_after_an_interruption_without_redoing_finished_stages(tmp_path, monkeypatch):
-    import bertcurve.stages.train as train_module
+    from bertcurve.training.trainer import Trainer
 
     out = tmp_path / "study"
-    original = train_module.train
 
     def interrupt_at_step_20(what: str, step: int) -> None:
         # What Ctrl-C does: the trainer finishes the step, checkpoints and returns.
         if what == "after-checkpoint" and step == 20:
             os.kill(os.getpid(), signal.SIGINT)
 
-    monkeypatch.setattr(train_module, "train", functools.partial(original, _fault=interrupt_at_step_20))
+    monkeypatch.setattr(Trainer, "fault_hook", interrupt_at_step_20)
     first = study(["demo"], out=out, **FAST)
     assert not first.completed
     assert _statuses(first) == {"prepare": "done", "train": "interrupted"}
@@ -43,7 +41,7 @@ def test_study_resumes_after_an_interruption_without_redoing_finished_stages(tmp
     meta = out / "data" / layout.DATA_META
     data_mtime = meta.stat().st_mtime_ns
 
-    monkeypatch.setattr(train_module, "train", original)
+    monkeypatch.setattr(Trainer, "fault_hook", None)
     second = study(["demo"], out=out, **FAST)
     assert second.completed
     assert _statuses(second) == {"prepare": "skipped", "train": "done", "analyze": "done", "plot": "done",

@@ -26,27 +26,58 @@ from bertcurve.training.model import build_model
 
 
 @pytest.fixture()
-def three_checkpoints(tmp_path) -> Path:
+def saved_training(tmp_path):
+    """Checkpoints at steps 10, 20, 30 of a tiny model whose optimizer has taken a step,
+    and the model, optimizer state and RNG state they were written from."""
     cfg = build_config("tiny")
     torch.manual_seed(0)
     net = build_model(cfg.model, 50)
     opt = torch.optim.AdamW(net.parameters())
+    net(input_ids=torch.randint(5, 50, (2, 8)), labels=torch.randint(5, 50, (2, 8))).loss.backward()
+    opt.step()  # so the optimizer state holds moments and a step count
+    state = {"optimizer": opt.state_dict(), "rng": {"torch": torch.get_rng_state()}}
     for step in (10, 20, 30):
-        save_checkpoint(tmp_path, step, net, {"optimizer": opt.state_dict(),
-                                              "rng": {"torch": torch.get_rng_state()}},
-                        {"note": "test"})
-    return tmp_path
+        save_checkpoint(tmp_path, step, net, state, {"note": "test"})
+    return tmp_path, net, state
+
+
+@pytest.fixture()
+def three_checkpoints(saved_training) -> Path:
+    return saved_training[0]
 
 
 def _folder(run: Path, step: int) -> Path:
     return run / layout.CHECKPOINTS_DIR / layout.checkpoint_dir_name(step)
 
 
-def test_round_trip_and_checksums(three_checkpoints):
-    loaded = load_checkpoint(_folder(three_checkpoints, 30))
+def _tensors(tree, prefix: str = "") -> dict[str, torch.Tensor | object]:
+    """Every leaf of nested dicts/lists, keyed by its path."""
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _tensors(sub, f"{prefix}{key}/").items()}
+    if isinstance(tree, (list, tuple)):
+        return {k: v for i, sub in enumerate(tree) for k, v in _tensors(sub, f"{prefix}{i}/").items()}
+    return {prefix: tree}
+
+
+def test_round_trip_restores_every_tensor(saved_training):
+    run, net, state = saved_training
+    loaded = load_checkpoint(_folder(run, 30))
     assert loaded.step == 30 and loaded.meta["note"] == "test"
-    assert "optimizer" in loaded.training_state
-    assert any(k.startswith("bert.") for k in loaded.weights)
+    # Every weight, bit for bit; only the tied output matrix is left to re-tying.
+    original = net.state_dict()
+    tied = {k for k in original if k not in loaded.weights}
+    assert tied <= {"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"}, tied
+    assert set(loaded.weights) == set(original) - tied
+    for name, tensor in loaded.weights.items():
+        assert tensor.dtype == original[name].dtype and torch.equal(tensor, original[name]), name
+    # Every optimizer moment, step count and hyper-parameter, and the RNG state.
+    want, got = _tensors(state), _tensors(loaded.training_state)
+    assert set(got) == set(want) and any("exp_avg_sq" in k for k in got)
+    for key, value in want.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(got[key], value) and got[key].dtype == value.dtype, key
+        else:
+            assert got[key] == value, key
 
 
 @pytest.mark.parametrize("damage", ["truncate", "bitflip", "missing", "checksum", "meta"])

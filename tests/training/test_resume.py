@@ -104,10 +104,10 @@ def test_resume_with_partial_last_line_and_newer_lines(tiny_data_dir, reference_
 def test_gpu_style_pipeline_changes_nothing(tiny_data_dir, reference_run, tmp_path, monkeypatch):
     # The CUDA path builds batches ahead on a thread and reads losses only at log and
     # checkpoint steps; both are speed settings, so the run must be bitwise the same.
-    import bertcurve.stages.train as train_mod
+    import bertcurve.training.trainer as trainer_mod
     from bertcurve.training.config import SpeedConfig
 
-    monkeypatch.setattr(train_mod, "_reads_stall", lambda device: True)
+    monkeypatch.setattr(trainer_mod, "reads_stall", lambda device: True)
     out = tmp_path / "pipelined"
     train(tiny_data_dir, out, preset="tiny", quiet=True, speed=SpeedConfig(prefetch=3))
     _assert_same_run(reference_run, out)
@@ -115,11 +115,11 @@ def test_gpu_style_pipeline_changes_nothing(tiny_data_dir, reference_run, tmp_pa
 
 def test_deferred_reads_still_catch_the_first_nan_step(tiny_data_dir, tmp_path, monkeypatch,
                                                        nan_loss_from_step_13):
-    import bertcurve.stages.train as train_mod
+    import bertcurve.training.trainer as trainer_mod
     from bertcurve.training.config import SpeedConfig
     from bertcurve.errors import UserError
 
-    monkeypatch.setattr(train_mod, "_reads_stall", lambda device: True)
+    monkeypatch.setattr(trainer_mod, "reads_stall", lambda device: True)
     out = tmp_path / "nan"
     # Logged every 5 steps: step 13 is read at step 15, and still named as the culprit.
     with pytest.raises(UserError, match=r"loss became nan at step 13.*step-00000010"):

@@ -15,6 +15,7 @@ from bertcurve.cli import main
 from bertcurve.errors import UserError
 from bertcurve.training.metrics_log import read_records
 from bertcurve.stages.train import train
+from bertcurve.training.trainer import inject_faults
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +174,8 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tiny_data_dir, tiny_run, 
             os.kill(os.getpid(), signal.SIGINT)
 
     out = tmp_path / "ctrlc"
-    result = train(tiny_data_dir, out, preset="tiny", _fault=press_ctrl_c)
+    with inject_faults(press_ctrl_c):
+        result = train(tiny_data_dir, out, preset="tiny")
     assert not result.completed and result.step == 13
     assert "interrupted: checkpoint saved at step 13/40" in capsys.readouterr().out
     assert (out / layout.CHECKPOINTS_DIR / "step-00000013").is_dir()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -175,7 +174,7 @@ def sweep(
 
     from bertcurve.stages.train import train
     from bertcurve.training.config import build_config
-    from bertcurve.tuning import SCHEDULE_ATTR, ForecastPruner, parse_space, read_space_file, schedule_of, trial_record
+    from bertcurve.tuning import SCHEDULE_ATTR, parse_space, read_space_file, schedule_of, trial_record
 
     if pruner not in PRUNERS:
         raise UserError(f"--pruner must be one of {', '.join(PRUNERS)} (got {pruner!r})")
@@ -290,7 +289,6 @@ def write_sweep_report(study, out: Path, result: SweepResult, objective: str, la
     import io
 
     import matplotlib
-    import numpy as np
 
     from bertcurve.curves.logs import load_log
     from bertcurve.fsutil import atomic_write_bytes

@@ -26,13 +26,8 @@ import torch
 from bertcurve import layout
 from bertcurve.data.datadir import SplitArrays
 from bertcurve.errors import UserError
-from bertcurve.training.masking import IGNORE_INDEX, generator_for, mask_tokens
-
-# Stream numbers for generator_for, so no two uses of a seed share draws.
-_STREAM_TRAIN_MASKS = 1
-_STREAM_NSP_PAIRS = 2
-_STREAM_EVAL_MASKS = 3
-_STREAM_EVAL_ORDER = 4
+from bertcurve.training import seeds
+from bertcurve.training.masking import IGNORE_INDEX, mask_tokens
 
 
 @dataclass(frozen=True)
@@ -350,7 +345,7 @@ class TrainStream:
         self._order = lru_cache(maxsize=2)(self._permutation)
 
     def _permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
+        return seeds.numpy_rng(self.seed, seeds.DATA_ORDER, epoch).permutation(len(self.examples))
 
     def example_ids(self, k: int) -> list[int]:
         n = len(self.examples)
@@ -364,10 +359,10 @@ class TrainStream:
 
     def batch(self, k: int) -> Batch:
         ex = self.examples
-        gen = generator_for(self.seed, _STREAM_TRAIN_MASKS, k)
+        gen = seeds.torch_generator(self.seed, seeds.TRAIN_MASKS, k)
         sp = ex.special
         if isinstance(ex, SentencePairs):
-            pair_gen = np.random.default_rng([self.seed, _STREAM_NSP_PAIRS, k])
+            pair_gen = seeds.numpy_rng(self.seed, seeds.NSP_PAIRS, k)
             rows, types, labels = [], [], []
             for i in self.example_ids(k):
                 ids, tt, label = ex.pair(i, pair_gen)
@@ -407,14 +402,14 @@ def build_eval_set(
     """
     if len(examples) == 0:
         raise UserError("the validation split is empty; prepare with a validation fraction > 0")
-    order = np.random.default_rng([eval_seed, _STREAM_EVAL_ORDER]).permutation(len(examples))
+    order = seeds.numpy_rng(eval_seed, seeds.EVAL_ORDER).permutation(len(examples))
     sp = examples.special
     masked_rows: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int | None]] = []
     total = 0
     for i in order:
-        gen = generator_for(eval_seed, _STREAM_EVAL_MASKS, int(i))
+        gen = seeds.torch_generator(eval_seed, seeds.EVAL_MASKS, int(i))
         if isinstance(examples, SentencePairs):
-            ids, tt, label = examples.pair(int(i), np.random.default_rng([eval_seed, 5, int(i)]))
+            ids, tt, label = examples.pair(int(i), seeds.numpy_rng(eval_seed, seeds.EVAL_NSP_PAIRS, int(i)))
             b = collate([ids], sp, mask_prob=mask_prob, generator=gen, token_types=[tt],
                         nsp_labels=[label])
         else:

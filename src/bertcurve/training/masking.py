@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from bertcurve.training.seeds import hash_key
+
 IGNORE_INDEX = -100  # label of positions that are not predicted (torch's CE default)
 
 
@@ -80,15 +82,12 @@ def mask_tokens(
     return MaskedBatch(input_ids=out, labels=labels)
 
 
-def generator_for(seed: int, *stream: int) -> torch.Generator:
-    """A CPU generator seeded from ``seed`` and a stream index (e.g. the micro-batch number).
+def generator_for(seed: int, *key: int) -> torch.Generator:
+    """A CPU generator seeded from ``(seed, *key)`` (e.g. a stream number and a micro-batch number).
 
-    Derived per batch instead of carried along, so a resumed run draws the
-    same masks without restoring any generator state.
+    Training takes its generators from :mod:`bertcurve.training.seeds` by
+    stream name; this is the same derivation for any key.
     """
-    import hashlib
-
-    digest = hashlib.sha256(repr((int(seed), *map(int, stream))).encode()).digest()
     gen = torch.Generator(device="cpu")
-    gen.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+    gen.manual_seed(hash_key((seed, *key)))
     return gen

@@ -51,6 +51,11 @@ def build_model(model: ModelConfig, vocab_size: int, *, nsp: bool = False, pad_t
         net.config.architectures = ["BertForPreTraining"]
     else:
         net.config.architectures = ["BertForMaskedLM"]
+    head = _mlm_head(net)
+    if head.bias is not head.decoder.bias:
+        # Untied, the head's output comes with the decoder's own bias and ``head.bias`` is never
+        # read; frozen, so DistributedDataParallel does not wait for a gradient that never comes.
+        head.bias.requires_grad_(False)
     return net
 
 
@@ -289,11 +294,15 @@ class TrainingModule(torch.nn.Module):
 
 
 def param_groups(net: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: no weight decay on biases and LayerNorm weights."""
+    """AdamW groups: no weight decay on biases and LayerNorm weights.
+
+    Frozen parameters are listed too: they never get a gradient, so AdamW
+    leaves them alone, and the optimizer state of every checkpoint fits.
+    """
     decay, no_decay = [], []
     seen: set[int] = set()
     for name, p in net.named_parameters():
-        if not p.requires_grad or id(p) in seen:
+        if id(p) in seen:
             continue
         seen.add(id(p))
         if p.ndim < 2 or "LayerNorm" in name or "layernorm" in name.lower() or name.endswith(".bias"):
