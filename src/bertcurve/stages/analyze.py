@@ -439,7 +439,7 @@ def analyze(
     result = _clean(result)
     if write:
         path = default_out(log, out)
-        write_result_json(path, result)
+        write_result_json(path, result, inputs=[log.path])
     return result
 
 

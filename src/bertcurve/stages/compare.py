@@ -209,7 +209,7 @@ def compare(
         path = Path(out).expanduser() if out is not None else Path.cwd() / layout.COMPARISON
         if path.is_dir():
             path = path / layout.COMPARISON
-        write_result_json(path, result)
+        write_result_json(path, result, inputs=sources)
     return result
 
 

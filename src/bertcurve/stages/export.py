@@ -23,7 +23,7 @@ from typing import Any
 
 from bertcurve import __version__, layout
 from bertcurve.errors import UserError
-from bertcurve.fsutil import read_json, staged_directory, write_json
+from bertcurve.fsutil import guard_output_dir, read_json, staged_directory, write_json
 from bertcurve.inference import _find_key, load_masked_lm, run_config
 
 EXPORT_INFO = layout.EXPORT_INFO
@@ -321,10 +321,10 @@ def export(run_dir: str | Path, out: str | Path, step: int | None = None, *, for
     if not (run_dir / layout.RUN_CONFIG).is_file() and not (run_dir / layout.METRICS).is_file():
         raise UserError(f"{run_dir} is not a run directory (no {layout.RUN_CONFIG}); "
                         "give the --out directory of `bertcurve train`")
-    if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
-        raise UserError(f"--out {out} is inside the run directory; choose a folder outside it")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise UserError(f"{out} already exists and is not empty; choose another --out or pass --force")
+    # --force replaces only an earlier export (recognised by its marker file), never a run, a data
+    # dir or any other folder; paths are resolved first, so `.`, `inner/..` and links are caught.
+    target = guard_output_dir(out, marker=EXPORT_INFO, marker_format=EXPORT_FORMAT, force=force,
+                              inputs=[run_dir], what="exported model")
     lm = load_masked_lm(run_dir, step, device="cpu")
     net = lm.model
     net.config.architectures = ["BertForMaskedLM"] if net.config.model_type == "bert" else net.config.architectures
@@ -332,7 +332,7 @@ def export(run_dir: str | Path, out: str | Path, step: int | None = None, *, for
     loc_tok = Path(lm.tokenizer_dir)
     card, facts = model_card(run_dir, out, lm.step, net.config, n_params, len(lm.tokenizer))
     hf_logging.disable_progress_bar()
-    with staged_directory(out) as tmp:
+    with staged_directory(target) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             net.save_pretrained(str(tmp), safe_serialization=True)
@@ -348,7 +348,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder to write the Hugging Face model directory into")
     parser.add_argument("--step", type=int, metavar="N",
                         help="export the checkpoint of optimizer step N instead of the final model")
-    parser.add_argument("--force", action="store_true", help="replace --out if it already exists")
+    parser.add_argument("--force", action="store_true",
+                        help="replace --out if it holds an earlier export (never any other folder)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 from bertcurve import layout
 from bertcurve.errors import UserError
-from bertcurve.fsutil import write_json
+from bertcurve.fsutil import folder_kind, guard_output_file, json_format_is, write_json
 
 FORMATS = ("seed",)
 
@@ -64,8 +64,16 @@ def export_history(run_dir: str | Path, format: str = "seed", out: str | Path | 
     history = seed_history(records, split)
     if not history["steps"]:
         raise UserError(f"{metrics} has no {split} records to export")
-    target = Path(out) if out is not None else run_dir / layout.SEED_HISTORY
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = Path(out).expanduser() if out is not None else run_dir / layout.SEED_HISTORY
+    if target.is_dir() and folder_kind(target) is None:
+        target = target / layout.SEED_HISTORY  # --out DIR: the default file name inside it
+    # Replaces only an earlier history (same keys), never metrics.jsonl, config.json or another file.
+    target = guard_output_file(target, inputs=[run_dir, metrics], what="seed-format history",
+                               replaceable=lambda p: json_format_is(p, keys=("steps", "mlm_acc")))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {target.parent}: {exc.strerror or exc}") from None
     write_json(target, history)
     return target
 
@@ -78,7 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train: training-batch accuracy like the seed (default); "
                              "eval: fixed-mask held-out accuracy")
     parser.add_argument("--out", default=None,
-                        help=f"output file (default: RUN_DIR/{layout.SEED_HISTORY})")
+                        help=f"output file, or a folder to write {layout.SEED_HISTORY} into (default: "
+                             f"RUN_DIR/{layout.SEED_HISTORY}); never one of the run's own files")
 
 
 def run(args: argparse.Namespace) -> int:

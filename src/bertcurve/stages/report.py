@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 from bertcurve import __version__, layout
 from bertcurve.errors import UserError
-from bertcurve.fsutil import atomic_write_text, read_json
+from bertcurve.fsutil import atomic_write_text, guard_output_file, read_json
 
 REPORT_FORMAT = "bertcurve.stages.report/1"   # written into report.html's <meta name="generator">
 from bertcurve.stages.study import STUDY_JSON  # noqa: E402  (study.json: written by `bertcurve study` beside run/)
@@ -812,6 +812,15 @@ def _ensure_figures(infos: Sequence[RunInfo], fig_dir: Path, lang: str, metric: 
     return figures
 
 
+def _is_report(path: Path) -> bool:
+    """An earlier report.md/report.html: it names the command that regenerates it."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return "bertcurve report " in handle.read(4 * 2**20)
+    except OSError:
+        return False
+
+
 def report(
     sources: Sequence[str | Path],
     *,
@@ -839,6 +848,10 @@ def report(
         out_dir = main.run_dir
     else:
         out_dir = Path("report")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file; give a folder for report.md, report.html and figures/")
+    for name in (layout.REPORT_MD, layout.REPORT_HTML):  # replace only an earlier report, never another file
+        guard_output_file(out_dir / name, what="bertcurve report", replaceable=_is_report)
     out_dir.mkdir(parents=True, exist_ok=True)
     fig_dir = (main.run_dir / layout.FIGURES_DIR) if (main.run_dir is not None and out is None) \
         else out_dir / layout.FIGURES_DIR
@@ -861,6 +874,7 @@ def report(
     cmd = "bertcurve report " + " ".join(str(i.source) for i in infos) + (f" --lang {lang}" if lang != "both" else "")
     cmd += f" --metric {metric}" if metric else ""
     cmd += f" --target {target}" if target is not None else ""
+    cmd += f" --out {out}" if out is not None else ""
     _notes(doc, infos, names, lang, [cmd])
     sections.append("notes")
 
