@@ -49,20 +49,24 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / layout.METRICS
     if not path.is_file():
         return []
+    from bertcurve.curves.logs import capped_lines, check_text_file
+
+    check_text_file(path)  # a binary or zero-filled file: one line, without reading it
     rows: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as handle:
-        lines = handle.readlines()
-    for n, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            if n == len(lines) - 1:
+    bad: int | None = None
+    with open(path, "rb") as handle:  # streamed: memory follows the records, not the file
+        for n, line in enumerate(capped_lines(handle, path), start=1):
+            if not line.strip():
                 continue
-            raise UserError(f"{path} line {n + 1} is not JSON; the metrics log is damaged") from None
-        if isinstance(obj, dict) and isinstance(obj.get("step"), int):
-            rows.append(obj)
+            if bad is not None:
+                raise UserError(f"{path} line {bad} is not JSON; the metrics log is damaged")
+            try:
+                obj = json.loads(line)
+            except (ValueError, RecursionError):
+                bad = n  # fine only as the last line (a run still writing it)
+                continue
+            if isinstance(obj, dict) and isinstance(obj.get("step"), int):
+                rows.append(obj)
     return rows
 
 

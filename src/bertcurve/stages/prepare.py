@@ -34,7 +34,7 @@ from bertcurve.data.vocab import (
     WHITESPACE_CODEPOINTS, CharEncoder, Vocabulary, build_vocabulary, count_codepoints, save_tokenizer,
 )
 from bertcurve.data.cleaning import Filter, normalize, simplified_converter, split_sentences
-from bertcurve.data.corpus import DEMO, InputSource, ReadOptions, ReadReport, resolve_inputs
+from bertcurve.data.corpus import DEMO, InputSource, ReadOptions, ReadReport, resolve_inputs, verify_unchanged
 from bertcurve.data.datadir import DataDir
 from bertcurve.errors import UserError
 from bertcurve.fsutil import read_json, staged_directory, write_json
@@ -306,6 +306,7 @@ def _build(staging: Path, config: PrepareConfig, sources: list[InputSource], inp
                         flush_counts()
                 if done:
                     break
+            verify_unchanged(src)  # truncated, appended to or replaced while read: refused, not recorded
             if done:
                 break
     finally:
