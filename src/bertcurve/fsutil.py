@@ -249,3 +249,13 @@ def guard_output_dir(target: str | Path, *, marker: str, marker_format: str, for
         raise UserError(f"--out {target} is {named}; bertcurve replaces only an earlier {what} "
                         f"(a folder with {marker}), even with --force. Choose another --out")
     return resolved
+
+
+def markdown_cell(text: Any) -> str:
+    """User text (names, domain labels) safe inside a Markdown table cell of a file we write.
+
+    ``|`` would end the cell and a newline the row; ``<`` could open raw HTML (``<!--`` hides the
+    rest of the document); a backslash is doubled first so ``\\|`` cannot undo the escape.
+    """
+    out = str(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;")
+    return " ".join(out.splitlines()) if "\n" in out or "\r" in out else out

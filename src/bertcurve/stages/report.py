@@ -21,13 +21,14 @@ import html
 import io
 import platform
 import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from bertcurve import __version__, layout
 from bertcurve.errors import UserError
-from bertcurve.fsutil import atomic_write_text, guard_output_file, read_json
+from bertcurve.fsutil import atomic_write_text, guard_output_file, markdown_cell, read_json
 
 REPORT_FORMAT = "bertcurve.stages.report/1"   # written into report.html's <meta name="generator">
 from bertcurve.stages.study import STUDY_JSON  # noqa: E402  (study.json: written by `bertcurve study` beside run/)
@@ -77,18 +78,21 @@ class Doc:
 
     # -- rendering ----------------------------------------------------------------
     def markdown(self) -> str:
-        out = [f"# {self.title}", ""]
+        def text(s: str) -> str:  # user names in prose: "<!--" must not hide the rest of the report
+            return str(s).replace("<", "&lt;")
+
+        out = [f"# {text(self.title)}", ""]
         for kind, data in self.blocks:
             if kind == "h2":
-                out += [f"## {data[0]}", ""]
+                out += [f"## {text(data[0])}", ""]
             elif kind == "h3":
-                out += [f"### {data}", ""]
+                out += [f"### {text(data)}", ""]
             elif kind == "p":
-                out += [data, ""]
+                out += [text(data), ""]
             elif kind == "note":
-                out += [f"> {data}", ""]
+                out += [f"> {text(data)}", ""]
             elif kind == "ul":
-                out += [f"- {item}" for item in data] + [""]
+                out += [f"- {text(item)}" for item in data] + [""]
             elif kind == "table":
                 header, rows, align = data
                 if align == "kv":
@@ -242,7 +246,7 @@ def _numeric(text: str) -> bool:
 
 
 def _md_escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return markdown_cell(text)
 
 
 def _inline(text: str) -> str:
@@ -871,10 +875,10 @@ def report(
     if len(infos) > 1:
         _comparison(doc, infos, figures, out_dir, lang, names, metric)
         sections.append("comparison")
-    cmd = "bertcurve report " + " ".join(str(i.source) for i in infos) + (f" --lang {lang}" if lang != "both" else "")
+    cmd = "bertcurve report " + " ".join(shlex.quote(str(i.source)) for i in infos) + (f" --lang {lang}" if lang != "both" else "")
     cmd += f" --metric {metric}" if metric else ""
     cmd += f" --target {target}" if target is not None else ""
-    cmd += f" --out {out}" if out is not None else ""
+    cmd += f" --out {shlex.quote(str(out))}" if out is not None else ""
     _notes(doc, infos, names, lang, [cmd])
     sections.append("notes")
 
