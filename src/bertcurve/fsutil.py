@@ -89,6 +89,10 @@ def read_json(path: Path, what: str = "file") -> Any:
         raise UserError(f"{what} not found: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{what} {path} is not valid JSON ({exc}); regenerate it") from None
+    except RecursionError:
+        raise UserError(f"{what} {path} is nested too deeply to be a settings file; regenerate it") from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise UserError(f"{what} {path} is not usable JSON ({exc}); regenerate it") from None
     except OSError as exc:
         raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
 

@@ -183,6 +183,12 @@ def make_series(steps: Iterable[Any], values: Iterable[Any], *, name: str = "met
     if dropped:
         notes.append(f"{name}: dropped {dropped} non-finite (NaN/inf/missing) value(s)")
         steps_arr, values_arr = steps_arr[finite], values_arr[finite]
+    # Squares and sums of numbers like 1e307 overflow every statistic: such points are left out, said so.
+    sane = (np.abs(values_arr) <= MAX_ABS_VALUE) & (np.abs(steps_arr) <= MAX_ABS_STEP)
+    if not sane.all():
+        notes.append(f"{name}: dropped {int(sane.size - sane.sum())} point(s) with a step beyond "
+                     f"{MAX_ABS_STEP:.0e} or a value beyond ±{MAX_ABS_VALUE:.0e} (too large to analyse)")
+        steps_arr, values_arr = steps_arr[sane], values_arr[sane]
     if steps_arr.size > 1 and np.any(np.diff(steps_arr) < 0):
         out_of_order = int(np.sum(np.diff(steps_arr) < 0))
         notes.append(f"{name}: steps were not in order ({out_of_order} step(s) went backwards); sorted by step")
@@ -239,7 +245,8 @@ def _collect(points: dict[str, tuple[list[float], list[float]]], path: Path) -> 
         if len(s):
             series[name] = s
     if not series:
-        raise UserError(f"{path}: no numeric metric found in the log; is it the right file?")
+        why = f" ({notes[-1]})" if notes else ""
+        raise UserError(f"{path}: no numeric metric found in the log{why}; is it the right file?")
     return series, notes
 
 
@@ -249,6 +256,10 @@ def _add(points: dict[str, tuple[list[float], list[float]]], name: str, step: fl
     values.append(value)
 
 
+#: Points beyond these are left out by make_series: no training run has 1e15 steps, and values
+#: past 1e100 overflow the statistics (a square of 1e200 is inf).
+MAX_ABS_STEP = 1e15
+MAX_ABS_VALUE = 1e100
 #: Longest line a text log may have (a metrics line is a few hundred bytes).
 MAX_LINE_BYTES = 1 << 20
 #: Largest .json log read whole (JSON is not streamed; a 400,000-entry trainer_state.json is ~60 MB).

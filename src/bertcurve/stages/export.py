@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -343,6 +344,11 @@ def export(run_dir: str | Path, out: str | Path, step: int | None = None, *, for
         _copy_tokenizer(loc_tok, tmp, int(net.config.max_position_embeddings))
         (tmp / "README.md").write_text(card, encoding="utf-8")
         write_json(tmp / EXPORT_INFO, facts)
+        mask = os.umask(0o022)
+        os.umask(mask)
+        for path in tmp.iterdir():  # some writers create 0600 files: a shared model must be readable
+            if path.is_file():
+                os.chmod(path, 0o666 & ~mask)
     return out
 
 

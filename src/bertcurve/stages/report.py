@@ -22,6 +22,7 @@ import io
 import platform
 import re
 import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -335,6 +336,8 @@ def gather(source: str | Path, *, metric: str | None = None, target: float | Non
             analysis = analyze(path, metric=metric, target=target, write=False)
         except UserError as exc:
             log.notes.append(f"no analysis: {exc}")
+            # `analyze` refuses this log (exit 2); the report is still written, but never silently without it
+            print(f"bertcurve: warning: the report of {path} has no analysis section: {exc}", file=sys.stderr)
     config = data_meta = study_rec = None
     data_dir = None
     if run_dir is not None:
