@@ -149,3 +149,23 @@ def test_train_warnings_carry_the_bertcurve_prefix(tiny_data_dir, tmp_path, caps
           "--warmup-steps", "1", "--quiet", "--threads", "1"])
     lines = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert lines and all(line.startswith("bertcurve: warning: ") for line in lines), lines
+
+
+def test_fill_mask_on_a_long_text_speaks_of_the_window_only(tmp_path, tiny_data_dir, capsys):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stages"))
+    from test_fillmask import make_run_dir
+
+    run = make_run_dir(tmp_path / "run", tiny_data_dir, steps=(10, 20))
+    body = "我们去公园散步。" * 300
+    text = "☃" + body + "北京是中国的[MASK]都☂。" + body
+    (tmp_path / "long.txt").write_text(text + "\n", encoding="utf-8")
+    assert main(["fill-mask", str(run), "--file", str(tmp_path / "long.txt"), "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)["results"][0]
+    assert "indexing errors" not in captured.err and "Token indices" not in captured.err
+    assert result["unknown"] == ["☂"]                         # ☃ is outside the window the model saw
+    start, end = result["kept"]
+    assert f"kept text[{start}:{end}]" in captured.err        # one way of writing the range
+    assert "☃" not in captured.err
