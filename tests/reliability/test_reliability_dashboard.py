@@ -117,3 +117,13 @@ def test_tail_of_a_zero_filled_log_is_one_line(tmp_path):
         handle.write(b"\0" * 4096 + b"\n")                       # a crash left a zero-filled tail
     with pytest.raises(UserError, match="NUL bytes"):
         tail.read()
+
+
+def test_tail_notices_a_log_rewritten_in_place_that_grew_past_the_offset(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(_line(10, 0.1) + _line(20, 0.2))
+    tail = L.RunMetricsTail(path, None)
+    assert tail.read().metric("eval_mlm_accuracy").steps.tolist() == [10, 20]
+    with open(path, "w") as handle:  # same inode, new run: longer than before by the next poll
+        handle.write("".join(_line(s, 0.3) for s in range(1, 6)))
+    assert tail.read().metric("eval_mlm_accuracy").steps.tolist() == [1, 2, 3, 4, 5]

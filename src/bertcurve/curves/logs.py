@@ -447,6 +447,14 @@ class RunMetricsTail:
         self._offset = 0
         self._parser = RunMetricsParser(self.path)
         self._cached: tuple[tuple, TrainingLog] | None = None
+        self._first = b""  # the log's first bytes: a log rewritten in place starts differently
+
+    def _head(self, n: int) -> bytes:
+        try:
+            with open(self.path, "rb") as handle:
+                return handle.read(n)
+        except OSError:
+            return b""
 
     def read(self) -> TrainingLog:
         try:
@@ -454,10 +462,14 @@ class RunMetricsTail:
         except OSError as exc:
             raise UserError(f"cannot read {self.path}: {exc.strerror or exc}") from None
         identity = (st.st_dev, st.st_ino)
-        if identity != self._identity or st.st_size < self._offset:
+        # rewritten in place and already longer again: a new log under the same inode
+        rewritten = identity == self._identity and bool(self._first) and st.st_size >= self._offset and \
+            self._head(len(self._first)) != self._first
+        if rewritten or identity != self._identity or st.st_size < self._offset:
             if st.st_size:
                 check_text_file(self.path)
             self._identity, self._offset, self._parser, self._cached = identity, 0, RunMetricsParser(self.path), None
+            self._first = b""
         config = self.run_dir / layout.RUN_CONFIG if self.run_dir is not None else None
         config_stamp = config.stat().st_mtime_ns if config is not None and config.exists() else None
         version = (identity, st.st_size, st.st_mtime_ns, config_stamp)
@@ -468,6 +480,8 @@ class RunMetricsTail:
                 with open(self.path, "rb") as handle:
                     handle.seek(self._offset)
                     self._offset += self._parser.feed(handle, complete_only=True)
+                if len(self._first) < 4096:
+                    self._first = self._head(min(4096, self._offset))
             except (UserError, OSError):
                 self._identity = None  # half-parsed: start again from the top at the next read
                 raise
