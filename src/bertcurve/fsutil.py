@@ -193,6 +193,13 @@ def guard_output_file(
     if owner:
         raise UserError(f"--out {target} is {resolved.name} of the {owner} {resolved.parent}, which bertcurve "
                         "reads back; it is never overwritten. Choose another --out")
+    kind = folder_kind(resolved.parent)
+    sources = {Path(s).expanduser().resolve() for s in inputs}
+    if kind in ("run directory", "data directory") and not any(
+            src == resolved.parent or src.parent == resolved.parent for src in sources):
+        # e.g. run A's analysis written as analysis.json of run B: a wrong result where B's belongs
+        raise UserError(f"--out {target} is inside the {kind} {resolved.parent}, which is not an input of "
+                        "this command; write there only results of that folder. Choose another --out")
     if resolved.is_dir():
         raise UserError(f"--out {target} is a folder; give a file name (e.g. {raw / 'result.json'})")
     if resolved.exists():

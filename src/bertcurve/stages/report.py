@@ -858,7 +858,8 @@ def report(
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} is a file; give a folder for report.md, report.html and figures/")
     for name in (layout.REPORT_MD, layout.REPORT_HTML):  # replace only an earlier report, never another file
-        guard_output_file(out_dir / name, what="bertcurve report", replaceable=_is_report)
+        guard_output_file(out_dir / name, what="bertcurve report", replaceable=_is_report,
+                          inputs=[i.run_dir or i.source for i in infos])
     out_dir.mkdir(parents=True, exist_ok=True)
     fig_dir = (main.run_dir / layout.FIGURES_DIR) if (main.run_dir is not None and out is None) \
         else out_dir / layout.FIGURES_DIR
