@@ -169,3 +169,17 @@ def test_fill_mask_on_a_long_text_speaks_of_the_window_only(tmp_path, tiny_data_
     start, end = result["kept"]
     assert f"kept text[{start}:{end}]" in captured.err        # one way of writing the range
     assert "☃" not in captured.err
+
+
+def test_train_says_what_a_newcomer_needs_and_a_resume_keeps_the_preset(tiny_data_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    base = ["train", "--data", str(tiny_data_dir), "--out", str(run), "--threads", "1", "--save-every", "2"]
+    assert main(base + ["--preset", "tiny", "--max-steps", "2", "--warmup-steps", "1",
+                        "--eval-tokens", "100000000"]) == 0
+    err = capsys.readouterr()
+    text = err.out + err.err
+    assert "pass --whole-word to mask whole words" in text           # prepared --whole-word, trained without
+    assert "fewer than the 100,000,000 asked" in text                # a held-out set smaller than asked
+    assert main(base + ["--max-steps", "4"]) == 0                      # resumed without --preset
+    capsys.readouterr()
+    assert json.loads((run / layout.RUN_CONFIG).read_text())["preset"] == "tiny"

@@ -367,6 +367,11 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
         if old_fp and old_fp != eval_set.fingerprint:
             warn("warning: the held-out evaluation set differs from the checkpoint's "
                  "(different data or eval settings); eval accuracies are not comparable")
+    if eval_set.masked_tokens < cfg.eval.eval_tokens:
+        warn(f"warning: the held-out set has {eval_set.masked_tokens:,} masked tokens, fewer than the "
+             f"{cfg.eval.eval_tokens:,} asked (the validation split is small): its accuracy has a wider standard error")
+    if data_dir.meta.get("whole_word") and not cfg.data.whole_word:
+        say("note: the data dir has whole-word boundaries (prepare --whole-word); pass --whole-word to mask whole words")
     say(f"data: {len(train_examples):,} training {'pairs' if cfg.data.nsp else 'sequences'}, "
         f"eval set {eval_set.sequences:,} sequences / {eval_set.masked_tokens:,} masked tokens "
         f"(constant-guess accuracy {constant_guess:.4f}), prepared in {time.monotonic() - t0:.1f}s")
@@ -381,7 +386,8 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
             "format": layout.RUN_CONFIG_FORMAT,
             "train": to_dict(cfg),
             "speed": to_dict(speed),
-            "preset": preset,
+            # a resume without --preset keeps the preset the run was started with
+            "preset": preset if preset is not None or config is not None or saved is None else saved.get("preset"),
             "data_dir": str(Path(data_dir.path).resolve()),
             "tokenizer_sha256": tok_hash,
             "vocab_size": vocab_size,
