@@ -183,3 +183,25 @@ def test_train_says_what_a_newcomer_needs_and_a_resume_keeps_the_preset(tiny_dat
     assert main(base + ["--max-steps", "4"]) == 0                      # resumed without --preset
     capsys.readouterr()
     assert json.loads((run / layout.RUN_CONFIG).read_text())["preset"] == "tiny"
+
+
+def test_progress_lines_are_not_stale_or_from_start_up(monkeypatch):
+    import io
+
+    from bertcurve import progress as P
+
+    clock = [1000.0]
+    monkeypatch.setattr(P.time, "monotonic", lambda: clock[0])
+    out = io.StringIO()
+    bar = P.Progress(100, 40, stream=out, every_s=10)     # resumed at step 40
+    clock[0] += 30                                        # start-up: loading, first slow steps
+    bar.update(41, loss=5.0, lr=1e-3, tokens_per_s=864)
+    assert out.getvalue() == ""                           # no line from the start-up interval
+    for step in range(42, 101):
+        clock[0] += 1
+        bar.update(step, loss=5.0, lr=1e-3, tokens_per_s=11000)
+        if step == 90:
+            bar.eval_acc = 0.165
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("step 51/100") and lines[0].endswith("ETA 00:49"), lines[0]  # 1 step/s
+    assert "eval_acc 0.1650 (step 90)" in lines[-1] and lines[-1].startswith("step 100/100")
