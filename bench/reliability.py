@@ -418,7 +418,7 @@ def changing_inputs(work: Path, n: int, seed: int, tally: Tally) -> None:
     root = work / "changing"
     root.mkdir()
     src = root / "corpus.txt"
-    original = _corpus_file(src, 400_000)
+    original = _corpus_file(src, 200_000)
     for i in range(n):
         src.write_bytes(original)
         kind = ("truncate", "append", "rewrite")[i % 3]
@@ -426,7 +426,7 @@ def changing_inputs(work: Path, n: int, seed: int, tally: Tally) -> None:
         proc = subprocess.Popen([sys.executable, "-m", "bertcurve", "prepare", str(src), "--out", str(out),
                                  "--quiet", "--min-chars", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
-        time.sleep(rng.uniform(0.5, 6.0))
+        time.sleep(rng.uniform(0.5, 5.0))
         if kind == "truncate":
             os.truncate(src, rng.randrange(len(original) // 2))
         elif kind == "append":

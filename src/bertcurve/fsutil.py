@@ -186,7 +186,7 @@ def guard_output_file(
     resolved = raw.resolve()
     for source in inputs:
         src = Path(source).expanduser().resolve()
-        if resolved == src or (src.is_dir() and (resolved == src / layout.METRICS or resolved == src / layout.RUN_CONFIG)):
+        if resolved == src or src.is_dir() and resolved in (src / layout.METRICS, src / layout.RUN_CONFIG):
             raise UserError(f"--out {target} is an input of this command ({src}); writing it would destroy "
                             "that input. Choose another --out")
     owner = _owned_by_folder(resolved)
