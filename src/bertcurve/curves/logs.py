@@ -183,12 +183,6 @@ def make_series(steps: Iterable[Any], values: Iterable[Any], *, name: str = "met
     if dropped:
         notes.append(f"{name}: dropped {dropped} non-finite (NaN/inf/missing) value(s)")
         steps_arr, values_arr = steps_arr[finite], values_arr[finite]
-    # Squares and sums of numbers like 1e307 overflow every statistic: such points are left out, said so.
-    sane = (np.abs(values_arr) <= MAX_ABS_VALUE) & (np.abs(steps_arr) <= MAX_ABS_STEP)
-    if not sane.all():
-        notes.append(f"{name}: dropped {int(sane.size - sane.sum())} point(s) with a step beyond "
-                     f"{MAX_ABS_STEP:.0e} or a value beyond ±{MAX_ABS_VALUE:.0e} (too large to analyse)")
-        steps_arr, values_arr = steps_arr[sane], values_arr[sane]
     if steps_arr.size > 1 and np.any(np.diff(steps_arr) < 0):
         out_of_order = int(np.sum(np.diff(steps_arr) < 0))
         notes.append(f"{name}: steps were not in order ({out_of_order} step(s) went backwards); sorted by step")
@@ -206,6 +200,26 @@ def make_series(steps: Iterable[Any], values: Iterable[Any], *, name: str = "met
     else:
         steps_out = steps_arr
     return Series(steps=steps_out, values=values_arr), notes
+
+
+def _within_limits(steps: Any, values: Any, name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Leave out points a log reader cannot analyse: a step beyond 1e15 or a value beyond ±1e100.
+
+    Squares and sums of numbers like 1e307 overflow every statistic (the analysis printed
+    ``None`` and crashed); no training run has 1e15 steps. Said in a note, never silently.
+    """
+    steps_arr = np.asarray(steps, dtype=np.float64)
+    values_arr = np.asarray(values, dtype=np.float64)
+    if steps_arr.shape != values_arr.shape:
+        return steps_arr, values_arr, []  # make_series reports the inconsistency
+    with np.errstate(invalid="ignore"):
+        huge = (np.abs(values_arr) > MAX_ABS_VALUE) | (np.abs(steps_arr) > MAX_ABS_STEP)
+    huge &= np.isfinite(values_arr) & np.isfinite(steps_arr)
+    if not huge.any():
+        return steps_arr, values_arr, []
+    note = (f"{name}: dropped {int(huge.sum())} point(s) with a step beyond {MAX_ABS_STEP:.0e} or a value "
+            f"beyond ±{MAX_ABS_VALUE:.0e} (too large to analyse)")
+    return steps_arr[~huge], values_arr[~huge], [note]
 
 
 def _number(value: Any, where: str) -> float:
@@ -240,8 +254,9 @@ def _collect(points: dict[str, tuple[list[float], list[float]]], path: Path) -> 
     series: dict[str, Series] = {}
     notes: list[str] = []
     for name, (steps, values) in points.items():
+        steps, values, said = _within_limits(steps, values, name)
         s, n = make_series(steps, values, name=name)
-        notes += n
+        notes += said + n
         if len(s):
             series[name] = s
     if not series:
@@ -400,10 +415,11 @@ class RunMetricsParser:
         for name in list(self.points):
             # consumed: freed metric by metric, so the peak stays near one copy
             steps, values = self.points.pop(name) if consume else self.points[name]
-            one, said = make_series(np.frombuffer(steps, dtype=np.float64),
-                                    np.frombuffer(values, dtype=np.float64), name=name)
-            del steps, values
-            more += said
+            kept_steps, kept_values, limited = _within_limits(np.frombuffer(steps, dtype=np.float64),
+                                                              np.frombuffer(values, dtype=np.float64), name)
+            one, said = make_series(kept_steps, kept_values, name=name)
+            del steps, values, kept_steps, kept_values
+            more += limited + said
             if len(one):
                 series[name] = one
         if not series:
