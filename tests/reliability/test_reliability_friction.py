@@ -75,7 +75,7 @@ def test_deeply_nested_config_is_one_line(tiny_data_dir, tmp_path, capsys):
 def test_a_section_that_is_not_an_object_is_named_as_such():
     from bertcurve.training.config import build_config
 
-    with pytest.raises(UserError, match="'optim' must be an object of settings"):
+    with pytest.raises(UserError, match="'optim' is a section, so give its settings as an object"):
         build_config("tiny", {"optim": "fast"})
 
 

@@ -300,8 +300,8 @@ def build_config(
                     apply(source, {f"{key}.{sub}": subval})
                 continue
             if key in _SECTIONS:
-                problems.append(f"{key!r} must be an object of settings like {{\"{key}\": {{\"name\": value}}}}, "
-                                f"got {value!r} ({source})")
+                problems.append(f"unknown setting {key!r} ({source}): {key!r} is a section, so give its settings "
+                                f"as an object, e.g. {{\"{key}\": {{\"name\": value}}}}, not {value!r}")
                 continue
             if key in {"format"}:
                 continue
