@@ -25,7 +25,8 @@ from typing import Any
 from bertcurve import __version__, layout
 from bertcurve.errors import UserError
 from bertcurve.fsutil import guard_output_dir, read_json, staged_directory, write_json
-from bertcurve.inference import _find_key, load_masked_lm, run_config
+from bertcurve.inference import load_masked_lm
+from bertcurve.training.config import load_run_config
 
 EXPORT_INFO = layout.EXPORT_INFO
 EXPORT_FORMAT = layout.EXPORT_FORMAT
@@ -125,8 +126,7 @@ def curve_summary(curve: list[EvalPoint], upto: int | None = None, what: str = "
 
 
 # ---------------------------------------------------------------- model card
-def _data_section(cfg: dict) -> tuple[str, dict | None]:
-    data_dir = _find_key(cfg, "data_dir")
+def _data_section(data_dir: str | None) -> tuple[str, dict | None]:
     meta = None
     if isinstance(data_dir, str) and (Path(data_dir) / layout.DATA_META).is_file():
         try:
@@ -160,7 +160,8 @@ def model_card(
     vocab_size: int,
 ) -> tuple[str, dict[str, Any]]:
     """The README.md text and the facts it states (also written to bertcurve_export.json)."""
-    cfg = run_config(run_dir)
+    cfg = load_run_config(run_dir, missing_ok=True)
+    settings = cfg.train if cfg is not None else None
     rows = read_metrics(run_dir)
     curve = eval_curve(rows)
     what = "Held-out MLM accuracy"
@@ -168,13 +169,13 @@ def model_card(
         curve, what = eval_curve(rows, "train"), "MLM accuracy on training batches (no held-out evaluation logged)"
     at = [p for p in curve if step is None or p.step <= step]
     point = at[-1] if at else None
-    data_text, meta = _data_section(cfg)
-    max_steps = _find_key(cfg, "max_steps")
-    preset = cfg.get("preset")
-    seq_len = _find_key(cfg, "seq_len")
-    micro, accum = _find_key(cfg, "micro_batch"), _find_key(cfg, "grad_accum")
-    lr = _find_key(cfg, "lr")
-    nsp = _find_key(cfg, "nsp")
+    data_text, meta = _data_section(cfg.data_dir if cfg is not None else None)
+    preset = cfg.preset if cfg is not None else None
+    max_steps = seq_len = micro = accum = lr = nsp = mask_prob = None
+    if settings is not None:
+        max_steps, seq_len = settings.optim.max_steps, settings.data.seq_len
+        micro, accum = settings.optim.micro_batch, settings.optim.grad_accum
+        lr, nsp, mask_prob = settings.optim.lr, settings.data.nsp, settings.data.mask_prob
 
     if point is None:
         acc_line = "not measured (the run logged no evaluation up to this step)"
@@ -188,7 +189,6 @@ def model_card(
     steps_text = f"{step:,}" if step is not None else "unknown"
     if isinstance(max_steps, int) and step is not None:
         steps_text += f" of {max_steps:,} planned optimizer steps"
-    mask_prob = _find_key(cfg, "mask_prob")
     masked = f"{100 * mask_prob:g} % of characters masked" if isinstance(mask_prob, (int, float)) else "characters masked"
     training = []
     if preset:
