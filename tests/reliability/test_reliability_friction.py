@@ -69,13 +69,13 @@ def test_deeply_nested_config_is_one_line(tiny_data_dir, tmp_path, capsys):
     deep = tmp_path / "deep.json"
     deep.write_text('{"optim": ' * 5000 + "1" + "}" * 5000)
     _one_line_error(["train", "--data", str(tiny_data_dir), "--out", str(tmp_path / "r"), "--config", str(deep)],
-                    capsys, "nested too deeply")
+                    capsys, "too deeply")
 
 
 def test_a_section_that_is_not_an_object_is_named_as_such():
     from bertcurve.training.config import build_config
 
-    with pytest.raises(UserError, match="'optim' is a section, so give its settings as an object"):
+    with pytest.raises(UserError, match="optim is a section, give it a mapping of its settings"):
         build_config("tiny", {"optim": "fast"})
 
 

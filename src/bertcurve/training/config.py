@@ -398,10 +398,6 @@ def build_config(
                 for sub, subval in value.items():
                     apply(source, {f"{key}.{sub}": subval})
                 continue
-            if key in _SECTIONS:
-                problems.append(f"unknown setting {key!r} ({source}): {key!r} is a section, so give its settings "
-                                f"as an object, e.g. {{\"{key}\": {{\"name\": value}}}}, not {value!r}")
-                continue
             if key in {"format"}:
                 continue
             if "." in str(key):
