@@ -7,7 +7,7 @@ table with a plain-words verdict. See docs/analysis.md for every statistic.
 
 examples:
   bertcurve analyze runs/demo
-  bertcurve analyze ../shared/seed/training_history_100k.json --forecast 150000 200000 --target 0.6
+  bertcurve analyze tests/fixtures/seed/training_history_100k.json --forecast 150000 200000 --target 0.6
   bertcurve analyze trainer_state.json --metric eval_loss --out eval_loss.analysis.json
 """
 
@@ -447,7 +447,7 @@ def analyze(
     result = _clean(result)
     if write:
         path = default_out(log, out)
-        write_result_json(path, result)
+        write_result_json(path, result, inputs=[log.path])
     return result
 
 
