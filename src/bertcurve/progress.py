@@ -93,3 +93,13 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def more_time(hours: float) -> str:
+    """"2.5 more hours", "12 more minutes", or "less than a minute more" (never "0.0 more hours")."""
+    if hours >= 1.0:
+        return f"{hours:,.1f} more hours"
+    minutes = hours * 60.0
+    if minutes >= 1.0:
+        return f"{minutes:.0f} more minute{'s' if round(minutes) != 1 else ''}"
+    return "less than a minute more"

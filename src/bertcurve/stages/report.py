@@ -30,6 +30,7 @@ from typing import Any, Sequence
 from bertcurve import __version__, layout
 from bertcurve.curves import policy
 from bertcurve.errors import UserError
+from bertcurve.progress import more_time
 from bertcurve.fsutil import atomic_write_text, guard_output_file, markdown_cell, read_json
 from bertcurve.training.config import RunConfig, load_run_config
 
@@ -697,7 +698,7 @@ def _forecast(doc: Doc, info: RunInfo, figures: dict[str, Path], base: Path, lan
             hours = t.get("hours_from_last_step")
             doc.p(f"Target **{t['value']}**: reached by the fitted curve at step **{_step(t['step'])}** "
                   f"(plausible range {_step(rng[0])}–{_step(rng[1])})"
-                  + (f", about {hours:.1f} more hours at the measured speed" if hours is not None else "") + ".")
+                  + (f", about {more_time(hours)} at the measured speed" if hours is not None else "") + ".")
         else:
             doc.p(f"Target **{t['value']}**: not reached — {t.get('note', 'the fitted curve levels off below it')}.")
     if a.get("what_if"):

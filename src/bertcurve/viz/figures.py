@@ -18,6 +18,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from bertcurve.curves import policy
 from bertcurve.curves.logs import Series, TrainingLog
 from bertcurve.errors import UserError
+from bertcurve.progress import more_time
 
 LANGS = ("zh", "en", "both")
 
@@ -929,7 +930,7 @@ def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None,
         hours_en = hours_zh = ""
         if per_hour and reach > last:
             more = (reach - last) / per_hour
-            hours_en = f"\n≈ {more:,.1f} more hours at the measured speed"
+            hours_en = f"\n≈ {more_time(more)} at the measured speed"
             hours_zh = f"\n按实测速度还需约 {more:,.1f} 小时"
         text = block(f"reaches {fmt(target)} at step ≈ {reach:,.0f}{rng_en}{hours_en}",
                      f"约在第 {reach:,.0f} 步达到 {fmt(target)}{rng_zh}{hours_zh}", lang)
