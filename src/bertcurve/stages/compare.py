@@ -9,7 +9,7 @@ given over the window every run covers.
 
 examples:
   bertcurve compare runs/50k runs/100k
-  bertcurve compare runs/demo ../shared/seed/training_history_100k.json --at-step 200000
+  bertcurve compare runs/demo tests/fixtures/seed/training_history_100k.json --at-step 200000
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ def compare(
         path = Path(out).expanduser() if out is not None else Path.cwd() / layout.COMPARISON
         if path.is_dir():
             path = path / layout.COMPARISON
-        write_result_json(path, result)
+        write_result_json(path, result, inputs=sources)
     return result
 
 
