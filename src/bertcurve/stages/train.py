@@ -21,7 +21,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from bertcurve import layout
 from bertcurve.training.config import (
@@ -37,7 +37,7 @@ from bertcurve.training.config import (
 from bertcurve.errors import UserError
 from bertcurve.fsutil import read_json, staged_directory, write_json
 
-TENSORBOARD_DIR = "tensorboard"
+from bertcurve.training.trackers import TENSORBOARD_DIR  # noqa: F401  (re-exported)
 
 
 # ------------------------------------------------------------ distributed
@@ -163,6 +163,7 @@ def train(
     resume: str | Path = "auto",
     speed: SpeedConfig | None = None,
     tensorboard: bool = False,
+    report_to: str | Sequence[str] | None = None,
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
     _fault: Callable[[str, int], None] | None = None,
@@ -176,7 +177,9 @@ def train(
     starts fresh), ``"none"`` refuses to touch a run dir that already has a
     run, a path resumes from that checkpoint folder. Returns a
     :class:`TrainResult`; a Ctrl-C or SIGTERM saves a checkpoint and returns
-    with ``completed=False``.
+    with ``completed=False``. ``report_to``: experiment trackers that also get the
+    metrics and config (``"tensorboard,mlflow,wandb,trackio"``, ``"all"``, ``"none"``);
+    ``tensorboard=True`` is short for adding ``"tensorboard"``.
     """
     import torch
     from transformers.utils import logging as hf_logging
@@ -191,6 +194,10 @@ def train(
     if problems:
         raise UserError("invalid speed settings: " + "; ".join(problems))
     run_dir = Path(out)
+    from bertcurve.training.trackers import parse_report_to
+
+    report_to = parse_report_to(report_to) + (("tensorboard",) if tensorboard else ())
+    report_to = tuple(dict.fromkeys(report_to))  # checked now: a missing package fails before any work
     resume_str = str(resume)
     if resume_str not in ("auto", "none") and not Path(resume_str).is_dir():
         raise UserError(f"--resume {resume_str}: no such checkpoint folder; use auto, none or a "
@@ -212,7 +219,7 @@ def train(
         lock.acquire()
     try:
         return _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, config,
-                             overrides, resume_str, speed, tensorboard, say, warn, dist, _fault,
+                             overrides, resume_str, speed, report_to, say, warn, dist, _fault,
                              quiet)
     finally:
         if lock is not None:
@@ -220,7 +227,7 @@ def train(
 
 
 def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, config, overrides,
-                  resume_str, speed, tensorboard, say, warn, dist, _fault, quiet) -> TrainResult:
+                  resume_str, speed, report_to, say, warn, dist, _fault, quiet) -> TrainResult:
     from bertcurve.training import checkpoint as ckpt
     from bertcurve.training import metrics_log
     from bertcurve.training.batches import Prefetcher, SpecialIds, TrainStream, build_eval_set, make_examples
@@ -371,9 +378,11 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
         f"device {device.type}{' bf16 autocast' if amp is not None else ' fp32'}")
 
     # ---------------------------------------------------------- run files
-    tb = None
+    from bertcurve.training.trackers import Trackers, open_trackers
+
+    trackers = Trackers()
     if dist.is_main:
-        write_json(run_dir / layout.RUN_CONFIG, {
+        run_config = {
             "format": layout.RUN_CONFIG_FORMAT,
             "train": to_dict(cfg),
             "speed": to_dict(speed),
@@ -387,19 +396,15 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
                          "fingerprint": eval_set.fingerprint,
                          "constant_guess_accuracy": constant_guess},
             "world_size": dist.world_size,
-        })
+        }
+        write_json(run_dir / layout.RUN_CONFIG, run_config)
         # Without a checkpoint the run starts over, so every old line goes (step 0 included).
         dropped = metrics_log.truncate_after(run_dir / layout.METRICS,
                                              start_step if loaded is not None else -1)
         if dropped and loaded is not None:
             say(f"resume: dropped {dropped} metrics line(s) newer than step {start_step}")
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise UserError("--tensorboard needs the tensorboard package; "
-                                "install it with `pip install tensorboard`") from None
-            tb = SummaryWriter(str(run_dir / TENSORBOARD_DIR), purge_step=start_step + 1)
+        trackers = open_trackers(report_to, run_dir, start_step=start_step)
+        trackers.log_config(run_config)
     writer = metrics_log.MetricsWriter(run_dir / layout.METRICS if dist.is_main else None)
 
     # ---------------------------------------------------------- helpers
@@ -417,10 +422,7 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
             writer.write(record)
         except OSError as exc:
             raise _write_failure("metrics.jsonl", exc, last_good["step"]) from None
-        if tb is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("step",) and value is not None:
-                    tb.add_scalar(f"{record['split']}/{key}", value, record["step"])
+        trackers.log(record, record["step"])
 
     eval_batches: list = []   # the fixed set, moved to the device once
     eval_pairs = sum(b.next_sentence_label.numel() for b in eval_set.batches
@@ -652,8 +654,7 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
                 prefetcher.close()
             progress.close()
             writer.close()
-            if tb is not None:
-                tb.close()
+            trackers.close()
 
     if interrupted:
         if pending:
@@ -793,8 +794,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--prefetch", type=int, default=-1, metavar="N",
                        help="steps of batches built ahead on a background thread "
                             "(-1: 4 on CUDA, 0 on CPU)")
+    parser.add_argument("--report-to", default=None, metavar="NAMES",
+                        help="experiment trackers that also get the metrics and config, comma-"
+                             "separated: tensorboard, mlflow, wandb, trackio, all (those installed) "
+                             "or none (default)")
     parser.add_argument("--tensorboard", action="store_true",
-                        help="also write TensorBoard events to RUN_DIR/tensorboard (needs tensorboard)")
+                        help="same as --report-to tensorboard (events in RUN_DIR/tensorboard)")
     parser.add_argument("--quiet", action="store_true", help="print only errors and warnings")
 
 
@@ -827,6 +832,6 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         speed=SpeedConfig(device=args.device, dtype=args.dtype, compile=args.compile,
                           threads=args.threads, prefetch=args.prefetch),
-        tensorboard=args.tensorboard, quiet=args.quiet,
+        tensorboard=args.tensorboard, report_to=args.report_to, quiet=args.quiet,
     )
     return 0 if result.completed else 130
