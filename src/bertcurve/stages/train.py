@@ -164,6 +164,7 @@ def train(
     speed: SpeedConfig | None = None,
     tensorboard: bool = False,
     report_to: str | Sequence[str] | None = None,
+    init_from: str | Path | None = None,
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
     _fault: Callable[[str, int], None] | None = None,
@@ -179,7 +180,8 @@ def train(
     :class:`TrainResult`; a Ctrl-C or SIGTERM saves a checkpoint and returns
     with ``completed=False``. ``report_to``: experiment trackers that also get the
     metrics and config (``"tensorboard,mlflow,wandb,trackio"``, ``"all"``, ``"none"``);
-    ``tensorboard=True`` is short for adding ``"tensorboard"``.
+    ``tensorboard=True`` is short for adding ``"tensorboard"``. ``init_from``: a Hugging
+    Face BERT masked-LM directory whose weights (and shape) a fresh run starts from.
     """
     import torch
     from transformers.utils import logging as hf_logging
@@ -208,6 +210,10 @@ def train(
     data_dir = DataDir(data)
     tokenizer = data_dir.tokenizer()
     vocab_size = len(tokenizer)
+    from bertcurve.training.model import inspect_pretrained, with_pretrained_shape
+
+    pretrained = inspect_pretrained(init_from, tokenizer) if init_from is not None else None
+    overrides = with_pretrained_shape(overrides, pretrained)
 
     from bertcurve.training.checkpoint import RunLock
 
@@ -220,20 +226,21 @@ def train(
     try:
         return _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, config,
                              overrides, resume_str, speed, report_to, say, warn, dist, _fault,
-                             quiet)
+                             quiet, pretrained)
     finally:
         if lock is not None:
             lock.release()
 
 
 def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, config, overrides,
-                  resume_str, speed, report_to, say, warn, dist, _fault, quiet) -> TrainResult:
+                  resume_str, speed, report_to, say, warn, dist, _fault, quiet,
+                  pretrained=None) -> TrainResult:
     from bertcurve.training import checkpoint as ckpt
     from bertcurve.training import metrics_log
     from bertcurve.training.batches import Prefetcher, SpecialIds, TrainStream, build_eval_set, make_examples
     from bertcurve.training.hostmem import keep_freed_memory
     from bertcurve.training.model import (TrainingModule, build_model, compile_encoder, count_parameters, forward,
-                                 param_groups, use_cpu_dropout)
+                                 load_pretrained, param_groups, use_cpu_dropout)
     from bertcurve.progress import Progress
     from bertcurve.training.schedule import lr_at
 
@@ -302,7 +309,10 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
         warn("warning: bf16 on a CPU without native bf16 support is many times slower than fp32")
     special = SpecialIds.from_tokenizer(tokenizer)
     torch.manual_seed(cfg.seed)
-    net = build_model(cfg.model, vocab_size, nsp=cfg.data.nsp, pad_token_id=special.pad)
+    if pretrained is not None and loaded is None:
+        net = load_pretrained(pretrained, nsp=cfg.data.nsp)  # continued pretraining
+    else:
+        net = build_model(cfg.model, vocab_size, nsp=cfg.data.nsp, pad_token_id=special.pad)
     n_params = count_parameters(net)
     if loaded is not None:
         missing, unexpected = net.load_state_dict(loaded.weights, strict=False)
@@ -397,6 +407,10 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
                          "constant_guess_accuracy": constant_guess},
             "world_size": dist.world_size,
         }
+        init_from = ({"name": pretrained.name, "path": str(pretrained.path.resolve())}
+                     if pretrained is not None else (saved or {}).get("init_from"))
+        if init_from:
+            run_config["init_from"] = init_from
         write_json(run_dir / layout.RUN_CONFIG, run_config)
         # Without a checkpoint the run starts over, so every old line goes (step 0 included).
         dropped = metrics_log.truncate_after(run_dir / layout.METRICS,
@@ -794,6 +808,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--prefetch", type=int, default=-1, metavar="N",
                        help="steps of batches built ahead on a background thread "
                             "(-1: 4 on CUDA, 0 on CPU)")
+    parser.add_argument("--init-from", default=None, metavar="HF_DIR",
+                        help="continue pretraining a Hugging Face BERT masked-LM directory (weights, "
+                             "config; its vocabulary must be the data dir's); the model shape comes "
+                             "from it")
     parser.add_argument("--report-to", default=None, metavar="NAMES",
                         help="experiment trackers that also get the metrics and config, comma-"
                              "separated: tensorboard, mlflow, wandb, trackio, all (those installed) "
@@ -832,6 +850,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         speed=SpeedConfig(device=args.device, dtype=args.dtype, compile=args.compile,
                           threads=args.threads, prefetch=args.prefetch),
-        tensorboard=args.tensorboard, report_to=args.report_to, quiet=args.quiet,
+        tensorboard=args.tensorboard, report_to=args.report_to, init_from=args.init_from,
+        quiet=args.quiet,
     )
     return 0 if result.completed else 130
