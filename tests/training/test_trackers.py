@@ -28,10 +28,13 @@ def _records(run_dir: Path, split: str) -> dict[int, dict]:
     return {r["step"]: r for r in rows if r.get("split") == split}
 
 
-def test_report_to_names_follow_hugging_face():
+def test_report_to_names_follow_hugging_face(monkeypatch):
+    import bertcurve.training.trackers as trackers
+
+    monkeypatch.setattr(trackers, "_installed", lambda module: module != "trackio")
     assert parse_report_to(None) == () and parse_report_to("none") == () and parse_report_to("") == ()
     assert parse_report_to(" TensorBoard , tensorboard") == ("tensorboard",)
-    assert set(parse_report_to("all")) <= {"tensorboard", "mlflow", "wandb", "trackio"}
+    assert parse_report_to("all") == ("tensorboard", "mlflow", "wandb")  # those installed
     with pytest.raises(UserError, match="unknown tracker comet.*tensorboard, mlflow, wandb, trackio"):
         parse_report_to("tensorboard,comet")
     with pytest.raises(UserError, match="none cannot be combined"):
@@ -154,3 +157,13 @@ def test_trackio_local_run_holds_the_metrics(tiny_data_dir, tmp_path, monkeypatc
     assert set(got) == set(evals)
     assert all(got[s] == pytest.approx(evals[s]["mlm_accuracy"]) for s in evals)
     assert (tmp_path / "trackio" / "bertcurve-test.db").is_file()
+
+
+def test_a_tracker_that_cannot_start_is_a_one_line_error(tiny_data_dir, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "nosuchscheme://nowhere")
+    code = main(["train", "--data", str(tiny_data_dir), "--out", str(tmp_path / "run"), "--preset", "tiny",
+                 "--report-to", "mlflow", "--max-steps", "2", "--warmup-steps", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--report-to mlflow: could not start a run" in err
+    assert len(err.strip().splitlines()) == 1, err

@@ -309,10 +309,9 @@ def _train_locked(torch, data_dir, tokenizer, vocab_size, run_dir, preset, confi
         warn("warning: bf16 on a CPU without native bf16 support is many times slower than fp32")
     special = SpecialIds.from_tokenizer(tokenizer)
     torch.manual_seed(cfg.seed)
+    net = build_model(cfg.model, vocab_size, nsp=cfg.data.nsp, pad_token_id=special.pad)
     if pretrained is not None and loaded is None:
-        net = load_pretrained(pretrained, nsp=cfg.data.nsp)  # continued pretraining
-    else:
-        net = build_model(cfg.model, vocab_size, nsp=cfg.data.nsp, pad_token_id=special.pad)
+        load_pretrained(pretrained, net)  # continued pretraining: its weights, not random ones
     n_params = count_parameters(net)
     if loaded is not None:
         missing, unexpected = net.load_state_dict(loaded.weights, strict=False)

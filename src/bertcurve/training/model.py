@@ -322,8 +322,8 @@ _PRETRAINED_SHAPE = {
 # Settings bert_config() leaves at BertConfig's defaults: a model must have these values for a
 # resumed run (which rebuilds the model from the config) to be the same network.
 _PRETRAINED_FIXED = {"model_type": "bert", "hidden_act": "gelu", "layer_norm_eps": 1e-12,
-                     "position_embedding_type": "absolute", "is_decoder": False,
-                     "add_cross_attention": False}
+                     "type_vocab_size": 2, "position_embedding_type": "absolute",
+                     "is_decoder": False, "add_cross_attention": False}
 
 
 @dataclass(frozen=True)
@@ -394,41 +394,48 @@ def inspect_pretrained(path: str | Path, data_tokenizer) -> PretrainedBert:
     return PretrainedBert(path, path.resolve().name, settings, int(config.vocab_size))
 
 
-def load_pretrained(pretrained: PretrainedBert, *, nsp: bool = False):
-    """The weights of an :func:`inspect_pretrained` directory as ``BertForMaskedLM`` (or
-    ``BertForPreTraining`` with ``nsp``; a missing NSP head then starts from scratch).
+def load_pretrained(pretrained: PretrainedBert, net: torch.nn.Module) -> None:
+    """Copy the weights of an :func:`inspect_pretrained` directory into ``net``, the run's
+    :func:`build_model` network (so checkpoints are written exactly as a fresh run's).
 
-    Refused when a weight of the encoder or the MLM head is missing: a bare ``BertModel``
-    or a model whose head was dropped would silently train a random head.
+    ``transformers`` reads the directory (legacy names such as ``LayerNorm.gamma`` included).
+    Refused when a weight of the encoder or the MLM head is missing or mis-shaped: a bare
+    ``BertModel`` or a model whose head was dropped would silently train a random head.
+    With ``--nsp`` a ``BertForMaskedLM`` directory's NSP head (and pooler) start from scratch.
     """
     import warnings
 
     from transformers import BertForMaskedLM, BertForPreTraining
     from transformers.utils import logging as hf_logging
 
-    cls = BertForPreTraining if nsp else BertForMaskedLM
+    cls = BertForPreTraining if hasattr(net.cls, "seq_relationship") else BertForMaskedLM
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the unused-weights report is judged below instead
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            net, info = cls.from_pretrained(str(pretrained.path), local_files_only=True,
-                                            use_safetensors=True, attn_implementation="sdpa",
-                                            output_loading_info=True)
+            source, info = cls.from_pretrained(str(pretrained.path), local_files_only=True,
+                                               use_safetensors=True, output_loading_info=True)
     except (OSError, ValueError, RuntimeError) as exc:
         raise _pretrained_error(pretrained.path, f"weights cannot be loaded ({str(exc).splitlines()[0]})") from None
     finally:
         hf_logging.set_verbosity(verbosity)
     optional = ("cls.seq_relationship.", "bert.pooler.")  # the NSP head, new when a MaskedLM dir meets --nsp
-    missing = [k for k in info.get("missing_keys", []) if not k.startswith(optional)]
-    if missing or info.get("mismatched_keys"):
-        bad = missing or [str(k) for k in info["mismatched_keys"]]
+    bad = [k for k in info.get("missing_keys", []) if not k.startswith(optional)]
+    bad += [str(k) for k in info.get("mismatched_keys", [])]
+    if not bad:
+        try:
+            missing, unexpected = net.load_state_dict(source.state_dict(), strict=False)
+        except RuntimeError as exc:  # a shape that differs
+            bad = [str(exc).splitlines()[-1].strip()]
+        else:
+            bad = [k for k in missing if not k.startswith(optional)
+                   and k not in set(getattr(net, "_tied_weights_keys", None) or {})] + list(unexpected)
+    if bad:
         raise _pretrained_error(pretrained.path, f"weights do not fit a BERT masked LM of its config "
                                                  f"(missing or mis-shaped: {', '.join(bad[:3])}"
                                                  f"{', ...' if len(bad) > 3 else ''})")
-    net.config.architectures = ["BertForPreTraining" if nsp else "BertForMaskedLM"]
     net.tie_weights()
-    return net
 
 
 def with_pretrained_shape(overrides: dict | None, pretrained: PretrainedBert | None) -> dict:

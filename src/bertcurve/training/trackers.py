@@ -280,6 +280,11 @@ def open_trackers(names: Iterable[str], run_dir: str | Path, *, start_step: int 
         Trackers(opened).close()
         raise UserError(f"--report-to {tracker}: {exc}; reinstall it with `pip install "
                         f"{KNOWN[tracker][1]}`") from None
+    except Exception as exc:  # noqa: BLE001 - each library raises its own types (server down, bad URI)
+        Trackers(opened).close()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UserError(f"--report-to {tracker}: could not start a run ({type(exc).__name__}: "
+                        f"{first}); check its settings (see docs/run-dir.md)") from None
     ids = {t.name: t.resume_id() for t in opened if t.resume_id() is not None}
     if ids:
         from bertcurve.fsutil import write_json
