@@ -47,3 +47,30 @@ def test_reproduces_the_seed_learning_rates():
     for step, logged in zip(seed["steps"], seed["lr"]):
         ours = lr_at(step, peak_lr=5e-5, warmup_steps=2000, max_steps=100_000)
         assert math.isclose(ours, logged, rel_tol=1e-9, abs_tol=1e-15), step
+
+
+def test_wsd_is_flat_at_the_peak_then_cools_down_over_the_last_fraction():
+    kw = dict(peak_lr=1e-3, warmup_steps=100, max_steps=1000, schedule="wsd", decay_fraction=0.2)
+    assert lr_at(100, **kw) == pytest.approx(1e-3)
+    assert lr_at(800, **kw) == pytest.approx(1e-3)          # the stable phase ends at 800
+    assert lr_at(900, **kw) == pytest.approx(5e-4)          # linear cooldown: half way
+    assert lr_at(1000, **kw) == pytest.approx(0.0, abs=1e-15)
+    assert lr_at(900, **kw, decay_shape="cosine") == pytest.approx(5e-4)
+    assert lr_at(900, **kw, decay_shape="1-sqrt") == pytest.approx(1e-3 * (1 - math.sqrt(0.5)))
+    assert lr_at(1000, **kw, min_lr_ratio=0.1) == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="decay shape"):
+        lr_at(900, **kw, decay_shape="step")
+
+
+def test_wsd_of_a_longer_run_matches_the_shorter_one_through_its_stable_phase():
+    short = dict(peak_lr=1e-3, warmup_steps=100, max_steps=1000, schedule="wsd")
+    long = dict(short, max_steps=3000)
+    assert all(lr_at(s, **short) == lr_at(s, **long) for s in range(0, 801))
+
+
+def test_inverse_sqrt_decays_with_the_square_root_and_ignores_max_steps():
+    kw = dict(peak_lr=1e-3, warmup_steps=100, max_steps=1000, schedule="inverse_sqrt")
+    assert lr_at(100, **kw) == pytest.approx(1e-3)
+    assert lr_at(400, **kw) == pytest.approx(5e-4)
+    assert lr_at(40000, **kw) == pytest.approx(5e-5)
+    assert lr_at(40000, **kw, min_lr_ratio=0.1) == pytest.approx(1e-4)

@@ -1,0 +1,137 @@
+"""How much compute does the forecast pruner save, and does it lose the best trial?
+
+For each sweep seed, trains every trial of a random-search sweep to the end once (demo
+preset, a small space: lr x warmup x mask rate), then replays the same sweep under each
+pruner: no pruning, Optuna's MedianPruner and bertcurve's ForecastPruner. With Optuna's
+RandomSampler the parameters of trial i do not depend on what happened to earlier trials,
+so the replay is exact: a pruner sees the very curves the trials produce, in order, and its
+decisions, steps spent and best trial are those of a real pruned sweep.
+
+    python bench/sweep.py [--seeds 0,1,2] [--trials 12] [--steps 200] [--work bench-sweep]
+
+Prints, per pruner: the best final accuracy found (mean over seeds, and its standard error),
+training steps spent as a share of the unpruned sweep, and how often the pruned sweep found
+a best trial within one standard error of the unpruned best. Trained trials are kept in
+--work, so a second run only replays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+SPACE = {"lr": {"low": 5e-4, "high": 4e-3, "log": True},
+         "warmup_steps": {"low": 10, "high": 80},
+         "mask_prob": [0.15, 0.2, 0.3]}
+
+
+def train_all(data: Path, work: Path, seed: int, trials: int, steps: int) -> list[dict]:
+    """Every trial of one random-search sweep, trained to the end (or read back when done)."""
+    import optuna
+
+    from bertcurve.curves.logs import load_log
+    from bertcurve.stages.train import train
+    from bertcurve.training.config import build_config
+    from bertcurve.tuning import parse_space, schedule_of
+
+    params = parse_space(SPACE, "demo")
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
+    fixed = {"max_steps": steps, "eval_every": max(1, steps // 20), "save_every": steps}
+    out = []
+    for i in range(trials):
+        trial = study.ask()
+        values = {p.name: p.suggest(trial) for p in params}
+        run = work / f"seed{seed}" / f"trial-{i:03d}"
+        if not (run / "final").is_dir():
+            print(f"  seed {seed} trial {i}: training {values}", flush=True)
+            train(data, run, preset="demo", overrides={**fixed, **values}, quiet=True)
+        log = load_log(run)
+        series = log.series["eval_mlm_accuracy"]
+        keep = series.steps > 0
+        cfg = build_config("demo", overrides={**fixed, **values})
+        out.append({"params": values, "steps": series.steps[keep].astype(int), "values": series.values[keep],
+                    "schedule": schedule_of(cfg), "se": float(log.series["eval_mlm_accuracy_se"].values[-1])})
+        study.tell(trial, float(series.values[-1]))
+    return out
+
+
+def replay(trials: list[dict], pruner_name: str, seed: int) -> tuple[float, int, float]:
+    """(best final accuracy, training steps spent, that accuracy's standard error) of the
+    sweep under ``pruner_name``."""
+    import optuna
+
+    from bertcurve.tuning import SCHEDULE_ATTR, ForecastPruner
+
+    pruner = {"none": optuna.pruners.NopPruner(),
+              "median": optuna.pruners.MedianPruner(n_startup_trials=2,
+                                                    n_warmup_steps=int(trials[0]["schedule"]["max_steps"]) // 5),
+              "forecast": ForecastPruner()}[pruner_name]
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed),
+                                pruner=pruner)
+    spent = 0
+    for t in trials:
+        trial = study.ask()
+        trial.set_user_attr(SCHEDULE_ATTR, t["schedule"])
+        pruned = False
+        for step, value in zip(t["steps"], t["values"]):
+            trial.report(float(value), int(step))
+            if trial.should_prune():
+                spent += int(step)
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                pruned = True
+                break
+        if not pruned:
+            spent += int(t["schedule"]["max_steps"])
+            study.tell(trial, float(t["values"][-1]))
+    return study.best_value, spent, trials[study.best_trial.number]["se"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import optuna
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--work", type=Path, default=Path("bench-sweep"))
+    parser.add_argument("--data", type=Path, default=None, help="a prepared data dir (default: the demo corpus)")
+    args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    data = args.data
+    if data is None:
+        from bertcurve.stages.prepare import prepare
+
+        data = args.work / "data"
+        if not (data / "meta.json").is_file():
+            prepare(["demo"], data, progress=False)
+    results: dict[str, list[tuple[float, int, float]]] = {"none": [], "median": [], "forecast": []}
+    for seed in seeds:
+        trials = train_all(data, args.work, seed, args.trials, args.steps)
+        for name in results:
+            results[name].append(replay(trials, name, seed))
+    full = [spent for _, spent, _ in results["none"]]
+    print(f"\n{len(seeds)} sweep seed(s) x {args.trials} trials x {args.steps} steps (demo preset, random search)")
+    print(f"{'pruner':10s} {'best acc (mean ± se over seeds)':>32s} {'steps spent':>12s} {'share':>7s} "
+          f"{'within 1 SE of unpruned best':>30s}")
+    for name, rows in results.items():
+        best = np.array([b for b, _, _ in rows])
+        spent = np.array([s for _, s, _ in rows])
+        # within one standard error of the held-out estimate of the unpruned best trial
+        within = sum(abs(b - u) <= se for (b, _, _), (u, _, se) in zip(rows, results["none"]))
+        spread = best.std(ddof=1) / math.sqrt(len(best)) if len(best) > 1 else 0.0
+        print(f"{name:10s} {best.mean():24.4f} ± {spread:.4f} {int(spent.sum()):12,d} "
+              f"{spent.sum() / sum(full):7.1%} {within:>24d}/{len(rows)}")
+    print("(standard error: of the unpruned best trial's held-out accuracy, from its fixed eval set)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,230 @@
+"""Hyperparameter search on Optuna: the search-space file and the forecast pruner.
+
+``bertcurve sweep`` (``stages/sweep.py``) runs ordinary ``bertcurve train`` runs as Optuna
+trials. What bertcurve adds is :class:`ForecastPruner`: at each held-out evaluation it
+forecasts the trial's final metric from its curve so far with the schedule-aware law
+(:mod:`bertcurve.curves.schedule_law`, which knows the rest of the trial's learning-rate
+schedule) and stops the trial when even the optimistic end of the prediction interval is
+worse than the best finished trial.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from bertcurve.curves import schedule_law as law
+from bertcurve.errors import UserError
+from bertcurve.training.config import build_config
+from bertcurve.training.schedule import lr_at
+
+# Trial user attribute holding the trial's learning-rate schedule (for the forecast pruner).
+SCHEDULE_ATTR = "lr_schedule"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched setting: a range (``low``..``high``, optionally log-scaled) or choices."""
+
+    name: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def suggest(self, trial: Any) -> Any:
+        if self.choices:
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.integer:
+            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_float(self.name, float(self.low), float(self.high), log=self.log)
+
+
+def read_space_file(path: str | Path) -> Mapping[str, Any]:
+    """The mapping in a YAML or JSON space file (YAML is a superset of JSON)."""
+    import yaml
+
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"--space {file}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"--space {file}: cannot read it ({exc})") from None
+    try:
+        mapping = yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise UserError(f"--space {file}: not valid YAML or JSON{at}") from None
+    if not isinstance(mapping, dict) or not mapping:
+        raise UserError(f"--space {file}: expected a mapping of settings to ranges or choices, "
+                        "e.g. 'lr: {low: 1e-4, high: 3e-3, log: true}'")
+    return mapping
+
+
+def parse_space(mapping: Mapping[str, Any], preset: str | None = None,
+                fixed: Mapping[str, Any] | None = None) -> list[Param]:
+    """Validate a search space; every problem is listed in one :class:`UserError`.
+
+    Each key is a train setting (``lr``, ``optim.lr``, ``warmup_steps``, ``dropout``...);
+    each value is ``{low, high[, log]}`` or a non-empty list of choices. The ends of every
+    range and every choice must be valid values of the setting (checked by building the
+    training config with them).
+    """
+    problems: list[str] = []
+    params: list[Param] = []
+    for name, spec in mapping.items():
+        if not isinstance(name, str):
+            problems.append(f"{name!r}: setting names are strings")
+            continue
+        param = _parse_param(name, spec, problems)
+        if param is not None:
+            params.append(param)
+    for param in params:
+        for value in (param.choices or (param.low, param.high)):
+            try:
+                build_config(preset, overrides={**(fixed or {}), param.name: value})
+            except UserError as exc:
+                problems.append(f"{param.name}={value!r}: {exc}")
+                break
+    if problems:
+        raise UserError("invalid search space: " + "; ".join(problems))
+    return params
+
+
+def _parse_param(name: str, spec: Any, problems: list[str]) -> Param | None:
+    if isinstance(spec, list):
+        if not spec:
+            problems.append(f"{name}: an empty list of choices")
+            return None
+        if any(isinstance(v, (dict, list)) for v in spec):
+            problems.append(f"{name}: choices must be plain values")
+            return None
+        return Param(name, choices=tuple(spec))
+    if not isinstance(spec, dict):
+        problems.append(f"{name}: expected {{low, high[, log]}} or a list of choices, got {spec!r}")
+        return None
+    unknown = set(spec) - {"low", "high", "log"}
+    if unknown:
+        problems.append(f"{name}: unknown key(s) {', '.join(sorted(map(str, unknown)))} (use low, high, log)")
+    low, high, log = spec.get("low"), spec.get("high"), spec.get("log", False)
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+    if not numbers:
+        problems.append(f"{name}: low and high must both be numbers (got {low!r}, {high!r})")
+        return None
+    if not isinstance(log, bool):
+        problems.append(f"{name}: log must be true or false")
+        return None
+    if not (math.isfinite(low) and math.isfinite(high)):
+        problems.append(f"{name}: low and high must be finite")
+        return None
+    if low >= high:
+        problems.append(f"{name}: low ({low}) must be below high ({high})")
+        return None
+    if log and low <= 0:
+        problems.append(f"{name}: a log range needs low > 0 (got {low})")
+        return None
+    integer = isinstance(low, int) and isinstance(high, int)
+    return Param(name, low=low, high=high, log=log, integer=integer)
+
+
+# ------------------------------------------------------------------ the forecast pruner
+
+def schedule_of(cfg: Any) -> dict[str, Any]:
+    """The learning-rate schedule of a training config, as stored on a trial."""
+    o = cfg.optim
+    keys = ("lr", "warmup_steps", "max_steps", "schedule", "min_lr_ratio", "decay_fraction", "decay_shape")
+    return {k: getattr(o, k) for k in keys if hasattr(o, k)}
+
+
+def rates_of(schedule: Mapping[str, Any]) -> np.ndarray:
+    """Learning rate at every step 0..max_steps of a stored schedule."""
+    extra = {k: schedule[k] for k in ("decay_fraction", "decay_shape") if k in schedule}
+    return np.array([lr_at(s, peak_lr=float(schedule["lr"]), warmup_steps=int(schedule["warmup_steps"]),
+                           max_steps=int(schedule["max_steps"]), schedule=str(schedule["schedule"]),
+                           min_lr_ratio=float(schedule.get("min_lr_ratio", 0.0)), **extra)
+                     for s in range(int(schedule["max_steps"]) + 1)])
+
+
+def forecast_final(steps: np.ndarray, values: np.ndarray, schedule: Mapping[str, Any], *,
+                   rising: bool, level: float, bounds: tuple[float | None, float | None]
+                   ) -> tuple[float, float, float] | None:
+    """(value, low, high) of the metric at the schedule's last step, or None when the curve so
+    far cannot support an honest interval (too few points, or no backtest possible yet)."""
+    rates = rates_of(schedule)
+    last = int(schedule["max_steps"])
+    try:
+        fit = law.fit_law(steps, values, rates, rising=rising, bootstrap=40, bounds=bounds)
+    except ValueError:
+        return None
+    backtest = law.backtest_error(steps, values, rates, rising=rising, bounds=bounds)
+    if backtest is None:
+        return None
+    areas = law.schedule_areas(rates, fit.momentum)
+    extra = law.model_error_sd(backtest, last - float(np.max(steps)))
+    value = float(fit.predict(areas, [last])[0])
+    lo, hi = law.prediction_interval(fit, areas, [last], level, extra_sd=extra)
+    return value, float(lo[0]), float(hi[0])
+
+
+def _pruner_base():
+    import optuna
+
+    return optuna.pruners.BasePruner
+
+
+class ForecastPruner(_pruner_base()):
+    """Prune a trial when the optimistic end of its forecast final metric is worse than the
+    best finished trial's final metric.
+
+    ``min_fraction``: never prune before this share of the trial's steps (the first part of
+    a curve says least about its end). ``level``: the prediction interval's level; a higher
+    level prunes less and later.
+    """
+
+    def __init__(self, *, level: float = 0.95, min_fraction: float = 0.2, min_evaluations: int = 8):
+        self.level = level
+        self.min_fraction = min_fraction
+        self.min_evaluations = min_evaluations
+        self.forecasts: dict[int, dict[str, float]] = {}   # trial number -> its latest forecast
+
+    def prune(self, study: Any, trial: Any) -> bool:
+        import optuna
+
+        schedule = trial.user_attrs.get(SCHEDULE_ATTR)
+        values = trial.intermediate_values
+        if not schedule or len(values) < self.min_evaluations:
+            return False
+        steps = np.array(sorted(values), dtype=int)
+        if steps[-1] < self.min_fraction * int(schedule["max_steps"]):
+            return False
+        finished = [t.value for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                    if t.value is not None]
+        if not finished:
+            return False
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        best = max(finished) if maximize else min(finished)
+        got = forecast_final(steps, np.array([values[s] for s in steps]), schedule, rising=maximize,
+                             level=self.level, bounds=(0.0, 1.0) if maximize else (0.0, None))
+        if got is None:
+            return False
+        value, low, high = got
+        optimistic = high if maximize else low
+        self.forecasts[trial.number] = {"step": int(steps[-1]), "value": value, "low": low, "high": high,
+                                        "best": best}
+        return optimistic < best if maximize else optimistic > best
+
+
+def trial_record(run_dir: Path, state: str, **fields: Any) -> None:
+    """``RUN/trial.json``: what the sweep did with this run (read by the sweep report)."""
+    path = Path(run_dir) / "trial.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"format": "bertcurve.trial/1", "state": state, **fields}, indent=1) + "\n",
+                    encoding="utf-8")

@@ -1,0 +1,81 @@
+"""analyze --what-if-steps: a run's own schedule, a longer run predicted, logs without lr refused."""
+
+import numpy as np
+import pytest
+
+from bertcurve.curves import schedule_law as law
+from bertcurve.curves.logs import Series, TrainingLog
+from bertcurve.errors import UserError
+from bertcurve.training.schedule import lr_at
+from bertcurve.what_if import infer_shape, what_if
+
+TRUTH = (1.5, 4.0, 0.45, 0.0015)  # L0, A, alpha, C of the simulated run
+
+
+def simulated_run(max_steps: int, *, with_config: bool = True, noise: float = 0.004) -> TrainingLog:
+    """A cosine run whose held-out loss follows the law, with accuracy a line of the loss."""
+    optim = {"lr": 2e-3, "warmup_steps": 50, "max_steps": max_steps, "schedule": "cosine", "min_lr_ratio": 0.0}
+    rates = np.array([lr_at(s, peak_lr=2e-3, warmup_steps=50, max_steps=max_steps) for s in range(max_steps + 1)])
+    areas = law.schedule_areas(rates, 0.99)
+    steps = np.arange(50, max_steps + 1, 25)
+    rng = np.random.default_rng(1)
+    loss = law.law_value(TRUTH, areas.forward[steps], areas.annealing[steps]) + rng.normal(0, noise, len(steps))
+    acc = 0.9 - 0.2 * loss + rng.normal(0, noise / 4, len(steps))
+    series = {"eval_loss": Series(steps, loss), "eval_mlm_accuracy": Series(steps, acc)}
+    meta = {"config": {"train": {"optim": optim}}} if with_config else {}
+    if not with_config:
+        log_steps = np.arange(10, max_steps + 1, 10)
+        series["lr"] = Series(log_steps, rates[log_steps])
+    return TrainingLog(name="sim", path=__import__("pathlib").Path("sim"), kind="bertcurve-run",
+                       series=series, meta=meta)
+
+
+def true_final_loss(max_steps: int) -> float:
+    rates = np.array([lr_at(s, peak_lr=2e-3, warmup_steps=50, max_steps=max_steps) for s in range(max_steps + 1)])
+    areas = law.schedule_areas(rates, 0.99)
+    return float(law.law_value(TRUTH, areas.forward[[max_steps]], areas.annealing[[max_steps]])[0])
+
+
+@pytest.mark.parametrize("with_config", [True, False])
+def test_a_three_times_longer_cosine_run_is_predicted_inside_its_interval(with_config):
+    result = what_if(simulated_run(800, with_config=with_config), 2400)
+    assert result["max_steps"] == 2400 and result["schedule"] == "cosine" and result["law"] == "lr-annealing"
+    loss = result["predictions"]["eval_loss"]
+    truth = true_final_loss(2400)
+    assert abs(loss["value"] - truth) / truth < 0.02
+    assert loss["pi"][0] < truth < loss["pi"][1]
+    acc = result["predictions"]["eval_mlm_accuracy"]
+    assert abs(acc["value"] - (0.9 - 0.2 * truth)) < 0.015
+    # the longer run ends lower than the short run did: more steps buy something
+    assert loss["value"] < true_final_loss(800) - 0.01
+    assert result["curve"][-1]["step"] == 2400 and "eval_mlm_accuracy" in result["curve"][0]
+
+
+def test_a_constant_schedule_keeps_the_rate_and_loses_the_annealing_gain():
+    run = simulated_run(800)
+    cosine = what_if(run, 2400)["predictions"]["eval_loss"]["value"]
+    constant = what_if(run, 2400, "constant")
+    assert constant["schedule"] == "constant"
+    assert constant["predictions"]["eval_loss"]["value"] > cosine
+
+
+def test_logs_without_a_learning_rate_are_refused_in_one_line():
+    run = simulated_run(800, with_config=False)
+    del run.series["lr"]
+    with pytest.raises(UserError, match="learning rate"):
+        what_if(run, 2400)
+
+
+def test_unknown_shapes_and_warmup_horizons_are_refused():
+    run = simulated_run(800)
+    with pytest.raises(UserError, match="what-if-schedule"):
+        what_if(run, 2400, "triangle")
+    with pytest.raises(UserError, match="warm-up"):
+        what_if(run, 20)
+
+
+def test_the_decay_shape_of_a_logged_schedule_is_recognised():
+    for shape in ("cosine", "linear", "constant"):
+        rates = np.array([lr_at(s, peak_lr=1e-3, warmup_steps=100, max_steps=1000, schedule=shape)
+                          for s in range(1001)])
+        assert infer_shape(rates) == shape

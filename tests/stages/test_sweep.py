@@ -1,0 +1,141 @@
+"""bertcurve sweep: the space file, the forecast pruner's decision, a sweep that survives a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from bertcurve.curves import schedule_law as law  # noqa: E402
+from bertcurve.errors import UserError  # noqa: E402
+from bertcurve.tuning import SCHEDULE_ATTR, ForecastPruner, parse_space, rates_of  # noqa: E402
+
+
+def test_a_bad_space_lists_every_problem_and_runs_nothing(tmp_path):
+    space = {"lr": {"low": 1e-2, "high": 1e-4}, "optim": {"low": 1, "high": 2}, "warmup_steps": [],
+             "mask_prob": {"low": "a", "high": 0.3}, "dropout_rate": {"low": 0, "high": 1, "step": 2},
+             "heads": {"low": 0, "high": 3}}
+    with pytest.raises(UserError) as info:
+        parse_space(space, "tiny")
+    text = str(info.value)
+    for expected in ("lr: low (0.01) must be below high", "warmup_steps: an empty list",
+                     "mask_prob: low and high must both be numbers", "unknown key(s) step",
+                     "unknown setting 'optim'", "heads=0"):
+        assert expected in text, expected
+
+
+def test_a_good_space_gives_ranges_and_choices():
+    params = parse_space({"lr": {"low": 1e-4, "high": 3e-3, "log": True}, "warmup_steps": {"low": 5, "high": 20},
+                          "schedule": ["cosine", "linear"]}, "tiny")
+    by_name = {p.name: p for p in params}
+    assert by_name["lr"].log and not by_name["lr"].integer
+    assert by_name["warmup_steps"].integer
+    assert by_name["schedule"].choices == ("cosine", "linear")
+
+
+class _Trial:
+    def __init__(self, number, schedule, values):
+        self.number = number
+        self.user_attrs = {SCHEDULE_ATTR: schedule}
+        self.intermediate_values = values
+
+
+class _Study:
+    def __init__(self, best):
+        self._best = best
+        self.direction = optuna.study.StudyDirection.MAXIMIZE
+
+    def get_trials(self, deepcopy=False, states=()):
+        return [type("T", (), {"value": self._best})()]
+
+
+def _accuracy_curve(schedule, floor, steps):
+    """Accuracy of a run whose held-out loss follows the law down to ``floor``."""
+    rates = rates_of(schedule)
+    areas = law.schedule_areas(rates, 0.99)
+    loss = law.law_value((floor, 2.0, 0.5, 0.002), areas.forward[steps], areas.annealing[steps])
+    rng = np.random.default_rng(0)
+    return 1.2 - 0.3 * loss + rng.normal(0, 0.002, len(steps))
+
+
+def test_the_forecast_pruner_stops_a_hopeless_trial_and_keeps_a_promising_one():
+    schedule = {"lr": 1e-3, "warmup_steps": 20, "max_steps": 400, "schedule": "cosine", "min_lr_ratio": 0.0}
+    steps = np.arange(20, 201, 10)
+    bad = _accuracy_curve(schedule, 1.8, steps)      # 0.24 less accuracy all the way
+    good = _accuracy_curve(schedule, 1.0, steps)
+    best_final = float(_accuracy_curve(schedule, 1.0, np.array([400]))[0])
+    pruner = ForecastPruner()
+    assert pruner.prune(_Study(best_final), _Trial(1, schedule, dict(zip(steps.tolist(), bad))))
+    assert pruner.forecasts[1]["high"] < best_final
+    assert not pruner.prune(_Study(best_final), _Trial(2, schedule, dict(zip(steps.tolist(), good))))
+    # never before min_fraction of the steps, never without a finished trial to beat
+    early = {int(s): v for s, v in zip(steps[:6], bad[:6])}
+    assert not pruner.prune(_Study(best_final), _Trial(3, schedule, early))
+
+
+SPACE = "lr: {low: 1.0e-3, high: 4.0e-3, log: true}\nwarmup_steps: [3, 6]\n"
+
+
+def _sweep_cmd(data, out, space, trials, *extra):
+    return [sys.executable, "-m", "bertcurve", "sweep", "--data", str(data), "--out", str(out), "--space", str(space),
+            "--trials", str(trials), "--preset", "tiny", "--set", "max_steps=20", "--set", "eval_every=4",
+            "--set", "save_every=4", *extra]
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_trials_as_run_dirs_and_a_killed_sweep_finishes_without_repeats(tiny_data_dir, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE, encoding="utf-8")
+    out = tmp_path / "sweep"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(_sweep_cmd(tiny_data_dir, out, space, 3, "--pruner", "none"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # kill it (SIGKILL) once the second trial has written a checkpoint
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if list((out / "trials").glob("trial-0001/checkpoints/step-*")):
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = subprocess.run(_sweep_cmd(tiny_data_dir, out, space, 3, "--pruner", "none"),
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "resumed" in done.stdout
+    study = optuna.load_study(study_name="bertcurve-sweep", storage=f"sqlite:///{out / 'optuna.db'}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 3
+    run_dirs = [t.user_attrs["run_dir"] for t in complete]
+    assert len(set(run_dirs)) == 3          # no trial repeated; the killed one resumed its own run dir
+    for rel in run_dirs:
+        record = json.loads((out / rel / "trial.json").read_text())
+        assert record["state"] == "complete" and record["step"] == 20
+        assert (out / rel / "final" / "model.safetensors").is_file()
+    assert (out / "report.html").is_file() and "最佳试验" in (out / "report.html").read_text(encoding="utf-8")
+    again = subprocess.run(_sweep_cmd(tiny_data_dir, out, space, 3, "--pruner", "none"),
+                           capture_output=True, text=True, env=env, timeout=600)
+    assert "3 of 3 trial(s) finished" in again.stdout
+    assert len(optuna.load_study(study_name="bertcurve-sweep",
+                                 storage=f"sqlite:///{out / 'optuna.db'}").trials) == len(study.trials)
+
+
+def test_another_sweep_in_the_same_folder_is_refused(tiny_data_dir, tmp_path):
+    from bertcurve.stages.sweep import _check_out
+
+    out = tmp_path / "sweep"
+    _check_out(out, {"data": "d", "space": {"lr": [1]}, "objective": "accuracy", "preset": None, "overrides": {}})
+    with pytest.raises(UserError, match="another sweep"):
+        _check_out(out, {"data": "d", "space": {"lr": [2]}, "objective": "accuracy", "preset": None, "overrides": {}})
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("mine")
+    with pytest.raises(UserError, match="not a bertcurve sweep"):
+        _check_out(tmp_path / "other", {})
