@@ -184,3 +184,15 @@ def test_curve_summary_says_whether_the_curve_flattens():
     assert "too few" in curve_summary(pts([0.1]))
     assert "step 200" in curve_summary(pts([0.0, 0.2, 0.3, 0.35, 0.37]), upto=200)
     assert "stayed at 0.0 %" in curve_summary(pts([0.0, 0.0]))
+
+
+def test_card_of_a_continued_run_names_the_starting_model(tmp_path, tiny_data_dir):
+    run = make_run_dir(tmp_path / "run", tiny_data_dir, steps=(10,), evals={10: 0.3})
+    cfg = json.loads((run / layout.RUN_CONFIG).read_text())
+    cfg["init_from"] = {"name": "bert-base-chinese", "path": str(tmp_path / "bert-base-chinese")}
+    (run / layout.RUN_CONFIG).write_text(json.dumps(cfg))
+    out = export(run, tmp_path / "adapted")
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "continued pretraining of an existing BERT model" in card
+    assert "continued from `bert-base-chinese`" in card
+    assert str(tmp_path).encode() not in b"".join(p.read_bytes() for p in out.iterdir() if p.is_file())
