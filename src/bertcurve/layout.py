@@ -23,9 +23,16 @@ VAL_TEXT = "val.txt"                     # cleaned validation sentences, one per
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4 in this order
 
 
-def ids_file(split: str) -> str:
-    """Flat uint16 token ids of every sentence of a split, no special tokens."""
-    return f"{split}.ids.u16"
+ID_DTYPES = {"uint16": "u16", "uint32": "u32"}  # meta.json "id_dtype" -> ids file suffix
+
+
+def ids_file(split: str, dtype: str = "uint16") -> str:
+    """Flat token ids of every sentence of a split, no special tokens.
+
+    ``uint16`` (``.u16``) while the vocabulary has at most 65,536 tokens,
+    ``uint32`` (``.u32``) beyond; meta.json's ``id_dtype`` says which.
+    """
+    return f"{split}.ids.{ID_DTYPES[dtype]}"
 
 
 def sentence_offsets_file(split: str) -> str:

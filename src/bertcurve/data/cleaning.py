@@ -148,6 +148,39 @@ def split_sentences(text: str) -> list[str]:
     return _split_quoted(text)
 
 
+# A Latin full stop ends a sentence when a lower-case letter or digit precedes it and
+# whitespace and a capital (perhaps after an opening quote) follow: "... mat. The dog".
+_LATIN_STOP_RE = re.compile(r"(?<=[a-z0-9])\.[\"'”’)\]]*(?=\s+[\"“‘(\[]?[A-Z])")
+_LATIN_WORD_BEFORE_RE = re.compile(r"([A-Za-z.]+)\Z")
+# Abbreviations whose full stop is not a sentence end.
+LATIN_ABBREVIATIONS = frozenset({
+    "mr", "mrs", "ms", "dr", "st", "jr", "sr", "prof", "rev", "gen", "col", "capt", "lt", "sgt", "gov",
+    "sen", "rep", "vs", "etc", "e.g", "i.e", "cf", "al", "no", "fig", "vol", "ch", "pp", "inc", "ltd", "co",
+    "corp", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "mt", "ft",
+})
+
+
+def split_latin_sentences(piece: str) -> list[str]:
+    """Cut a piece of ``split_sentences`` further after Latin full stops (English text).
+
+    Chinese text ends sentences with 。, which ``split_sentences`` handles; a
+    "." ends one only in Latin context (see ``_LATIN_STOP_RE``), and never
+    after a known abbreviation ("Mr. Smith") or an initial ("J. Smith").
+    The pieces are exact slices: ``"".join(pieces) == piece``.
+    """
+    if "." not in piece:
+        return [piece]
+    pieces, start = [], 0
+    for m in _LATIN_STOP_RE.finditer(piece):
+        word = _LATIN_WORD_BEFORE_RE.search(piece, start, m.start())
+        if word and (word.group(1).lower() in LATIN_ABBREVIATIONS or len(word.group(1)) == 1):
+            continue
+        pieces.append(piece[start:m.end()])
+        start = m.end()
+    pieces.append(piece[start:])
+    return pieces
+
+
 def _split_quoted(text: str) -> list[str]:
     """The general splitter: tracks quotation/bracket depth."""
     pieces = []

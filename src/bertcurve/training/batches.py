@@ -48,16 +48,23 @@ class SpecialIds:
 
     @classmethod
     def from_tokenizer(cls, tokenizer) -> "SpecialIds":
+        """The specials at whatever ids the tokenizer gives them (0..4 for bertcurve's own,
+        0 and 100..103 for bert-base-chinese); random replacements are drawn above the highest."""
         ids = {name: tokenizer.convert_tokens_to_ids(name) for name in layout.SPECIAL_TOKENS}
         n_special = len(layout.SPECIAL_TOKENS)
-        bad = [name for name, i in ids.items() if i is None or not 0 <= i < n_special]
+        size = len(tokenizer)
+        # An unknown token maps to the [UNK] id, so a missing special shows up as a duplicate id.
+        bad = [name for name, i in ids.items() if i is None or not 0 <= i < size]
         if bad or len(set(ids.values())) != n_special:
             raise UserError(
-                f"tokenizer special tokens {bad or list(ids)} are not ids 0..{n_special - 1}; "
-                "re-run `bertcurve prepare --force`"
+                f"tokenizer lacks distinct ids for the special tokens {bad or list(ids)}; "
+                "prepare with a tokenizer that has [PAD] [UNK] [CLS] [SEP] [MASK] (`bertcurve prepare --force`)"
             )
+        first_regular = max(ids.values()) + 1
+        if first_regular >= size:
+            raise UserError(f"tokenizer has no regular token after its special tokens (ids {sorted(ids.values())})")
         return cls(pad=ids["[PAD]"], cls=ids["[CLS]"], sep=ids["[SEP]"], mask=ids["[MASK]"],
-                   first_regular=n_special, vocab_size=len(tokenizer))
+                   first_regular=first_regular, vocab_size=size)
 
 
 @dataclass
