@@ -129,3 +129,21 @@ def test_models_that_do_not_fit_are_refused_with_a_reason(hf_bert, tiny_data_dir
         assert code == 2 and len(err.strip().splitlines()) == 1, err
         assert re.search(reason, err), (reason, err)
         assert not (out / layout.METRICS).exists()
+
+
+def test_domain_adaptation_workflow_from_the_cli(hf_bert, demo_text_file, tmp_path):
+    """README's workflow: tokenize a new corpus with the model's tokenizer, continue, analyse, export."""
+    data = tmp_path / "reviews"
+    assert main(["prepare", str(demo_text_file), "--tokenizer", str(hf_bert), "--out", str(data),
+                 "--val-fraction", "0.2", "--quiet"]) == 0
+    run = tmp_path / "adapted"
+    assert main(["train", "--data", str(data), "--out", str(run), "--preset", "tiny", "--init-from", str(hf_bert),
+                 "--quiet", "--max-steps", "8", "--warmup-steps", "1", "--eval-every", "1", "--save-every", "4"]) == 0
+    assert len(_evals(run)) == 9
+    assert main(["analyze", str(run)]) == 0
+    analysis = json.loads((run / "analysis.json").read_text(encoding="utf-8"))
+    assert analysis["format"].startswith("bertcurve.analysis/")
+    out = tmp_path / "hf-adapted"
+    assert main(["export", str(run), "--out", str(out), "--license", "apache-2.0"]) == 0
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "continued from `small-zh-bert`" in card and "license: apache-2.0" in card
