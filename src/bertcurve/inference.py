@@ -24,6 +24,7 @@ import numpy as np
 from bertcurve import layout
 from bertcurve.errors import UserError
 from bertcurve.fsutil import read_json
+from bertcurve.training.config import NotARunConfig, load_run_config
 
 QUANTIZE_CHOICES = ("int8",)
 
@@ -54,15 +55,14 @@ class MaskedLM:
 
 
 def _is_run_dir(path: Path) -> bool:
-    cfg = path / layout.RUN_CONFIG
     if (path / layout.METRICS).is_file() or (path / layout.CHECKPOINTS_DIR).is_dir():
         return True
-    if cfg.is_file():
-        try:
-            return read_json(cfg).get("format") == layout.RUN_CONFIG_FORMAT
-        except (UserError, AttributeError):
-            return False
-    return False
+    try:
+        return load_run_config(path, missing_ok=True) is not None
+    except NotARunConfig:  # a Hugging Face model dir has a config.json too
+        return False
+    except UserError:  # a damaged run config: loading the run says what is wrong with it
+        return True
 
 
 def available_steps(run_dir: Path) -> list[int]:
@@ -110,18 +110,15 @@ def _has_tokenizer(path: Path) -> bool:
 
 def _tokenizer_dir_for_run(run_dir: Path, extra: Sequence[Path] = ()) -> Path:
     candidates = [*extra, run_dir / layout.FINAL_MODEL_DIR, run_dir]
-    cfg_path = run_dir / layout.RUN_CONFIG
-    if cfg_path.is_file():
-        cfg = read_json(cfg_path, "run config")
-        data = _find_key(cfg, "data") or _find_key(cfg, "data_dir")
-        if isinstance(data, str):
-            data_path = Path(data)
-            if not data_path.is_absolute():
-                # relative paths in a run config are relative to where train ran;
-                # try the run dir's parent as well
-                candidates += [data_path, run_dir.parent / data_path]
-            else:
-                candidates.append(data_path)
+    cfg = load_run_config(run_dir, missing_ok=True)
+    if cfg is not None and cfg.data_dir:
+        data_path = Path(cfg.data_dir)
+        if not data_path.is_absolute():
+            # relative paths in a run config are relative to where train ran;
+            # try the run dir's parent as well
+            candidates += [data_path, run_dir.parent / data_path]
+        else:
+            candidates.append(data_path)
     for cand in candidates:
         if cand.is_dir() and _has_tokenizer(cand):
             return cand
@@ -129,18 +126,6 @@ def _tokenizer_dir_for_run(run_dir: Path, extra: Sequence[Path] = ()) -> Path:
         f"no tokenizer found for run {run_dir} (looked in {', '.join(str(c) for c in candidates)}); "
         "keep the run's data directory where training read it, or pass a Hugging Face model dir"
     )
-
-
-def _find_key(obj: Any, key: str) -> Any:
-    """First value stored under ``key`` in a nested dict (run configs nest sections)."""
-    if isinstance(obj, dict):
-        if key in obj and not isinstance(obj[key], dict):
-            return obj[key]
-        for value in obj.values():
-            found = _find_key(value, key)
-            if found is not None:
-                return found
-    return None
 
 
 def locate_model(model: str | Path, step: int | None = None) -> ModelLocation:
@@ -188,25 +173,14 @@ def locate_model(model: str | Path, step: int | None = None) -> ModelLocation:
 
 def _final_step(run_dir: Path) -> int | None:
     """The step of a run's final model: written when training reached ``max_steps``."""
-    cfg_path = run_dir / layout.RUN_CONFIG
-    if cfg_path.is_file():
-        try:
-            max_steps = _find_key(read_json(cfg_path, "run config"), "max_steps")
-        except UserError:
-            max_steps = None
-        if isinstance(max_steps, int):
-            return max_steps
+    try:
+        cfg = load_run_config(run_dir, missing_ok=True)
+    except UserError:
+        cfg = None
+    if cfg is not None:
+        return cfg.train.optim.max_steps
     steps = available_steps(run_dir)
     return steps[-1] if steps else None
-
-
-def run_config(run_dir: Path) -> dict:
-    """A run's ``config.json`` (empty dict when absent)."""
-    path = Path(run_dir) / layout.RUN_CONFIG
-    if not path.is_file():
-        return {}
-    cfg = read_json(path, "run config")
-    return cfg if isinstance(cfg, dict) else {}
 
 
 def _export_step(path: Path) -> int | None:
@@ -312,10 +286,10 @@ def _load(model: str | Path, loc: ModelLocation, dev: str, quantize: str | None)
 def _trained_length(run_dir: Path) -> int | None:
     """The sequence length a run trained on (its config.json), if readable."""
     try:
-        value = read_json(run_dir / layout.RUN_CONFIG, "run config")["train"]["data"]["seq_len"]
-    except (UserError, KeyError, TypeError):
+        cfg = load_run_config(run_dir, missing_ok=True)
+    except UserError:
         return None
-    return value if isinstance(value, int) and value > 0 else None
+    return cfg.train.data.seq_len if cfg is not None else None
 
 
 def wrap_model(

@@ -68,7 +68,7 @@ LOCK_FILE = "train.lock"
 TRACKERS_STATE = "trackers.json"         # --report-to: the tracker run ids a resumed run continues
 TRACKERS_STATE_FORMAT = "bertcurve.trackers/1"
 ANALYSIS = "analysis.json"               # format ANALYSIS_FORMAT
-ANALYSIS_FORMAT = "bertcurve.analysis/1"
+ANALYSIS_FORMAT = "bertcurve.analysis/2"
 COMPARISON = "comparison.json"
 COMPARISON_FORMAT = "bertcurve.comparison/1"
 FIGURES_DIR = "figures"
@@ -91,6 +91,15 @@ EXPORT_FORMAT = "bertcurve.stages.export/2"
 STUDY_DATA_DIR = "data"
 STUDY_RUN_DIR = "run"
 STUDY_STATE = "study.json"               # format "bertcurve.study/1": stages done, their inputs
+
+
+def resolve_run(source: str | Path) -> Path:
+    """A study folder stands for its run: ``studies/demo`` -> ``studies/demo/run``; other paths as given."""
+    path = Path(source).expanduser()
+    run = path / STUDY_RUN_DIR
+    if path.is_dir() and not (path / METRICS).exists() and (run / METRICS).exists():
+        return run
+    return path
 
 
 def checkpoint_dir_name(step: int) -> str:

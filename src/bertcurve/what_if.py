@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from bertcurve.curves import policy
 from bertcurve.curves import schedule_law as law
 from bertcurve.curves.logs import TrainingLog
 from bertcurve.errors import UserError
@@ -24,8 +25,15 @@ LOSSES = ("eval_loss", "train_loss")
 ACCURACIES = ("eval_mlm_accuracy", "train_mlm_accuracy")
 CURVE_POINTS = 60           # points of the predicted curve kept in analysis.json
 BOOTSTRAP = 100
-LOSS_BOUNDS = (0.0, None)
-ACCURACY_BOUNDS = (0.0, 1.0)
+
+
+def _bounds(name: str) -> tuple[float | None, float | None]:
+    limits = policy.limits_for(name)
+    return limits.lower, limits.upper
+
+
+LOSS_BOUNDS = _bounds("eval_loss")
+ACCURACY_BOUNDS = _bounds("eval_mlm_accuracy")
 
 
 def lr_per_step(log: TrainingLog) -> tuple[np.ndarray, str, str]:
@@ -83,8 +91,12 @@ def _points(log: TrainingLog, names: tuple[str, ...]) -> tuple[str, np.ndarray, 
     return None
 
 
-def what_if(log: TrainingLog, max_steps: int, shape: str | None = None, level: float = 0.95) -> dict[str, Any]:
-    """The ``what_if`` block of analysis.json (see docs/analysis.md)."""
+def what_if(log: TrainingLog, max_steps: int, shape: str | None = None,
+            level: float = policy.DEFAULT_LEVEL) -> dict[str, Any]:
+    """The ``what_if`` block of analysis.json (see docs/what-if.md)."""
+    level = policy.check_level(level)
+    if not isinstance(max_steps, int) or max_steps < 1:
+        raise UserError(f"--what-if-steps must be a positive whole number of steps (got {max_steps!r})")
     if shape is not None and shape not in SHAPES:
         raise UserError(f"--what-if-schedule must be one of {', '.join(SHAPES)} (got {shape!r})")
     rates, run_shape, rate_source = lr_per_step(log)

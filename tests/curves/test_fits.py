@@ -9,6 +9,7 @@ import pytest
 from scipy import optimize
 
 from bertcurve.curves import fits as cv
+from bertcurve.curves import policy
 
 STEPS = np.arange(1, 401, dtype=float) * 250  # 250 .. 100,000
 
@@ -145,9 +146,9 @@ def test_choose_model_skips_models_that_failed():
 
 
 def test_limits_for_metric_names():
-    assert cv.limits_for("eval_mlm_accuracy") == cv.Limits(0.0, 1.0)
-    assert cv.limits_for("train_loss") == cv.Limits(0.0, None)
-    assert cv.limits_for("custom") == cv.Limits()
+    assert policy.limits_for("eval_mlm_accuracy") == cv.Limits(0.0, 1.0)
+    assert policy.limits_for("train_loss") == cv.Limits(0.0, None)
+    assert policy.limits_for("custom") == cv.Limits()
 
 
 def test_flat_values_are_a_failed_fit_not_nonsense():

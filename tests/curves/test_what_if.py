@@ -79,3 +79,29 @@ def test_the_decay_shape_of_a_logged_schedule_is_recognised():
         rates = np.array([lr_at(s, peak_lr=1e-3, warmup_steps=100, max_steps=1000, schedule=shape)
                           for s in range(1001)])
         assert infer_shape(rates) == shape
+
+
+SEED = __import__("pathlib").Path(__file__).resolve().parents[1] / "fixtures" / "seed" / "training_history_100k.json"
+
+
+def test_analyze_answers_the_seeds_question_beside_the_step_extrapolation_and_the_line(tmp_path):
+    from bertcurve.stages.analyze import analyze, summary_text
+
+    res = analyze(SEED, what_if_steps=200_000, bootstrap=0, out=tmp_path / "a.json")
+    w = res["what_if"]
+    assert w["max_steps"] == 200_000 and w["schedule"] == "cosine"
+    acc = w["predictions"]["train_mlm_accuracy"]
+    assert 0 <= acc["pi"][0] < acc["value"] < acc["pi"][1] <= 1
+    assert w["compared"]["seed_linear"] > acc["value"]          # the straight line promises more
+    assert w["curve"][-1]["step"] == 200_000
+    text = summary_text(res)
+    assert "what if" in text and "by the seed's straight line" in text
+
+
+def test_analyze_refuses_what_if_without_a_learning_rate_or_without_steps(tmp_path):
+    from bertcurve.cli import main
+
+    csv = tmp_path / "log.csv"
+    csv.write_text("step,eval_loss\n" + "".join(f"{s},{5 - s / 1000:.4f}\n" for s in range(100, 1100, 100)))
+    assert main(["analyze", str(csv), "--what-if-steps", "5000", "--out", str(tmp_path / "x.json")]) == 2
+    assert main(["analyze", str(SEED), "--what-if-schedule", "wsd", "--out", str(tmp_path / "y.json")]) == 2

@@ -130,17 +130,22 @@ def test_strip_pos_tags_of_peoples_daily():
     assert strip_pos_tags(line) == "迈向充满希望的中共中央（附图片１张）"
 
 
-@pytest.mark.parametrize("raw", ["繁體中文", "計算機"])
-def test_to_simplified_needs_opencc_or_converts(raw):
+@pytest.mark.parametrize("raw, simplified", [("繁體中文", "繁体中文"), ("計算機", "计算机")])
+def test_to_simplified_converts(raw, simplified):
+    from bertcurve.data.cleaning import simplified_converter
+
+    assert simplified_converter()(raw) == simplified
+
+
+def test_to_simplified_without_opencc_says_how_to_install(monkeypatch):
+    import sys
+
     from bertcurve.data.cleaning import simplified_converter
     from bertcurve.errors import UserError
 
-    try:
-        convert = simplified_converter()
-    except UserError as exc:
-        assert "pip install opencc-python-reimplemented" in str(exc)
-        return
-    assert convert(raw) in {"繁体中文", "计算机"}
+    monkeypatch.setitem(sys.modules, "opencc", None)  # what a missing package looks like to import
+    with pytest.raises(UserError, match="pip install opencc-python-reimplemented"):
+        simplified_converter()
 
 
 def test_apostrophe_is_not_a_quotation():

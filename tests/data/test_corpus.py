@@ -168,7 +168,7 @@ def test_hf_column_must_exist(tmp_path):
 
 
 def test_to_simplified_converts_traditional_text(tmp_path):
-    pytest.importorskip("opencc")
+    # opencc-python-reimplemented is in the test extra: this runs, never skips.
     path = tmp_path / "trad.txt"
     lines = [f"第{n}個例子:這是一個關於計算機與網絡發展歷史的長句子,我們會在這裡討論許多問題。" for n in "一二三四五六七八九十"]
     path.write_text("\n".join(lines + lines[:1]) + "\n", encoding="utf-8")

@@ -90,7 +90,7 @@ def test_nan_inf_null_and_strings_are_left_out_with_a_note(tmp_path, capsys):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     analysis = _strict_json(out)   # no NaN/Infinity tokens leak into the JSON we write
-    assert analysis["format"] == "bertcurve.analysis/1"
+    assert analysis["format"] == "bertcurve.analysis/2"
 
 
 def test_duplicated_steps_keep_the_value_logged_last(tmp_path):

@@ -14,6 +14,7 @@ import pytest
 from bertcurve import layout
 from bertcurve.stages.analyze import analyze, cumulative_lr, summary_text
 from bertcurve.curves.logs import Series
+from bertcurve.training.config import EvalSetInfo, RunConfig, build_config
 
 SEED_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "seed"
 SEED = SEED_DIR / "training_history_100k.json"
@@ -211,7 +212,8 @@ def test_cli_on_the_seed_prints_the_table(tmp_path, capsys):
 def test_held_out_accuracy_at_the_constant_guess_is_called_out(tmp_path):
     run = tmp_path / "r"
     run.mkdir()
-    (run / layout.RUN_CONFIG).write_text(json.dumps({"eval_set": {"constant_guess_accuracy": 0.03}}))
+    saved = RunConfig(train=build_config("tiny"), eval_set=EvalSetInfo(constant_guess_accuracy=0.03))
+    (run / layout.RUN_CONFIG).write_text(json.dumps(saved.to_dict()))
     rows = [{"format": layout.METRICS_FORMAT, "step": s, "split": "eval", "loss": 7.0 - s / 1000,
              "mlm_accuracy": 0.0246 if s else 0.0} for s in range(0, 80, 10)]
     (run / layout.METRICS).write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -11,6 +11,7 @@ import pytest
 
 from bertcurve import layout
 from bertcurve.stages.compare import compare, table_text
+from bertcurve.training.config import EvalSetInfo, RunConfig, build_config
 from bertcurve.errors import UserError
 
 
@@ -26,9 +27,9 @@ def history(path: Path, last: int, every: int = 100, seed: int = 0) -> Path:
 
 def run_dir(path: Path, fingerprint: str, max_steps: int) -> Path:
     path.mkdir()
-    (path / layout.RUN_CONFIG).write_text(json.dumps({
-        "format": layout.RUN_CONFIG_FORMAT, "train": {"optim": {"max_steps": max_steps}},
-        "eval_set": {"fingerprint": fingerprint, "masked_tokens": 4000}, "tokenizer_sha256": "abc"}))
+    saved = RunConfig(train=build_config("tiny", overrides={"max_steps": max_steps}),
+                      eval_set=EvalSetInfo(fingerprint=fingerprint, masked_tokens=4000), tokenizer_sha256="abc")
+    (path / layout.RUN_CONFIG).write_text(json.dumps(saved.to_dict()))
     rows = []
     for i in range(1, 31):
         step = i * max_steps // 30

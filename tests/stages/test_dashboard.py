@@ -11,6 +11,7 @@ import pytest
 
 from bertcurve import layout
 from bertcurve.stages.dashboard import make_server
+from bertcurve.training.config import RunConfig, build_config
 from bertcurve.errors import UserError
 
 
@@ -27,8 +28,8 @@ def _train_line(step: int) -> str:
 def served(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / layout.RUN_CONFIG).write_text(json.dumps(
-        {"format": layout.RUN_CONFIG_FORMAT, "train": {"optim": {"max_steps": 100}}}), encoding="utf-8")
+    saved = RunConfig(train=build_config("tiny", overrides={"max_steps": 100}))
+    (run / layout.RUN_CONFIG).write_text(json.dumps(saved.to_dict()), encoding="utf-8")
     lines = [_train_line(s) for s in range(10, 30, 10)]
     lines.append(_line(20, "eval", loss=7.1, mlm_accuracy=0.05, mlm_accuracy_se=0.01, masked_tokens=400))
     (run / layout.METRICS).write_text("".join(lines), encoding="utf-8")

@@ -15,6 +15,7 @@ from bertcurve.cli import main
 from bertcurve.errors import UserError
 from bertcurve.stages.fillmask import fill_mask, read_texts
 from bertcurve.inference import length_buckets, load_masked_lm, mask_logits
+from bertcurve.training.config import RunConfig, build_config
 
 TEXT = "今天天气很好，我们去公园散步。北京是中国的首都，人民生活幸福。"
 
@@ -70,13 +71,9 @@ def make_run_dir(path: Path, data_dir: Path, steps: tuple[int, ...] = (10, 20), 
     path.mkdir(parents=True)
     vocab = len(AutoTokenizer.from_pretrained(str(data_dir)))
     max_steps = steps[-1]
-    (path / layout.RUN_CONFIG).write_text(json.dumps({
-        "format": layout.RUN_CONFIG_FORMAT,
-        "train": {"model": {"hidden_size": 32, "num_layers": 2, "num_heads": 2},
-                  "data": {"seq_len": 32, "mask_prob": 0.15, "nsp": False},
-                  "optim": {"lr": 0.002, "max_steps": max_steps, "micro_batch": 8, "grad_accum": 2}},
-        "preset": "tiny", "data_dir": str(Path(data_dir).resolve()), "vocab_size": vocab,
-    }))
+    train = build_config("tiny", overrides={"max_steps": max_steps, "warmup_steps": 0})
+    saved = RunConfig(train=train, preset="tiny", data_dir=str(Path(data_dir).resolve()), vocab_size=vocab)
+    (path / layout.RUN_CONFIG).write_text(json.dumps(saved.to_dict()))
     evals = evals if evals is not None else {s: 0.05 + 0.01 * n for n, s in enumerate(steps)}
     with open(path / layout.METRICS, "w", encoding="utf-8") as log:
         for step, acc in sorted(evals.items()):

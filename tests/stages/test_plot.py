@@ -139,6 +139,7 @@ def test_labels_and_unique_names():
 
 def test_fits_come_from_a_matching_analysis(tmp_path):
     from bertcurve.curves.fits import fit_curve
+    from bertcurve.curves.forecast import CurveForecast
     from bertcurve.curves.logs import load_log
 
     steps = np.arange(100, 2100, 100)
@@ -148,17 +149,57 @@ def test_fits_come_from_a_matching_analysis(tmp_path):
     log = load_log(csv)
     s = log.series["train_mlm_accuracy"]
     linear = fit_curve("linear", s.steps, s.values, direction=1)
-    analysis = {"metric": {"name": "train_mlm_accuracy"}, "fits": [linear.to_dict()],
-                "chosen_model": {"model": "linear", "reason": "from analysis.json"}}
+    fc = CurveForecast(direction=1, limits=linear_limits(), level=0.9, fits={"linear": linear}, backtests=[],
+                       weights={"linear": 1.0}, ranking=[], rule="given", reason="from analysis.json",
+                       first_step=100.0, last_step=2000.0)
+    analysis = {"metric": {"name": "train_mlm_accuracy", "level": 0.9}, "fits": [linear.to_dict()],
+                "chosen_model": {"model": "linear", "reason": "from analysis.json"}, "forecaster": fc.to_dict()}
     fits = F.LogFits.compute(log, None, with_loss=False, analysis=analysis)
-    assert fits.best.model == "linear" and fits.reason == "from analysis.json"
-    # An analysis of another metric is ignored: the figures fit for themselves.
+    assert fits.best.model == "linear" and fits.reason == "from analysis.json" and fits.level == 0.9
+    # An analysis of another metric is ignored: the figures compute the forecast as analyze does.
     other = dict(analysis, metric={"name": "eval_loss"})
     assert F.LogFits.compute(log, None, with_loss=False, analysis=other).best.model != "linear"
 
 
+def linear_limits():
+    from bertcurve.curves.fits import Limits
+
+    return Limits(0.0, 1.0)
+
+
+def test_forecast_band_is_the_analysis_interval_at_its_level(tmp_path):
+    """`analyze --level 0.8` and the figure drawn from its analysis.json show the same interval."""
+    from matplotlib.collections import PolyCollection
+
+    from bertcurve.curves.logs import load_log
+    from bertcurve.stages.analyze import analyze
+
+    steps = np.arange(100, 4100, 100)
+    noise = np.random.default_rng(0).normal(0, 0.004, steps.size)
+    csv = tmp_path / "log.csv"
+    csv.write_text("step,eval_mlm_accuracy\n" + "".join(
+        f"{s},{0.62 - 0.5 * (s / 1000) ** -0.6 + e:.5f}\n" for s, e in zip(steps, noise)), encoding="utf-8")
+    res = analyze(csv, level=0.8, forecast=[8000], bootstrap=0, write=False)
+    fits = F.LogFits.compute(load_log(csv), None, with_loss=False, analysis=res)
+    assert fits.level == 0.8
+    band = fits.forecast.interval([8000.0], fits.level)
+    assert [band.low[0], band.high[0]] == pytest.approx(res["forecasts"][0]["pi"], rel=1e-9)
+    fig = F.forecast(load_log(csv), lang="en", metric=fits.metric, fit=fits.forecast, level=fits.level)
+    ax = fig.axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(t.startswith("80% forecast interval") for t in legend)
+    poly = next(c for c in ax.collections if isinstance(c, PolyCollection))
+    verts = poly.get_paths()[0].vertices
+    # the band's edges at the grid point nearest step 8000 match the analysis's interval there
+    grid = np.linspace(100.0, 3.0 * 4000, 600)
+    i = int(np.argmin(np.abs(grid - 8000)))
+    at = fits.forecast.interval([grid[i]], 0.8)
+    ys = verts[np.isclose(verts[:, 0], grid[i]), 1]
+    assert min(ys) == pytest.approx(at.low[0]) and max(ys) == pytest.approx(at.high[0])
+
+
 def test_a_study_folder_stands_for_its_run(tmp_path):
-    from bertcurve.stages.study import resolve_run
+    from bertcurve.layout import resolve_run
 
     study_dir = tmp_path / "study"
     (study_dir / "run").mkdir(parents=True)
@@ -176,3 +217,22 @@ def test_a_run_that_just_started_draws_what_it_can(tmp_path, caplog, n):
     result = _plot_clean(caplog, [csv], out=tmp_path / "f", dpi=40)
     assert [p.name for p in result.files] == ["training_curves.png"]
     assert len(result.skipped) == 3 and all("point" in why for why in result.skipped)
+
+
+def test_camel_case_loss_column_is_drawn_as_a_loss(tmp_path):
+    """A TSV whose loss column is `EvalLoss`: analysed as a loss, and drawn as one."""
+    from bertcurve.curves.logs import load_log
+    from bertcurve.stages.analyze import analyze
+
+    path = tmp_path / "run.tsv"
+    path.write_text("Step\tEvalLoss\n" + "".join(f"{s}\t{2 + 3 * (s / 1000) ** -0.5:.4f}\n"
+                                                  for s in range(1000, 41000, 1000)), encoding="utf-8")
+    assert analyze(path, bootstrap=0, write=False)["metric"]["direction"] == -1
+    log = load_log(path)
+    assert "eval_loss" in log.series
+    fig = F.training_curves(log, lang="en")
+    loss_panel = fig.axes[2]
+    assert loss_panel.lines, "the loss panel draws the EvalLoss column"
+    for ax in fig.axes:
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        assert not any(lab.endswith("k") and lab.startswith("0.000") for lab in labels)

@@ -12,7 +12,7 @@ import pytest
 from bertcurve import layout
 from bertcurve.cli import main
 from bertcurve.errors import UserError
-from bertcurve.stages.study import STUDY_JSON, study
+from bertcurve.stages.study import study
 
 pytestmark = pytest.mark.slow
 
@@ -50,8 +50,13 @@ def test_study_resumes_after_an_interruption_without_redoing_finished_stages(tmp
                                  "report": "done"}
     assert "resumed from step 20" in second.stages[1].detail
     assert meta.stat().st_mtime_ns == data_mtime                  # the data dir was not rebuilt
-    steps = [json.loads(line)["step"] for line in (out / "run" / layout.METRICS).read_text().splitlines()]
-    assert steps == sorted(steps) and len(steps) == len(set((s, i) for i, s in enumerate(steps)))
+    records = [json.loads(line) for line in (out / "run" / layout.METRICS).read_text().splitlines()]
+    keys = [(r["step"], r["split"]) for r in records]
+    assert [s for s, _ in keys] == sorted(s for s, _ in keys)
+    # The resumed log is the uninterrupted one: every (step, split) line exactly once, none missing.
+    assert len(keys) == len(set(keys)), [k for k in keys if keys.count(k) > 1]
+    assert [s for s, split in keys if split == "train"] == list(range(1, 41))   # tiny: 40 steps, log every 1
+    assert [s for s, split in keys if split == "eval"] == list(range(0, 41, 5))
 
     # Everything a reader needs is there.
     for name in ("training_curves", "correlation_analysis", "loss_analysis", "forecast"):
@@ -67,7 +72,7 @@ def test_study_resumes_after_an_interruption_without_redoing_finished_stages(tmp
     assert html.count("<img src=\"data:image/png;base64,") == 4
     assert "http://" not in html and "https://" not in html       # opens offline: nothing external
     assert "@font-face" in html                                    # Chinese renders without a CJK font
-    record = json.loads((out / STUDY_JSON).read_text(encoding="utf-8"))
+    record = json.loads((out / layout.STUDY_STATE).read_text(encoding="utf-8"))
     assert record["format"] == "bertcurve.stages.study/1" and record["hardware"]["cpu_count"]
 
     # A third call finds everything up to date.

@@ -34,7 +34,7 @@ import numpy as np
 from scipy import optimize
 from scipy import stats as sps
 
-from bertcurve.curves.stats import lag1_autocorrelation
+from bertcurve.curves.stats import DEFAULT_LEVEL, lag1_autocorrelation
 
 STEP_UNIT = 1000.0
 _SUBSAMPLE = 2000      # points used to rank starting values
@@ -186,11 +186,11 @@ class FitResult:
         jac = MODELS[self.model].jac(t, self.direction, *self.params)
         return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", jac, self.covariance, jac), 0.0))
 
-    def confidence_interval(self, steps: Sequence[float] | np.ndarray, level: float = 0.95) -> Band:
+    def confidence_interval(self, steps: Sequence[float] | np.ndarray, level: float = DEFAULT_LEVEL) -> Band:
         """Delta-method interval of the fitted curve itself (where the mean lies)."""
         return self._band(steps, level, with_noise=False)
 
-    def prediction_interval(self, steps: Sequence[float] | np.ndarray, level: float = 0.95) -> Band:
+    def prediction_interval(self, steps: Sequence[float] | np.ndarray, level: float = DEFAULT_LEVEL) -> Band:
         """Interval for a new logged value at ``steps``: curve uncertainty plus residual noise."""
         return self._band(steps, level, with_noise=True)
 
@@ -213,7 +213,7 @@ class FitResult:
         return _first_crossing(lambda t: self._raw(t), target, self.direction, self.first_step,
                                self.last_step * horizon_factor) if self.converged else None
 
-    def steps_to_reach_band(self, target: float, level: float = 0.95, *, horizon_factor: float = 1000.0
+    def steps_to_reach_band(self, target: float, level: float = DEFAULT_LEVEL, *, horizon_factor: float = 1000.0
                             ) -> tuple[float | None, float | None]:
         """Earliest and latest plausible steps: where the upper and lower confidence bounds reach ``target``."""
         if not self.converged or self.covariance is None:
@@ -319,34 +319,39 @@ class Limits:
     upper: float | None = None
 
 
-def limits_for(metric: str) -> Limits:
-    """Accuracies live in [0, 1]; losses, learning rates and norms are >= 0; others are free."""
-    if "accuracy" in metric or metric.endswith("_acc"):
-        return Limits(0.0, 1.0)
-    if "loss" in metric or metric in {"lr", "grad_norm", "perplexity"}:
-        return Limits(0.0, None)
-    return Limits()
-
-
 def _bounds(model: str, direction: int, y: np.ndarray, t: np.ndarray, limits: Limits
             ) -> tuple[list[float], list[float]]:
     inf = np.inf
-    span = float(np.ptp(y)) or 1.0
     lo_lim = -inf if limits.lower is None else limits.lower
     hi_lim = inf if limits.upper is None else limits.upper
+    # A ceiling (floor) is never below (above) where the curve already is: at least the mean of its
+    # last tenth, less (plus) two standard errors of that mean, so noise alone cannot push it out.
+    end_level, end_slack = _end_level(y)
     if model in {"power_law", "exp_saturation"}:
         # the asymptote a lies beyond the data in the metric's direction, inside the limits
         if direction > 0:
-            a_lo, a_hi = float(np.min(y)) - span, hi_lim
+            a_lo, a_hi = min(end_level - end_slack, hi_lim - 1e-9), hi_lim
         else:
-            a_lo, a_hi = lo_lim, float(np.max(y)) + span
+            a_lo, a_hi = lo_lim, max(end_level + end_slack, lo_lim + 1e-9 if math.isfinite(lo_lim) else -inf)
         third = [1e-3, 5.0] if model == "power_law" else [float(t.min()) * 1e-2, float(t.max()) * 1e3]
         return [a_lo, 0.0, third[0]], [a_hi, inf, third[1]]
     if model == "logistic_log":
         ln_t = np.log(t)
-        return ([lo_lim, float(np.min(y)) - span * 0.0, 1e-2, float(ln_t.min()) - 5],
+        top_lo = min(end_level - end_slack, hi_lim - 1e-9)
+        return ([lo_lim, top_lo, 1e-2, float(ln_t.min()) - 5],
                 [float(np.max(y)), hi_lim, 50.0, float(ln_t.max()) + 10])
     return [-inf, -inf], [inf, inf]
+
+
+def _end_level(y: np.ndarray) -> tuple[float, float]:
+    """Mean of the last tenth of ``y`` (at least 3 points) and two standard errors of it, with the
+    noise taken from successive differences so the curve's own trend does not count as noise."""
+    k = max(3, y.size // 10)
+    tail = y[-k:]
+    # Robust scale of successive differences over the later half (the steep start is trend, not noise).
+    d = np.diff(y[-max(4, y.size // 2):])
+    noise = float(1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2)) if d.size else 0.0
+    return float(np.mean(tail)), 2.0 * noise / math.sqrt(tail.size)
 
 
 def _starts(model: str, direction: int, t: np.ndarray, y: np.ndarray, lb, ub) -> list[np.ndarray]:
@@ -524,7 +529,8 @@ class Backtest:
     mae: float | None = None
     bias: float | None = None           # mean(predicted - actual): > 0 means the model over-predicts
     end_error: float | None = None      # predicted - actual mean over the last 5 % of held-out points
-    coverage: float | None = None       # share of held-out points inside the 95 % prediction interval
+    coverage: float | None = None       # share of held-out points inside the prediction interval
+    message: str = ""                   # why the fit failed on this split ("" when it converged)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -532,7 +538,7 @@ class Backtest:
 
 def backtest(steps: np.ndarray, values: np.ndarray, *, direction: int, limits: Limits = Limits(),
              fractions: Sequence[float] = (0.3, 0.5, 0.7), models: Sequence[str] | None = None,
-             level: float = 0.95) -> list[Backtest]:
+             level: float = DEFAULT_LEVEL) -> list[Backtest]:
     """Fit each model on the first ``fraction`` of the step range and score it on the remainder."""
     steps = np.asarray(steps, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
@@ -544,12 +550,15 @@ def backtest(steps: np.ndarray, values: np.ndarray, *, direction: int, limits: L
         test = ~train
         for m in (models or models_for(direction)):
             n_train, n_test = int(train.sum()), int(test.sum())
-            if n_train < len(MODELS[m].param_names) + 3 or n_test < 1:
-                out.append(Backtest(m, frac, cutoff, n_train, n_test, False))
+            need = len(MODELS[m].param_names) + 2
+            if n_train < need or n_test < 1:
+                why = (f"{n_train} point(s) up to the cut-off, {need} needed for {len(MODELS[m].param_names)} "
+                       f"parameters" if n_train < need else "no held-out point after the cut-off")
+                out.append(Backtest(m, frac, cutoff, n_train, n_test, False, message=why))
                 continue
             fit = fit_curve(m, steps[train], values[train], direction=direction, limits=limits)
             if not fit.converged:
-                out.append(Backtest(m, frac, cutoff, n_train, n_test, False))
+                out.append(Backtest(m, frac, cutoff, n_train, n_test, False, message=fit.message))
                 continue
             pred = fit.predict(steps[test])
             err = pred - values[test]

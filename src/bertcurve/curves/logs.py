@@ -35,7 +35,8 @@ import numpy as np
 from bertcurve import layout
 from bertcurve.errors import UserError
 
-KINDS = ("bertcurve-run", "seed-history", "hf-trainer-state", "tensorboard", "csv")
+KINDS = ("bertcurve-run", "seed-history", "hf-trainer-state", "tensorboard", "csv", "mlperf", "key-value-text",
+         "wandb-export")
 
 #: Default metric order: the held-out accuracy when there is one, else the seed-style batch one.
 DEFAULT_METRICS = ("eval_mlm_accuracy", "train_mlm_accuracy")
@@ -75,20 +76,7 @@ _HF_NAMES = {
 _HF_SUMMARY_KEYS = {"train_runtime", "train_samples_per_second", "total_flos"}
 _HF_SKIP = {"step", "epoch"}
 
-# TensorBoard tags (HF Trainer and common conventions) -> normalised names.
-_TB_NAMES = {
-    "train/loss": "train_loss",
-    "train/learning_rate": "lr",
-    "train/grad_norm": "grad_norm",
-    "train/epoch": "epoch",
-    "eval/loss": "eval_loss",
-    "eval/accuracy": "eval_mlm_accuracy",
-    "train/mlm_accuracy": "train_mlm_accuracy",
-    "eval/mlm_accuracy": "eval_mlm_accuracy",
-    "loss": "train_loss",
-    "lr": "lr",
-    "learning_rate": "lr",
-}
+from bertcurve.curves.names import TB_NAMES as _TB_NAMES  # noqa: E402  (shared with logformats)
 
 # CSV column names that hold the step, in order of preference.
 _STEP_COLUMNS = ("step", "steps", "global_step", "_step", "iteration", "iter", "trainer/global_step")
@@ -398,6 +386,8 @@ def _load_hf(path: Path, data: dict) -> TrainingLog:
             if isinstance(value, str) and not _numeric_string(value):
                 continue
             name = _HF_NAMES.get(key, key)
+            if name == "epoch" and points.get("epoch", ([], []))[0][-1:] == [step]:
+                continue  # a Trainer logs its train and eval entries of one step with the same epoch
             _add(points, name, step, _number(value, f"{path} log_history[{i}].{key}"))
     if skipped_summary:
         notes.append("left out the closing summary entry of log_history (run averages, not curve points)")
@@ -481,7 +471,7 @@ def _load_csv(path: Path, step_col: str | None, metric_col: str | None) -> Train
         if found is None:
             raise UserError(
                 f"{path}: no step column found (looked for {', '.join(_STEP_COLUMNS)}); "
-                f"name it with --step-col (columns: {', '.join(header)})"
+                f"name it with --step-col of analyze, plot or compare (columns: {', '.join(header)})"
             )
         step_index = lowered.index(found)
     else:
@@ -535,8 +525,55 @@ def _csv_name(column: str) -> str:
     for table in (_TB_NAMES, _HF_NAMES, _SEED_NAMES):
         if column in table:
             return table[column]
-    slug = re.sub(r"[^0-9A-Za-z_]+", "_", column.strip()).strip("_").lower()
+    # CamelCase words are words too: "EvalLoss" is eval_loss (and then the contract name).
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", column.strip())
+    slug = re.sub(r"[^0-9A-Za-z_]+", "_", spaced).strip("_").lower()
     return _HF_NAMES.get(slug, _SEED_NAMES.get(slug, slug)) or "value"
+
+
+# ------------------------------------------------------------------ other tools' formats
+def _formats():
+    from bertcurve.curves import logformats
+
+    return logformats
+
+
+def _text_lines(path: Path):
+    """The lines of a text log, streamed (undecodable bytes replaced: tools' logs mix in stderr)."""
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as handle:
+            yield from handle
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _load_text_log(path: Path, metric_col: str | None) -> TrainingLog | None:
+    """An MLPerf result file or a key:value text log (llm.c, nanoGPT, ...), or None if neither."""
+    from itertools import islice
+
+    fmt = _formats()
+    head = list(islice(_text_lines(path), 400))
+    if any(fmt.looks_like_mllog(line) for line in head):
+        log = _load_foreign(path, "mlperf", fmt.read_mllog(path, _text_lines(path)))
+    elif fmt.looks_like_key_value(head):
+        log = _load_foreign(path, "key-value-text", fmt.read_key_value(path, _text_lines(path)))
+    else:
+        return None
+    if metric_col is not None:
+        name = metric_col if metric_col in log.series else _csv_name(metric_col)
+        if name not in log.series:
+            raise UserError(f"--metric-col {metric_col!r} is not in {path}; metrics: {log._available()}")
+        log.default = name
+    return log
+
+
+def _load_foreign(path: Path, kind: str, read: tuple) -> TrainingLog:
+    points, meta, notes, default = read
+    if not points:
+        raise UserError(f"{path}: read as {kind} but no metric with a step was found; is it the right file?")
+    series, more = _collect(points, path)
+    return TrainingLog(name=path.stem, path=path, kind=kind, series=series, meta=meta, notes=notes + more,
+                       default=default)
 
 
 # ------------------------------------------------------------------ entry point
@@ -595,11 +632,20 @@ def load_log(
             return _load_hf(path, data)
         if isinstance(data, dict) and any(isinstance(data.get(k), list) for k in _SEED_STEP_KEYS):
             return _load_seed(path, data)
+        if _formats().is_wandb_export(data):
+            return _load_foreign(path, "wandb-export", _formats().read_wandb(path, data))
         raise UserError(
             f"{path}: not a training log bertcurve knows (expected a seed-style history with a "
             f"'steps' list or a Hugging Face trainer_state.json with 'log_history')"
         )
+    foreign = _load_text_log(path, metric_col)
+    if foreign is not None:
+        return foreign
     if suffix == ".txt":
+        first = next((line for line in _text_lines(path) if line.strip()), "")
+        if not any(d in first for d in (",", "\t", ";")):
+            raise UserError(f"{path}: neither a CSV/TSV table (its first line has no delimiter) nor a log "
+                            f"format bertcurve knows (MLPerf :::MLLOG, llm.c/nanoGPT 'step: key value' lines)")
         return _load_csv(path, step_col, metric_col)
     raise UserError(
         f"{path}: unknown log type {suffix or '(no extension)'!r}; give a run directory, metrics.jsonl, "

@@ -16,6 +16,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats as sps
 
+#: Confidence level of every interval unless the user asks for another (re-exported by policy).
+DEFAULT_LEVEL = 0.95
+
 # ------------------------------------------------------------------ results
 
 
@@ -156,7 +159,7 @@ def describe(steps: np.ndarray, values: np.ndarray) -> Descriptive:
     )
 
 
-def pearson(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> Correlation:
+def pearson(x: np.ndarray, y: np.ndarray, level: float = DEFAULT_LEVEL) -> Correlation:
     """Pearson r with the exact t-test p-value and the Fisher-z interval (``scipy.stats.pearsonr``).
 
     These are the seed's numbers and they assume independent points; see
@@ -183,7 +186,7 @@ def kendall(x: np.ndarray, y: np.ndarray) -> Correlation:
     return Correlation("kendall-tau-b", float(res.statistic), float(res.pvalue), float(x.size))
 
 
-def fisher_interval(r: float, n_eff: float, level: float = 0.95) -> tuple[float, float]:
+def fisher_interval(r: float, n_eff: float, level: float = DEFAULT_LEVEL) -> tuple[float, float]:
     """Fisher-z interval tanh(atanh r -/+ z / sqrt(n_eff - 3)) for a given (effective) sample size."""
     if n_eff <= 3:
         return -1.0, 1.0
@@ -270,7 +273,7 @@ def residual_diagnostics(residuals: np.ndarray, lags: int | None = None) -> Resi
     )
 
 
-def linear_trend(x: np.ndarray, y: np.ndarray, level: float = 0.95, hac_maxlags: int | None = None) -> LinearTrend:
+def linear_trend(x: np.ndarray, y: np.ndarray, level: float = DEFAULT_LEVEL, hac_maxlags: int | None = None) -> LinearTrend:
     """OLS trend with the classical slope interval and a Newey-West (HAC) one (statsmodels).
 
     ``hac_maxlags`` defaults to :func:`dependence_lag` of the OLS residuals.
@@ -337,7 +340,7 @@ def block_bootstrap_pearson(
     *,
     block_length: int | None = None,
     n_resamples: int = 1000,
-    level: float = 0.95,
+    level: float = DEFAULT_LEVEL,
     seed: int = 0,
     max_cells: int = 1_000_000,
 ) -> BootstrapInterval:
@@ -413,3 +416,64 @@ def slope_in_windows(x: np.ndarray, y: np.ndarray, edges: np.ndarray) -> list[di
             entry["slope_se"] = float(res.stderr)
         out.append(entry)
     return out
+
+
+@dataclass(frozen=True)
+class TrendTest:
+    """Mann-Kendall trend test with the Hamed & Rao (1998) variance correction."""
+
+    statistic_s: float         # Mann-Kendall S (sum of signs of later minus earlier values)
+    tau: float                 # Kendall tau (S over the number of pairs, ties aside)
+    z: float
+    pvalue: float              # two-sided, after the correction
+    variance_factor: float     # n / n*: how much serial dependence inflates var(S); >= 1
+    effective_sample_size: float
+    residuals_from: str        # what the autocorrelation was measured on
+    n: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def mann_kendall(values: np.ndarray, residuals: np.ndarray | None = None, *, residuals_from: str = "",
+                 alpha: float = 0.05, max_points: int = 2000) -> TrendTest:
+    """Mann-Kendall test of a monotone trend in ``values`` (in logged order), with var(S)
+    corrected for serial dependence after Hamed & Rao (1998): var(S) is multiplied by
+    1 + 2 / (n (n-1) (n-2)) * sum_k (n-k)(n-k-1)(n-k-2) rho_k over the significant
+    autocorrelations rho_k of the ranks of the *residuals*.
+
+    Hamed & Rao take the residuals of a straight (Sen) trend; for a learning curve the
+    curvature then counts as dependence, and a clearly monotone curve can come out "no
+    trend". Give ``residuals`` of the fitted learning curve instead, so only the noise around
+    the curve counts. Without them the Sen-slope residuals are used (the textbook test).
+    Longer series are thinned evenly to ``max_points`` (S needs O(n^2) comparisons).
+    """
+    y = np.asarray(values, dtype=np.float64)
+    res = None if residuals is None else np.asarray(residuals, dtype=np.float64)
+    if y.size > max_points:
+        keep = np.unique(np.linspace(0, y.size - 1, max_points).round().astype(np.int64))
+        y = y[keep]
+        res = None if res is None else res[keep]
+    n = y.size
+    if n < 4:
+        raise ValueError("need at least 4 points")
+    diff = y[None, :] - y[:, None]
+    s = float(np.sum(np.sign(diff[np.triu_indices(n, 1)])))
+    _, counts = np.unique(y, return_counts=True)
+    var_s = (n * (n - 1) * (2 * n + 5) - np.sum(counts * (counts - 1) * (2 * counts + 5))) / 18.0
+    if res is None:
+        idx = np.arange(n, dtype=np.float64)
+        slopes = diff[np.triu_indices(n, 1)] / (idx[None, :] - idx[:, None])[np.triu_indices(n, 1)]
+        res = y - float(np.median(slopes)) * idx
+        residuals_from = residuals_from or "a straight (Sen-slope) trend"
+    ranks = sps.rankdata(res)
+    rho = autocorrelations(ranks, n - 1)[1:]
+    band = sps.norm.ppf(1 - alpha / 2) / math.sqrt(n)
+    k = np.arange(1, n)
+    significant = np.abs(rho) > band
+    total = float(np.sum(((n - k) * (n - k - 1) * (n - k - 2) * rho)[significant]))
+    factor = max(1.0, 1.0 + 2.0 * total / (n * (n - 1) * (n - 2)))
+    var_s *= factor
+    z = 0.0 if s == 0 or var_s <= 0 else (s - math.copysign(1.0, s)) / math.sqrt(var_s)
+    return TrendTest(statistic_s=s, tau=s / (n * (n - 1) / 2), z=float(z), pvalue=float(2 * sps.norm.sf(abs(z))),
+                     variance_factor=factor, effective_sample_size=n / factor, residuals_from=residuals_from, n=n)

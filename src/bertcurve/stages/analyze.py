@@ -23,25 +23,43 @@ import numpy as np
 
 from bertcurve import __version__, layout
 from bertcurve.curves import fits as cv
+from bertcurve.curves import policy
 from bertcurve.curves import stats as st
+from bertcurve.curves.forecast import CurveForecast
 from bertcurve.errors import UserError
 from bertcurve.fsutil import write_result_json
 from bertcurve.curves.logs import Series, TrainingLog, load_log
+from bertcurve.training.config import run_config_in
 
-MIN_POINTS = 5
+MIN_POINTS = policy.MIN_POINTS
 MIN_BOOTSTRAP_POINTS = 20   # fewer points make a handful of blocks and a meaningless percentile interval
-BACKTEST_FRACTIONS = (0.3, 0.5, 0.7)
+BACKTEST_FRACTIONS = policy.BACKTEST_FRACTIONS
 
 
 # ------------------------------------------------------------------ pieces
-def metric_direction(name: str, series: Series) -> int:
-    """+1 for a metric that should grow (accuracy), -1 for one that should fall (loss)."""
-    if "loss" in name or "perplexity" in name:
-        return -1
-    if "accuracy" in name or name.endswith("_acc"):
-        return 1
-    rho = st.spearman(series.steps, series.values).statistic
-    return 1 if not np.isfinite(rho) or rho >= 0 else -1
+def forecast_block(fc: CurveForecast) -> dict:
+    """The fits, backtests and forecaster of analysis.json: everything plot and report redraw from."""
+    level, at_bound = policy.forecast_asymptote(fc)
+    return {
+        "fits": [f.to_dict() for f in fc.fits.values()],
+        "backtests": {"fractions": list(BACKTEST_FRACTIONS), "results": [b.to_dict() for b in fc.backtests],
+                      "ranking": fc.ranking},
+        "chosen_model": {"model": fc.model, "reason": fc.reason, "weights": dict(fc.weights), "rule": fc.rule},
+        "forecaster": fc.to_dict(),
+        "asymptote": level,
+        "asymptote_at_bound": at_bound,
+        "asymptote_kind": policy.asymptote_word(fc.direction)[0],
+    }
+
+
+def forecast_entry(fc: CurveForecast, step: float, level: float) -> dict[str, Any]:
+    """One forecast: the combined value and its calibrated interval, and each family's own value."""
+    entry: dict[str, Any] = {"step": _num(step), "model": fc.model}
+    if fc.converged:
+        band = fc.interval([step], level)
+        entry.update(value=float(fc.predict([step])[0]), pi=[float(band.low[0]), float(band.high[0])])
+    entry["by_model"] = {m: float(f.predict([step])[0]) for m, f in fc.fits.items() if f.converged}
+    return entry
 
 
 def _loss_series(log: TrainingLog, metric: str) -> tuple[str, Series] | tuple[None, None]:
@@ -75,7 +93,7 @@ def loss_curve(log: TrainingLog, metric: str, forecast_steps: Sequence[float], l
     ``LOSS_CURVE_MAX_POINTS`` evenly spaced points: the curve's shape is all this block
     is for, and it keeps a 100,000-point analysis within its time budget.
     """
-    if "loss" in metric:
+    if policy.direction_from_name(metric) == -1:
         return None
     name, series = _loss_series(log, metric)
     if series is None or len(series) < MIN_POINTS or np.ptp(series.values) == 0:
@@ -86,28 +104,16 @@ def loss_curve(log: TrainingLog, metric: str, forecast_steps: Sequence[float], l
         keep = np.unique(np.linspace(0, len(series) - 1, LOSS_CURVE_MAX_POINTS).round().astype(np.int64))
         thinned = f"fitted on {keep.size:,} of {len(series):,} evenly spaced points"
         steps, values = steps[keep], values[keep]
-    limits = cv.limits_for(name)
-    fits = cv.fit_all(steps, values, direction=-1, limits=limits)
-    tests = cv.backtest(steps, values, direction=-1, limits=limits, fractions=BACKTEST_FRACTIONS, level=level)
-    choice = cv.choose_model(tests, fits)
-    chosen = fits.get(choice.model) if choice.model else None
-    forecasts = []
-    for s in forecast_steps:
-        entry: dict[str, Any] = {"step": _num(s), "model": choice.model}
-        if chosen is not None:
-            pi = chosen.prediction_interval([s], level)
-            entry.update(value=float(chosen.predict([s])[0]), pi=[float(pi.low[0]), float(pi.high[0])])
-        forecasts.append(entry)
+    fc = policy.fit_and_choose(steps, values, direction=-1, limits=policy.limits_for(name), level=level)
+    block = forecast_block(fc)
     return {
         "metric": name,
         "n": int(len(series)),
         "thinned": thinned,
-        "fits": [f.to_dict() for f in fits.values()],
-        "ranking": choice.ranking,
-        "chosen_model": {"model": choice.model, "reason": choice.reason},
-        "asymptote": None if chosen is None else _asymptote(chosen),
-        "asymptote_at_bound": bool(chosen is not None and set(chosen.at_bounds) & {"a", "L"}),
-        "forecasts": forecasts,
+        **{k: block[k] for k in ("fits", "chosen_model", "forecaster", "asymptote", "asymptote_at_bound",
+                                 "asymptote_kind")},
+        "ranking": fc.ranking,
+        "forecasts": [forecast_entry(fc, s, level) for s in forecast_steps],
     }
 
 
@@ -220,7 +226,7 @@ def lr_confound(log: TrainingLog, steps: np.ndarray, values: np.ndarray) -> dict
     per_lr = ""
     if q1 is not None and q4 is not None and q1 != 0:
         per_lr = (f" Per unit of cumulative learning rate the growth goes from {q1:.4g} in the first quarter to "
-                  f"{q4:.4g} in the last ({q4 / q1:.0%}), so "
+                  f"{q4:.4g} in the last{_ratio_words(q1, q4)}, so "
                   + ("the model also saturates beyond what the schedule explains." if q4 / q1 < 0.5 else
                      "most of the flattening is the schedule's doing."))
     note = (
@@ -280,10 +286,13 @@ def analyze(
     tag: str | None = None,
     step_col: str | None = None,
     metric_col: str | None = None,
-    level: float = 0.95,
+    level: float = policy.DEFAULT_LEVEL,
     bootstrap: int = 1000,
     seed: int = 0,
     steps_per_second: float | None = None,
+    direction: str | None = None,
+    what_if_steps: int | None = None,
+    what_if_schedule: str | None = None,
     write: bool = True,
 ) -> dict:
     """Analyse the learning curve of one metric of a training log and write analysis.json.
@@ -293,10 +302,12 @@ def analyze(
     throughput, hours. ``bootstrap``: circular block bootstrap resamples for the
     dependence-aware interval of Pearson r (0 turns it off). ``out``: where to write
     (default: RUN_DIR/analysis.json for a run, else ./<log name>.analysis.json).
-    Returns the analysis as a dict (the JSON written; its ``"path"`` key says where).
+    ``direction``: "up" or "down" when the metric's name does not say which way is better.
+    ``what_if_steps``: predict a new run of that many steps with the same settings from the
+    run's learning-rate schedule (``what_if_schedule`` changes the decay shape; see
+    docs/what-if.md). Returns the analysis as a dict (the JSON written; its ``"path"`` key says where).
     """
-    if not 0.5 < level < 1:
-        raise UserError(f"--level must be between 0.5 and 1 (got {level})")
+    level = policy.check_level(level)
     if bootstrap < 0:
         raise UserError("--bootstrap must be >= 0")
     log = load_log(source, tag=tag, step_col=step_col, metric_col=metric_col)
@@ -307,14 +318,16 @@ def analyze(
     steps = series.steps.astype(np.float64)
     values = series.values
     n = len(series)
-    direction = metric_direction(name, series)
-    limits = cv.limits_for(name)
+    direction = policy.direction_of(name, steps, values, override=direction)
+    limits = policy.limits_for(name)
     notes = list(log.notes)
     if target is not None:
         if not math.isfinite(target):
             raise UserError("--target must be a finite number")
         if limits.upper is not None and target > limits.upper or limits.lower is not None and target < limits.lower:
             raise UserError(f"--target {target} is outside the range [{limits.lower}, {limits.upper}] of {name}")
+    if what_if_schedule is not None and what_if_steps is None:
+        raise UserError("--what-if-schedule needs --what-if-steps N (the length of the run to predict)")
     forecast_steps = [float(s) for s in forecast] or [float(_round_step(2 * steps[-1]))]
     if any(not (s > 0 and math.isfinite(s)) for s in forecast_steps):
         raise UserError("--forecast steps must be positive numbers")
@@ -335,35 +348,30 @@ def analyze(
         notes.append(f"no block bootstrap with {n} points (needs {MIN_BOOTSTRAP_POINTS}); "
                      f"the effective-n Fisher interval stands in")
 
-    # -- curve fits, backtests, model choice
-    fits = cv.fit_all(steps, values, direction=direction, limits=limits)
+    # -- curve fits, backtests, the forecast
+    fc = policy.fit_and_choose(steps, values, direction=direction, limits=limits, level=level)
+    fits = fc.fits
     if np.any(steps <= 0):
         notes.append(f"curve fits leave out {int(np.sum(steps <= 0))} point(s) at step <= 0 (t^-c and ln t need t > 0)")
-    tests = cv.backtest(steps, values, direction=direction, limits=limits, fractions=BACKTEST_FRACTIONS, level=level)
-    choice = cv.choose_model(tests, fits)
     best_in_sample = max((f for f in fits.values() if f.converged and f.model != "linear"),
                          key=lambda f: f.r_squared, default=None)
+    main_fit = fc.main_fit
+    trend_test = st.mann_kendall(
+        values, None if main_fit is None else values - main_fit.predict(steps),
+        residuals_from=f"the {main_fit.model} curve" if main_fit is not None else "")
 
     # -- forecasts, target, throughput
     speed = throughput(log, steps_per_second)
     lr_info = lr_confound(log, steps, values)
     beyond_schedule = bool(lr_info and lr_info["decays_to_near_zero"])
     forecasts = []
-    chosen = fits.get(choice.model) if choice.model else None
     for s in forecast_steps:
-        entry: dict[str, Any] = {"step": _num(s), "model": choice.model,
-                                 "extrapolation": s > steps[-1],
-                                 "beyond_lr_schedule": beyond_schedule and s > steps[-1]}
-        if chosen is not None:
-            ci = chosen.confidence_interval([s], level)
-            pi = chosen.prediction_interval([s], level)
-            entry.update(value=float(chosen.predict([s])[0]), ci=[float(ci.low[0]), float(ci.high[0])],
-                         pi=[float(pi.low[0]), float(pi.high[0])])
-        entry["by_model"] = {m: float(f.predict([s])[0]) for m, f in fits.items() if f.converged}
+        entry = forecast_entry(fc, s, level)
+        entry.update(extrapolation=s > steps[-1], beyond_lr_schedule=beyond_schedule and s > steps[-1])
         forecasts.append(entry)
     target_info = None
     if target is not None:
-        target_info = {"value": target, "model": choice.model, "step": None, "step_range": [None, None],
+        target_info = {"value": target, "model": fc.model, "step": None, "step_range": [None, None],
                        "within_log": None, "first_logged_at": None,
                        "hours_from_last_step": None, "hours_range": [None, None]}
         # A single noisy value touching the target says little; the fitted curve is the answer,
@@ -371,17 +379,18 @@ def analyze(
         reached = np.nonzero(direction * (values - target) >= 0)[0]
         if reached.size:
             target_info["first_logged_at"] = _num(steps[reached[0]])
-        if chosen is not None:
-            at = chosen.steps_to_reach(target)
-            early, late = chosen.steps_to_reach_band(target, level)
+        if fc.converged:
+            at = fc.steps_to_reach(target, horizon_factor=policy.HORIZON_FACTOR)
+            early, late = fc.steps_to_reach_band(target, level, horizon_factor=policy.HORIZON_FACTOR)
             target_info["step"] = at
             target_info["step_range"] = [early, late]
             target_info["within_log"] = None if at is None else bool(at <= steps[-1])
             if at is None:
-                asym = _asymptote(chosen)
+                asym, at_bound = policy.forecast_asymptote(fc)
+                word = policy.asymptote_word(direction)[0]
                 target_info["note"] = (
-                    f"the {choice.model} curve does not reach {target} within 1000x the logged steps"
-                    + (f" (its asymptote is {asym:.4g}{', at the bound of its range' if chosen.at_bounds else ''})"
+                    f"the forecast does not reach {target} within {policy.HORIZON_FACTOR:g}x the logged steps"
+                    + (f" (its {word} is {asym:.4g}{', at the bound of its range' if at_bound else ''})"
                        if asym is not None else "")
                 )
             if speed is not None:
@@ -421,10 +430,8 @@ def analyze(
         "correlation": {"pearson": pearson.to_dict(), "spearman": spearman.to_dict(), "kendall": kendall.to_dict()},
         "linear_trend": {**trend.to_dict(), "per_1k_steps": trend.per_steps(1000.0)},
         "dependence": dependence,
-        "fits": [f.to_dict() for f in fits.values()],
-        "backtests": {"fractions": list(BACKTEST_FRACTIONS), "results": [b.to_dict() for b in tests],
-                      "ranking": choice.ranking},
-        "chosen_model": {"model": choice.model, "reason": choice.reason},
+        **forecast_block(fc),
+        "trend_test": trend_test.to_dict(),
         "forecasts": forecasts,
         "target": target_info,
         "throughput": speed,
@@ -432,9 +439,10 @@ def analyze(
         "lr_schedule": lr_info,
         "headline": headline(log, name, series),
         "loss_curve": loss_curve(log, name, forecast_steps, level),
-        "constant_guess_accuracy": ((log.meta.get("config") or {}).get("eval_set") or {}).get("constant_guess_accuracy")
-        if isinstance(log.meta.get("config"), dict) else None,
+        "constant_guess_accuracy": _constant_guess(log, notes),
     }
+    if what_if_steps is not None:
+        result["what_if"] = what_if_block(log, what_if_steps, what_if_schedule, level, fc, trend, name)
     result["verdict"] = verdict(result)
     result = _clean(result)
     if write:
@@ -443,12 +451,27 @@ def analyze(
     return result
 
 
-def _asymptote(fit: cv.FitResult) -> float | None:
-    if fit.model in {"power_law", "exp_saturation"}:
-        return float(fit.params[0])
-    if fit.model == "logistic_log":
-        return float(fit.params[1])
-    return None
+def what_if_block(log: TrainingLog, steps: int, schedule: str | None, level: float, fc: CurveForecast,
+                  trend: st.LinearTrend, metric: str) -> dict:
+    """The schedule-aware prediction at ``steps``, beside what the analysed metric's step
+    extrapolation and the seed's straight line say there."""
+    from bertcurve.what_if import what_if
+
+    block = what_if(log, steps, schedule, level)
+    plain = forecast_entry(fc, float(steps), level)
+    block["compared"] = {
+        "metric": metric,
+        "step_extrapolation": {"value": plain.get("value"), "pi": plain.get("pi")},
+        "seed_linear": float(trend.intercept + trend.slope * steps),
+    }
+    return block
+
+
+def _constant_guess(log: TrainingLog, notes: list[str]) -> float | None:
+    """The best constant guess's accuracy on the run's held-out set (from its config), if known."""
+    cfg = run_config_in(log.meta, notes)
+    return cfg.eval_set.constant_guess_accuracy if cfg is not None else None
+
 
 
 def headline(log: TrainingLog, metric: str, series: Series) -> dict:
@@ -520,18 +543,20 @@ def verdict(res: dict) -> list[str]:
     p, s = res["correlation"]["pearson"], res["correlation"]["spearman"]
     dep = res["dependence"]
     up = res["metric"]["direction"] > 0
-    # Judge the trend at the effective sample size: a handful of dependent points proves little.
-    p_trend = st.correlation_pvalue(s["statistic"], dep["effective_sample_size"])
+    # Mann-Kendall with the Hamed-Rao correction, the dependence measured around the fitted curve:
+    # curvature is the signal, not serial dependence (a straight line's residuals would count it).
+    tt = res.get("trend_test") or {}
+    p_trend = tt.get("pvalue", 1.0)
     if p_trend > 0.05:
         how = "shows no clear trend"
-    elif (s["statistic"] > 0) == up:
+    elif (tt.get("statistic_s", 0) > 0) == up:
         how = "rises" if up else "falls"
     else:
         how = "moves against the expected direction"
     out = [
-        f"{m} {how} with training (trend p = {p_trend:.2g} at the effective sample size; "
-        f"Spearman ρ = {s['statistic']:.3f}, Pearson r = {p['statistic']:.3f}, R² = {p['statistic'] ** 2:.3f}, "
-        f"{res['metric']['n']} points).",
+        f"{m} {how} with training (Mann–Kendall trend p = {p_trend:.2g}, corrected for serial dependence "
+        f"around {tt.get('residuals_from') or 'the trend'}; Spearman ρ = {s['statistic']:.3f}, "
+        f"Pearson r = {p['statistic']:.3f}, R² = {p['statistic'] ** 2:.3f}, {res['metric']['n']} points).",
     ]
     if dep["lag1_autocorrelation"] > 0.2:
         boot = dep.get("block_bootstrap")
@@ -541,34 +566,7 @@ def verdict(res: dict) -> list[str]:
             f"{dep['effective_sample_size']:.0f} effective of {dep['n']}): an honest interval for r is "
             f"[{ci[0]:.3f}, {ci[1]:.3f}], not [{p['ci_low']:.3f}, {p['ci_high']:.3f}]."
         )
-    fits = {f["model"]: f for f in res["fits"]}
-    lin = fits.get("linear")
-    chosen = res["chosen_model"]["model"]
-    ranking = {r["model"]: r for r in res["backtests"]["ranking"]}
-    if chosen:
-        c = fits[chosen]
-        text = (f"The curve is best forecast by the {chosen} model ({c['formula']}; in-sample R² {c['r_squared']:.3f}, "
-                f"mean backtest RMSE {ranking[chosen]['mean_rmse']:.4g})")
-        if lin and chosen != "linear" and ranking.get("linear", {}).get("mean_rmse"):
-            text += (f"; a straight line, the seed's assumption, misses by {ranking['linear']['mean_rmse']:.4g} "
-                     f"on the same backtests")
-        out.append(text + ".")
-        if c["model"] in {"power_law", "exp_saturation"} and c["param_values"]:
-            a = c["param_values"][0]
-            bound = "a" in c["at_bounds"]
-            out.append(f"It levels off towards {a:.4g}" + (" (at the metric's limit: the data do not pin the "
-                                                          "asymptote down)" if bound else "") + ".")
-    else:
-        out.append("No learning-curve model converged well enough to forecast with; forecasts are left out.")
-    for f in res["forecasts"]:
-        if f.get("value") is not None:
-            out.append(
-                f"Forecast at step {f['step']:,}: {f['value']:.4g} ({res['metric']['level']:.0%} prediction interval "
-                f"{f['pi'][0]:.4g}–{f['pi'][1]:.4g})" + (" — beyond the end of the learning-rate schedule, so it "
-                                                         "assumes training the schedule would not do" if
-                                                         f.get("beyond_lr_schedule") else "") +
-                (f"; linear extrapolation would say {f['by_model']['linear']:.4g}" if "linear" in f["by_model"]
-                 and chosen != "linear" else "") + ".")
+    out += _forecast_sentences(res, up)
     t = res.get("target")
     if t:
         raw = (f" (single logged values first touch it at step {t['first_logged_at']:,})"
@@ -593,8 +591,8 @@ def verdict(res: dict) -> list[str]:
         fc = next((f for f in lc["forecasts"] if f.get("value") is not None), None)
         asym = lc.get("asymptote")
         out.append(f"The {lc['metric']} is best forecast by the {lc['chosen_model']['model']} model"
-                   + ((" (its asymptote sits on the bound of its range: the data do not determine it)"
-                       if lc.get("asymptote_at_bound") else f", levelling off towards {asym:.4g}")
+                   + ((" (its floor sits on the bound of its range: the data do not determine it)"
+                       if lc.get("asymptote_at_bound") else f", levelling off towards a floor of {asym:.4g}")
                       if asym is not None else "")
                    + (f"; at step {fc['step']:,} it would be {fc['value']:.4g}" if fc else "") + ".")
     guess = res.get("constant_guess_accuracy")
@@ -611,8 +609,63 @@ def verdict(res: dict) -> list[str]:
         out.append(f"Change per 1,000 steps goes from {first['slope_per_1k_steps']:.4g} in the first quarter to "
                    f"{last['slope_per_1k_steps']:.4g} in the last"
                    + (" (within two standard errors of zero: flat)" if flat else
-                      f" ({last['slope_per_1k_steps'] / first['slope_per_1k_steps']:.0%} of the first)") + ".")
+                      _ratio_words(first["slope_per_1k_steps"], last["slope_per_1k_steps"])) + ".")
     return out
+
+
+def _forecast_sentences(res: dict, up: bool) -> list[str]:
+    """Which families the forecast combines and why, where it levels off, and one sentence for
+    all forecast steps."""
+    fits = {f["model"]: f for f in res["fits"]}
+    chosen = res["chosen_model"]["model"]
+    ranking = {r["model"]: r for r in res["backtests"]["ranking"]}
+    if not chosen:
+        return ["No learning-curve model converged well enough to forecast with; forecasts are left out."]
+    out = []
+    c = fits[chosen]
+    weights = res["chosen_model"].get("weights") or {chosen: 1.0}
+    mix = ", ".join(f"{m} {w:.0%}" for m, w in weights.items() if w >= 0.005)
+    text = (f"The forecast combines {mix} ({res['chosen_model'].get('rule', 'backtest-weighted')}); the leading "
+            f"{chosen} model is {c['formula']} (in-sample R² {c['r_squared']:.3f})")
+    lin = ranking.get("linear", {}).get("mean_rmse")
+    if chosen != "linear" and lin and ranking[chosen].get("mean_rmse"):
+        text += (f"; on the backtests it misses by {ranking[chosen]['mean_rmse']:.4g} (RMSE), a straight line, the "
+                 f"seed's assumption, by {lin:.4g}")
+    out.append(text + ".")
+    failed = [r for r in res["backtests"]["ranking"] if r.get("failed_splits")]
+    if failed:
+        out.append("Failed fits: " + "; ".join(
+            f"{r['model']} on the {f['fraction']:.0%} cut-off ({f['reason']})" for r in failed
+            for f in r["failed_splits"][:2]) + ".")
+    asym, word = res.get("asymptote"), res.get("asymptote_kind") or ("ceiling" if up else "floor")
+    if asym is not None:
+        if res.get("asymptote_at_bound"):
+            out.append(f"Its {word} is not determined by the data (the fit sits on the bound of its range, "
+                       f"{asym:.4g}).")
+        else:
+            out.append(f"It levels off towards a {word} of {asym:.4g}.")
+    fc = [f for f in res["forecasts"] if f.get("value") is not None]
+    if fc:
+        level = res["metric"]["level"]
+        parts = [f"{f['value']:.4g} at step {f['step']:,} ({f['pi'][0]:.4g}–{f['pi'][1]:.4g})" for f in fc]
+        text = f"Forecast ({level:.0%} interval calibrated on backtest errors): " + "; ".join(parts)
+        lin_vals = [f["by_model"]["linear"] for f in fc if "linear" in f["by_model"]]
+        if chosen != "linear" and len(lin_vals) == len(fc):
+            text += "; a straight line would say " + ", ".join(f"{v:.4g}" for v in lin_vals)
+        if any(f.get("beyond_lr_schedule") for f in fc):
+            text += " — beyond the end of the learning-rate schedule, so it assumes training the schedule would not do"
+        out.append(text + ".")
+    return out
+
+
+def _ratio_words(first: float, last: float) -> str:
+    """How the last of two rates compares with the first, as a ratio (never a percentage)."""
+    if first == 0:
+        return ""
+    ratio = last / first
+    if ratio < 0:
+        return " (the sign reversed)"
+    return f" ({ratio:.2g}× the first)"
 
 
 def _fmt_step(x: float | None) -> str:
@@ -652,23 +705,34 @@ def summary_text(res: dict) -> str:
                                                     f"{b['n_resamples']} resamples)"))
     lines = [f"{k:<28} {v}" for k, v in rows]
     lines.append("")
-    lines.append(f"{'曲线拟合 fit':<18} {'R²':>7} {'RMSE':>9} {'AIC':>10} {'lag-1':>6} {'backtest RMSE':>14}  note")
+    tt = res.get("trend_test")
+    if tt:
+        lines.insert(len(rows), f"{'趋势检验 Mann–Kendall':<28} p = {tt['pvalue']:.3g}  (Hamed–Rao variance x"
+                                f"{tt['variance_factor']:.2f}, around {tt['residuals_from']})")
+    lines.append(f"{'曲线拟合 fit':<18} {'R²':>7} {'RMSE':>9} {'AIC':>10} {'lag-1':>6} {'backtest RMSE':>14} "
+                 f"{'weight':>7}  note")
     ranking = {r["model"]: r for r in res["backtests"]["ranking"]}
     for f in res["fits"]:
-        bt = ranking.get(f["model"], {}).get("mean_rmse")
+        r = ranking.get(f["model"], {})
+        failed = "; ".join(f"failed on {x['fraction']:.0%} cut-off: {x['reason']}" for x in r.get("failed_splits", []))
         mark = " *" if f["model"] == res["chosen_model"]["model"] else ""
         if f["converged"]:
             lines.append(f"{f['model'] + mark:<18} {_g(f['r_squared'], '.4f'):>7} {_g(f['rmse'], '.4g'):>9} "
-                         f"{_g(f['aic'], '.1f'):>10} {_g(f['residual_lag1'], '.2f'):>6} {_g(bt, '.4g'):>14}  "
-                         + ("at bound: " + ", ".join(f["at_bounds"]) if f["at_bounds"] else ""))
+                         f"{_g(f['aic'], '.1f'):>10} {_g(f['residual_lag1'], '.2f'):>6} {_g(r.get('mean_rmse'), '.4g'):>14} "
+                         f"{r.get('weight', 0):>7.0%}  "
+                         + "; ".join(x for x in (("at bound: " + ", ".join(f["at_bounds"])) if f["at_bounds"] else "",
+                                                 failed) if x))
         else:
             lines.append(f"{f['model']:<18} {'failed':>7}  {f['message']}")
-    lines.append("(* = chosen for forecasts by backtest)")
+    lines.append(f"(* = leading family; weight = share in the forecast: {res['chosen_model']['reason']})")
     if res["forecasts"] and res["forecasts"][0].get("value") is not None:
         lines.append("")
         for f in res["forecasts"]:
-            lines.append(f"预测 forecast @ {f['step']:,}: {f['value']:.4f}  PI [{f['pi'][0]:.4f}, {f['pi'][1]:.4f}]"
+            lines.append(f"预测 forecast @ {f['step']:,}: {f['value']:.4f}  "
+                         f"{res['metric']['level']:.0%} interval [{f['pi'][0]:.4f}, {f['pi'][1]:.4f}]"
                          + ("  (beyond the LR schedule)" if f.get("beyond_lr_schedule") else ""))
+    if res.get("what_if"):
+        lines += [""] + what_if_lines(res)
     lines.append("")
     lines.append("结论 verdict:")
     lines += [f"  - {v}" for v in res["verdict"]]
@@ -680,6 +744,35 @@ def summary_text(res: dict) -> str:
     if res.get("path"):
         lines.append(f"\nwrote {res['path']}")
     return "\n".join(lines)
+
+
+def what_if_lines(res: dict) -> list[str]:
+    """The what-if table: the schedule law's prediction beside the step extrapolation and the
+    seed's straight line."""
+    w = res["what_if"]
+    pct = f"{res['metric']['level']:.0%}"
+    out = [f"假如训练 what if: a new run of {w['max_steps']:,} steps, {w['schedule']} decay "
+           f"(law: {w['law']}; {w['assumptions']})"]
+    for name, p in w["predictions"].items():
+        out.append(f"  {name:<24} {p['value']:.4f}  {pct} interval [{p['pi'][0]:.4f}, {p['pi'][1]:.4f}]")
+    c = w.get("compared") or {}
+    if c.get("step_extrapolation", {}).get("value") is not None:
+        out.append(f"  {c['metric']:<24} {c['step_extrapolation']['value']:.4f}  by step extrapolation "
+                   f"of this run's curve (ignores the schedule)")
+    if c.get("seed_linear") is not None:
+        out.append(f"  {c['metric']:<24} {c['seed_linear']:.4f}  by the seed's straight line")
+    if w.get("accuracy_method"):
+        out.append(f"  accuracy: {w['accuracy_method']}")
+    out += [f"  注 note: {n}" for n in w.get("notes", [])]
+    return out
+
+
+def add_column_arguments(parser: argparse.ArgumentParser) -> None:
+    """--step-col / --metric-col: shared by analyze, plot and compare, so every error that names
+    them names a flag the verb has."""
+    parser.add_argument("--step-col", default=None, help="CSV/TSV column holding the step (default: detected)")
+    parser.add_argument("--metric-col", default=None,
+                        help="CSV/TSV column (or text-log key) holding the metric")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -695,22 +788,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where to write analysis.json (default: RUN_DIR/analysis.json for a run, "
                              "else ./NAME.analysis.json)")
     parser.add_argument("--tag", default=None, help="TensorBoard scalar tag to analyse")
-    parser.add_argument("--step-col", default=None, help="CSV/TSV column holding the step (default: detected)")
-    parser.add_argument("--metric-col", default=None, help="CSV/TSV column holding the metric")
-    parser.add_argument("--level", type=float, default=0.95, help="confidence level of intervals (default 0.95)")
+    add_column_arguments(parser)
+    parser.add_argument("--level", type=float, default=policy.DEFAULT_LEVEL,
+                        help=f"confidence level of intervals (default {policy.DEFAULT_LEVEL})")
+    parser.add_argument("--direction", choices=("up", "down"), default=None,
+                        help="whether the metric should grow (up) or fall (down); default: from its name "
+                             "(loss, perplexity: down; accuracy: up), else from the data")
     parser.add_argument("--bootstrap", type=int, default=1000,
                         help="circular block bootstrap resamples for r's interval (0 = off; default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap (default 0)")
     parser.add_argument("--steps-per-second", type=float, default=None,
                         help="training speed for hours-to-target when the log has no timing "
                              "(the seed ran at 1.23 steps/s)")
+    parser.add_argument("--what-if-steps", type=int, default=None, metavar="N",
+                        help="predict a new run of N steps with the same settings from this run's "
+                             "learning-rate schedule (needs a logged learning rate; docs/what-if.md)")
+    parser.add_argument("--what-if-schedule", default=None, choices=("cosine", "linear", "constant", "wsd"),
+                        help="decay shape of the predicted run (default: this run's)")
     parser.add_argument("--json", action="store_true", help="print the analysis JSON instead of the table")
 
 
 def run(args: argparse.Namespace) -> int:
     res = analyze(args.source, metric=args.metric, forecast=args.forecast, target=args.target, out=args.out,
                   tag=args.tag, step_col=args.step_col, metric_col=args.metric_col, level=args.level,
-                  bootstrap=args.bootstrap, seed=args.seed, steps_per_second=args.steps_per_second)
+                  bootstrap=args.bootstrap, seed=args.seed, steps_per_second=args.steps_per_second,
+                  direction=args.direction, what_if_steps=args.what_if_steps,
+                  what_if_schedule=args.what_if_schedule)
     if args.json:
         import json
 

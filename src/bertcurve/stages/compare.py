@@ -24,10 +24,11 @@ import numpy as np
 
 from bertcurve import __version__, layout
 from bertcurve.curves import stats as st
-from bertcurve.stages.analyze import MIN_POINTS, analyze, choose_metric
+from bertcurve.stages.analyze import MIN_POINTS, add_column_arguments, analyze, choose_metric
 from bertcurve.errors import UserError
 from bertcurve.fsutil import write_result_json
 from bertcurve.curves.logs import load_log
+from bertcurve.training.config import RunConfig, run_config_in
 
 # (key, label, format) of the headline rows, in table order.
 ROWS: list[tuple[str, str, str]] = [
@@ -105,9 +106,8 @@ def _differences(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _config(log_meta: dict) -> dict:
-    cfg = log_meta.get("config") or {}
-    return cfg if isinstance(cfg, dict) else {}
+def _config(log_meta: dict) -> RunConfig | None:
+    return run_config_in(log_meta)
 
 
 def _like_for_like_notes(rows: list[dict], metas: list[dict], window_end: float, common_step: float) -> list[str]:
@@ -130,22 +130,16 @@ def _like_for_like_notes(rows: list[dict], metas: list[dict], window_end: float,
     if len(kinds) > 1:
         notes.append(f"logs of different kinds ({', '.join(sorted(kinds))}): logging cadence and metric "
                      f"definitions may differ")
-    fingerprints = {}
-    for r, meta in zip(rows, metas):
-        eval_set = _config(meta).get("eval_set") or {}
-        if eval_set.get("fingerprint"):
-            fingerprints[r["name"]] = eval_set.get("fingerprint")
+    configs = [(r, _config(meta)) for r, meta in zip(rows, metas)]
+    configs = [(r, cfg) for r, cfg in configs if cfg is not None]
+    fingerprints = {r["name"]: cfg.eval_set.fingerprint for r, cfg in configs if cfg.eval_set.fingerprint}
     if len(set(fingerprints.values())) > 1:
         notes.append("the runs were evaluated on different held-out sets (eval-set fingerprints differ): "
                      "final eval accuracies are not directly comparable")
-    tok = {r["name"]: _config(m).get("tokenizer_sha256") for r, m in zip(rows, metas) if _config(m).get("tokenizer_sha256")}
+    tok = {r["name"]: cfg.tokenizer_sha256 for r, cfg in configs if cfg.tokenizer_sha256}
     if len(set(tok.values())) > 1:
         notes.append("the runs use different tokenizers/vocabularies: losses and accuracies are not on one scale")
-    max_steps = {}
-    for r, meta in zip(rows, metas):
-        optim = (_config(meta).get("train") or {}).get("optim") or {}
-        if optim.get("max_steps"):
-            max_steps[r["name"]] = optim["max_steps"]
+    max_steps = {r["name"]: cfg.train.optim.max_steps for r, cfg in configs}
     if len(set(max_steps.values())) > 1:
         notes.append("the learning-rate schedules have different lengths (max_steps " +
                      ", ".join(f"{k} {v:,}" for k, v in max_steps.items()) +
@@ -165,16 +159,25 @@ def compare(
     bootstrap: int = 300,
     seed: int = 0,
     write: bool = True,
+    step_col: str | None = None,
+    metric_col: str | None = None,
+    level: float | None = None,
+    direction: str | None = None,
 ) -> dict:
     """Compare the headline figures of several logs and write comparison.json.
 
+    ``step_col``/``metric_col``: CSV/TSV columns, as for ``analyze``; ``level``: confidence level
+    of the intervals; ``direction``: "up"/"down" when the metric's name does not say.
     ``metric``: the metric for every source (default: each log's default metric).
     ``at_step``: the common step for forecasts (default: the largest last step).
     ``out``: where to write (default ./comparison.json). Returns the comparison dict.
     """
     if len(sources) < 2:
         raise UserError("compare needs at least two sources (runs or logs)")
-    logs = [load_log(s) for s in sources]
+    from bertcurve.curves import policy
+
+    level = policy.check_level(policy.DEFAULT_LEVEL if level is None else level)
+    logs = [load_log(s, step_col=step_col, metric_col=metric_col) for s in sources]
     results_steps = []
     for log in logs:
         s = log.metric(choose_metric(log, metric), min_points=MIN_POINTS, allow_constant=False)
@@ -184,7 +187,8 @@ def compare(
     if not (common > 0 and math.isfinite(common)):
         raise UserError("--at-step must be a positive number")
     window_end = min(last_steps)
-    results = [analyze(src, metric=metric, forecast=[common], bootstrap=bootstrap, seed=seed, write=False)
+    results = [analyze(src, metric=metric, forecast=[common], bootstrap=bootstrap, seed=seed, write=False,
+                       step_col=step_col, metric_col=metric_col, level=level, direction=direction)
                for src in sources]
     rows = [_row(res, common, window_end, sv) for res, sv in zip(results, results_steps)]
     seen: dict[str, int] = {}
@@ -267,12 +271,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=300,
                         help="block-bootstrap resamples for each run's interval of r (0 = effective-n Fisher only)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap")
+    parser.add_argument("--level", type=float, default=None, help="confidence level of intervals (default 0.95)")
+    parser.add_argument("--direction", choices=("up", "down"), default=None,
+                        help="whether the metric should grow or fall (default: from its name, else the data)")
+    add_column_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print comparison.json instead of the table")
 
 
 def run(args: argparse.Namespace) -> int:
     res = compare(args.sources, out=args.out, metric=args.metric, at_step=args.at_step,
-                  bootstrap=args.bootstrap, seed=args.seed)
+                  bootstrap=args.bootstrap, seed=args.seed, step_col=args.step_col, metric_col=args.metric_col,
+                  level=args.level, direction=args.direction)
     if args.json:
         import json
 

@@ -70,6 +70,7 @@ class Dashboard:
 
     def status(self) -> dict[str, Any]:
         """What the page's table shows, per run (JSON-able)."""
+        from bertcurve.training.config import run_config_in
         from bertcurve.viz.figures import unique_names
 
         runs = []
@@ -87,10 +88,8 @@ class Dashboard:
             ser = log.series
             step = int(max((s.last_step for s in ser.values() if len(s)), default=0))
             entry["step"] = step
-            max_steps = None
-            cfg = log.meta.get("config") if isinstance(log.meta, dict) else None
-            if isinstance(cfg, dict):
-                max_steps = cfg.get("train", {}).get("optim", {}).get("max_steps")
+            cfg = run_config_in(log.meta)
+            max_steps = cfg.train.optim.max_steps if cfg is not None else None
             entry["max_steps"] = max_steps
             for key in ("eval_mlm_accuracy", "eval_mlm_accuracy_se", "eval_loss", "train_loss",
                         "train_mlm_accuracy", "tokens_per_s", "lr", "elapsed_s"):
@@ -263,7 +262,7 @@ def make_server(sources: Sequence[str | Path], *, host: str = "127.0.0.1", port:
         raise UserError("give at least one run directory (or metrics.jsonl) to watch")
     if not 1 <= refresh_s <= 3600:
         raise UserError(f"--refresh {refresh_s} is out of range; use 1..3600 seconds")
-    from bertcurve.stages.study import resolve_run
+    from bertcurve.layout import resolve_run
 
     paths = []
     for s in sources:

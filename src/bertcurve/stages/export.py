@@ -25,7 +25,8 @@ from typing import Any
 from bertcurve import __version__, layout
 from bertcurve.errors import UserError
 from bertcurve.fsutil import read_json, staged_directory, write_json
-from bertcurve.inference import _find_key, load_masked_lm, run_config
+from bertcurve.inference import load_masked_lm
+from bertcurve.training.config import load_run_config
 
 EXPORT_INFO = layout.EXPORT_INFO
 EXPORT_FORMAT = layout.EXPORT_FORMAT
@@ -135,8 +136,7 @@ def check_license(license: str | None) -> str | None:
     return value
 
 
-def _data_section(cfg: dict) -> tuple[str, dict | None]:
-    data_dir = _find_key(cfg, "data_dir")
+def _data_section(data_dir: str | None) -> tuple[str, dict | None]:
     meta = None
     if isinstance(data_dir, str) and (Path(data_dir) / layout.DATA_META).is_file():
         try:
@@ -162,7 +162,22 @@ def _data_section(cfg: dict) -> tuple[str, dict | None]:
     return text, meta
 
 
-def dataset_identity(cfg: dict, meta: dict | None) -> tuple[str, str, list[str]]:
+def _run_facts(cfg) -> dict[str, Any]:
+    """What the card states of a run's typed config (``None`` when it has none)."""
+    facts: dict[str, Any] = dict.fromkeys(("preset", "data_dir", "max_steps", "seq_len", "micro_batch",
+                                           "grad_accum", "lr", "nsp", "mask_prob", "init_from"))
+    if cfg is None:
+        return facts
+    t = cfg.train
+    facts.update(preset=cfg.preset, data_dir=cfg.data_dir, max_steps=t.optim.max_steps,
+                 seq_len=t.data.seq_len, micro_batch=t.optim.micro_batch, grad_accum=t.optim.grad_accum,
+                 lr=t.optim.lr, nsp=t.data.nsp, mask_prob=t.data.mask_prob)
+    init_from = cfg.extra.get("init_from")
+    facts["init_from"] = init_from if isinstance(init_from, dict) else None
+    return facts
+
+
+def dataset_identity(data_dir: str | None, meta: dict | None) -> tuple[str, str, list[str]]:
     """``(type, name, hub_ids)`` of the training data for the card's ``model-index`` and ``datasets``.
 
     ``name`` is what the data dir's card lists as its sources (file or data set names, never
@@ -173,7 +188,6 @@ def dataset_identity(cfg: dict, meta: dict | None) -> tuple[str, str, list[str]]
     hub_ids = [str(s.get("location") or s.get("name")).partition(":")[0]
                for s in sources if s.get("kind") == "hf-hub"]
     name = ", ".join(str(s.get("name", "?")) for s in sources) or "unrecorded data"
-    data_dir = _find_key(cfg, "data_dir")
     if len(hub_ids) == 1 and len(sources) == 1:
         kind = hub_ids[0]
     else:
@@ -181,14 +195,14 @@ def dataset_identity(cfg: dict, meta: dict | None) -> tuple[str, str, list[str]]
     return kind, name, hub_ids
 
 
-def card_data(name: str, point: EvalPoint | None, held_out: bool, cfg: dict, meta: dict | None,
+def card_data(name: str, point: EvalPoint | None, held_out: bool, data_dir: str | None, meta: dict | None,
               license: str | None, example: str):
     """The card's YAML metadata as a ``huggingface_hub.ModelCardData``, with a ``model-index``
     of the held-out MLM accuracy, top-5 accuracy and loss (training-batch numbers are not
     evaluation results and stay out of it)."""
     from huggingface_hub import EvalResult, ModelCardData
 
-    kind, data_name, hub_ids = dataset_identity(cfg, meta)
+    kind, data_name, hub_ids = dataset_identity(data_dir, meta)
     results = []
     if point is not None and held_out:
         metrics = [("accuracy", "Held-out MLM accuracy", point.mlm_accuracy),
@@ -220,7 +234,7 @@ def model_card(
     """
     from huggingface_hub import ModelCard
 
-    cfg = run_config(run_dir)
+    run = _run_facts(load_run_config(run_dir, missing_ok=True))
     rows = read_metrics(run_dir)
     curve = eval_curve(rows)
     what = "Held-out MLM accuracy"
@@ -229,7 +243,7 @@ def model_card(
     at = [p for p in curve if step is None or p.step <= step]
     point = at[-1] if at else None
     held_out = what.startswith("Held-out")
-    data_text, meta = _data_section(cfg)
+    data_text, meta = _data_section(run["data_dir"])
     summary = curve_summary(curve, step, what)
     name = out.name
     example = "今天天气很[MASK]。"
@@ -238,8 +252,8 @@ def model_card(
         "bertcurve_version": __version__,
         "run_name": Path(run_dir).resolve().name,  # a name, not a path of this machine
         "step": step,
-        "max_steps": _find_key(cfg, "max_steps") if isinstance(_find_key(cfg, "max_steps"), int) else None,
-        "preset": cfg.get("preset"),
+        "max_steps": run["max_steps"],
+        "preset": run["preset"],
         "parameters": n_params,
         "vocab_size": vocab_size,
         "license": license,
@@ -252,23 +266,19 @@ def model_card(
         "learning_curve": summary,
         "data": data_text,
     }
-    body = _card_body(cfg, meta, point, what, step, net_config, n_params, vocab_size, data_text,
+    body = _card_body(run, meta, point, what, step, net_config, n_params, vocab_size, data_text,
                       summary, name, example)
-    metadata = card_data(name, point, held_out, cfg, meta, license, example)
+    metadata = card_data(name, point, held_out, run["data_dir"], meta, license, example)
     card = ModelCard(f"---\n{metadata.to_yaml()}\n---\n{body}")
     return str(card), facts
 
 
-def _card_body(cfg: dict, meta: dict | None, point: EvalPoint | None, what: str, step: int | None,
+def _card_body(run: dict, meta: dict | None, point: EvalPoint | None, what: str, step: int | None,
                c: Any, n_params: int, vocab_size: int, data_text: str, summary: str, name: str,
                example: str) -> str:
     """The Markdown below the card's metadata: facts table, learning curve, how to load, limits."""
-    max_steps = _find_key(cfg, "max_steps")
-    preset = cfg.get("preset")
-    seq_len = _find_key(cfg, "seq_len")
-    micro, accum = _find_key(cfg, "micro_batch"), _find_key(cfg, "grad_accum")
-    lr = _find_key(cfg, "lr")
-    nsp = _find_key(cfg, "nsp")
+    max_steps, preset, seq_len, mask_prob = run["max_steps"], run["preset"], run["seq_len"], run["mask_prob"]
+    micro, accum, lr, nsp = run["micro_batch"], run["grad_accum"], run["lr"], run["nsp"]
     if point is None:
         acc_line = "not measured (the run logged no evaluation up to this step)"
     else:
@@ -280,12 +290,11 @@ def _card_body(cfg: dict, meta: dict | None, point: EvalPoint | None, what: str,
     steps_text = f"{step:,}" if step is not None else "unknown"
     if isinstance(max_steps, int) and step is not None:
         steps_text += f" of {max_steps:,} planned optimizer steps"
-    mask_prob = _find_key(cfg, "mask_prob")
     masked = f"{100 * mask_prob:g} % of characters masked" if isinstance(mask_prob, (int, float)) else "characters masked"
     training = []
     if preset:
         training.append(f"preset `{preset}`")
-    init_from = cfg.get("init_from")
+    init_from = run["init_from"]
     if isinstance(init_from, dict) and init_from.get("name"):
         training.append(f"continued from `{init_from['name']}`")
     if isinstance(micro, int):

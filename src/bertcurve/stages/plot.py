@@ -67,6 +67,10 @@ def plot(
     target: float | None = None,
     dpi: int = DEFAULT_DPI,
     figures: Sequence[str] | None = None,
+    level: float | None = None,
+    step_col: str | None = None,
+    metric_col: str | None = None,
+    direction: str | None = None,
 ) -> PlotResult:
     """Draw the figures of ``sources`` into ``out``; return the files written.
 
@@ -74,7 +78,8 @@ def plot(
     figures (default: held-out MLM accuracy, else the training-batch one);
     ``target`` is the forecast's target value (default: see
     :func:`bertcurve.viz.figures.default_target`); ``figures`` restricts which figures
-    are drawn. A figure a log cannot support (e.g. no loss logged) is skipped and
+    are drawn; ``level`` is the confidence level of the forecast band (default: that of the run's
+    analysis.json, else 0.95); ``step_col``/``metric_col`` name the CSV/TSV columns. A figure a log cannot support (e.g. no loss logged) is skipped and
     listed in :attr:`PlotResult.skipped`; bad input raises UserError.
     """
     import matplotlib
@@ -95,11 +100,15 @@ def plot(
         raise UserError(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(ALL_FIGURES)}")
     if target is not None and not (target == target):  # NaN
         raise UserError("--target must be a number")
+    if level is not None:
+        from bertcurve.curves.policy import check_level
 
-    from bertcurve.stages.study import resolve_run
+        check_level(level)
+
+    from bertcurve.layout import resolve_run
 
     sources = [resolve_run(s) for s in sources]
-    logs = [load_log(s) for s in sources]
+    logs = [load_log(s, step_col=step_col, metric_col=metric_col) for s in sources]
     out_dir = Path(out).expanduser() if out is not None else default_out(sources)
     result = PlotResult(out=out_dir)
     names = F.unique_names(logs)
@@ -116,7 +125,8 @@ def plot(
                 if "fits" not in cache:
                     try:
                         cache["fits"] = F.LogFits.compute(log, metric, with_loss="loss_analysis" in wanted,
-                                                          analysis=_saved_analysis(log))
+                                                          analysis=_saved_analysis(log), level=level,
+                                                          direction=direction)
                     except UserError as exc:
                         cache["fits"] = exc
                 if isinstance(cache["fits"], UserError):
@@ -126,10 +136,10 @@ def plot(
             builders: dict[str, Callable[[], Any]] = {
                 "training_curves": lambda: F.training_curves(log, lang=lang),
                 "correlation_analysis": lambda: F.correlation_analysis(log, lang=lang, metric=fits().metric,
-                                                                       fit=fits().best),
+                                                                       fit=fits().best, level=fits().level),
                 "loss_analysis": lambda: F.loss_analysis(log, lang=lang, fit=_loss_fit(fits)),
                 "forecast": lambda: F.forecast(log, lang=lang, metric=fits().metric, fit=fits().forecast,
-                                               target=target),
+                                               target=target, level=fits().level),
             }
             for figure in SINGLE_FIGURES:
                 if figure not in wanted:
@@ -198,6 +208,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", type=float, default=None,
                         help="target value for the forecast figure, e.g. 0.6 (default: halfway from the last "
                              "value to the fitted ceiling)")
+    parser.add_argument("--level", type=float, default=None,
+                        help="confidence level of the forecast band (default: that of the run's analysis.json, "
+                             "else 0.95)")
+    from bertcurve.stages.analyze import add_column_arguments
+
+    add_column_arguments(parser)
+    parser.add_argument("--direction", choices=("up", "down"), default=None,
+                        help="whether the metric should grow or fall (default: from its name, else the data)")
     parser.add_argument("--dpi", type=int, default=DEFAULT_DPI, help=f"PNG resolution (default: {DEFAULT_DPI})")
     parser.add_argument("--only", nargs="+", choices=ALL_FIGURES, default=None, metavar="FIGURE",
                         help=f"draw only these figures ({', '.join(ALL_FIGURES)})")
@@ -205,7 +223,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     result = plot(args.sources, out=args.out, fmt=args.fmt, lang=args.lang, metric=args.metric,
-                  target=args.target, dpi=args.dpi, figures=args.only)
+                  target=args.target, dpi=args.dpi, figures=args.only, level=args.level,
+                  step_col=args.step_col, metric_col=args.metric_col, direction=args.direction)
     for path in result.files:
         print(path)
     for line in result.skipped:

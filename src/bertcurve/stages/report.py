@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bertcurve import __version__, layout
+from bertcurve.curves import policy
 from bertcurve.errors import UserError
 from bertcurve.fsutil import atomic_write_text, read_json
+from bertcurve.training.config import RunConfig, load_run_config
 
 REPORT_FORMAT = "bertcurve.stages.report/1"   # written into report.html's <meta name="generator">
-from bertcurve.stages.study import STUDY_JSON  # noqa: E402  (study.json: written by `bertcurve study` beside run/)
 
 SECTIONS = ("summary", "dataset", "model", "throughput", "curves", "analysis", "forecast", "comparison", "notes")
 
@@ -283,7 +284,7 @@ class RunInfo:
     log: Any                         # sources.TrainingLog
     analysis: dict | None
     run_dir: Path | None             # a bertcurve run directory, or None for foreign logs
-    config: dict | None              # the run's config.json
+    config: RunConfig | None         # the run's config.json
     data_meta: dict | None           # meta.json of its data dir
     data_dir: Path | None
     study: dict | None               # study.json beside the run (hardware, stage times)
@@ -310,9 +311,7 @@ def gather(source: str | Path, *, metric: str | None = None, target: float | Non
     from bertcurve.stages.analyze import analyze
     from bertcurve.curves.logs import load_log
 
-    from bertcurve.stages.study import resolve_run
-
-    path = resolve_run(source)
+    path = layout.resolve_run(source)
     log = load_log(path)
     run_dir = _run_dir_of(path)
     analysis = None
@@ -334,20 +333,19 @@ def gather(source: str | Path, *, metric: str | None = None, target: float | Non
     config = data_meta = study_rec = None
     data_dir = None
     if run_dir is not None:
-        if (run_dir / layout.RUN_CONFIG).is_file():
-            config = read_json(run_dir / layout.RUN_CONFIG, "run config")
+        config = load_run_config(run_dir, missing_ok=True)
         candidates = []
-        if config and config.get("data_dir"):
-            candidates.append(Path(config["data_dir"]))
+        if config is not None and config.data_dir:
+            candidates.append(Path(config.data_dir))
         candidates.append(run_dir.parent / layout.STUDY_DATA_DIR)   # a study keeps data/ beside run/
         for cand in candidates:
             if (cand / layout.DATA_META).is_file():
                 data_dir = cand
                 data_meta = read_json(cand / layout.DATA_META, "data set metadata")
                 break
-        if (run_dir.parent / STUDY_JSON).is_file():
+        if (run_dir.parent / layout.STUDY_STATE).is_file():
             try:
-                study_rec = read_json(run_dir.parent / STUDY_JSON, "study record")
+                study_rec = read_json(run_dir.parent / layout.STUDY_STATE, "study record")
             except UserError:
                 study_rec = None
     return RunInfo(path, log, analysis, run_dir, config, data_meta, data_dir, study_rec)
@@ -377,13 +375,13 @@ def _summary(doc: Doc, info: RunInfo, lang: str) -> None:
     loss = ser.get("eval_loss") or ser.get("train_loss")
     if loss is not None and len(loss):
         facts.append(f"Loss {loss.values[0]:.3f} → {loss.values[-1]:.3f}.")
-    if info.config:
-        facts.append(f"Model: {info.config.get('architecture', 'BERT')}, "
-                     f"{info.config.get('parameters', 0) / 1e6:.2f}M parameters.")
+    if info.config is not None:
+        facts.append(f"Model: {info.config.architecture or 'BERT'}, "
+                     f"{(info.config.parameters or 0) / 1e6:.2f}M parameters.")
     elapsed = ser.get("elapsed_s")
     if elapsed is not None and len(elapsed):
         facts.append(f"Training wall time: {_hours(float(elapsed.values[-1]))}.")
-    max_steps = ((info.config or {}).get("train", {}).get("optim", {}) or {}).get("max_steps")
+    max_steps = info.config.train.optim.max_steps if info.config is not None else None
     last = max((s.last_step for s in ser.values() if len(s)), default=0)
     if max_steps and last < max_steps:
         facts.insert(0, f"**This run is unfinished**: step {_step(last)} of {_step(max_steps)} "
@@ -482,42 +480,39 @@ def _embed_markdown(doc: Doc, text: str) -> None:
 def _model(doc: Doc, info: RunInfo, lang: str) -> None:
     doc.h2(_title("Model and training configuration", "模型与训练配置", lang), "model")
     cfg = info.config
-    if not cfg:
+    if cfg is None:
         meta = {k: v for k, v in (info.log.meta or {}).items() if isinstance(v, (int, float, str, bool))}
         doc.p(f"This log was read as **{info.log.kind}** from `{info.source}`; it carries no bertcurve run "
               "configuration." + (" What it does say:" if meta else ""))
         if meta:
             doc.kv(list(meta.items())[:20])
         return
-    t = cfg.get("train", {})
-    m, d, o, e = t.get("model", {}), t.get("data", {}), t.get("optim", {}), t.get("eval", {})
-    eff_batch = (o.get("micro_batch") or 0) * (o.get("grad_accum") or 1) * (cfg.get("world_size") or 1)
+    t = cfg.train
+    m, d, o, e = t.model, t.data, t.optim, t.eval
+    eff_batch = o.micro_batch * o.grad_accum * cfg.world_size
+    eval_tokens = cfg.eval_set.masked_tokens or e.eval_tokens
+    guess = cfg.eval_set.constant_guess_accuracy
     doc.kv([
-        ("Architecture", cfg.get("architecture")),
-        ("Parameters", f"{cfg['parameters']:,} ({cfg['parameters'] / 1e6:.2f}M)" if cfg.get("parameters") else None),
-        ("Layers × hidden × heads", f"{m.get('num_layers')} × {m.get('hidden_size')} × {m.get('num_heads')}"
-         if m else None),
-        ("Feed-forward width", m.get("intermediate_size")),
-        ("Output layer tied to embeddings", m.get("tie_word_embeddings")),
-        ("Vocabulary", f"{cfg.get('vocab_size'):,}" if cfg.get("vocab_size") else None),
-        ("Sequence length", d.get("seq_len")),
-        ("Masking", f"{d.get('mask_prob', 0):.0%} of tokens" + (", whole words" if d.get("whole_word") else "")
-         if d else None),
-        ("Next-sentence prediction", d.get("nsp")),
-        ("Optimizer", f"AdamW, lr {o.get('lr')}, weight decay {o.get('weight_decay')}" if o else None),
-        ("Schedule", f"{o.get('warmup_steps')} warm-up steps, then {o.get('schedule')} to "
-                     f"{o.get('min_lr_ratio', 0):g} × lr" if o else None),
-        ("Steps", f"{o.get('max_steps'):,}" if o.get("max_steps") else None),
-        ("Batch", f"{o.get('micro_batch')} × {o.get('grad_accum')} accumulation"
-                  + (f" × {cfg.get('world_size')} processes" if (cfg.get("world_size") or 1) > 1 else "")
-                  + f" = {eff_batch} sequences per step" if o else None),
-        ("Gradient clipping", o.get("clip")),
-        ("Held-out evaluation", f"every {e.get('eval_every')} steps on {cfg.get('eval_set', {}).get('masked_tokens', e.get('eval_tokens')):,} fixed masked tokens"
-         if e else None),
-        ("Constant-guess accuracy", _pct(cfg.get("eval_set", {}).get("constant_guess_accuracy"))
-         if cfg.get("eval_set", {}).get("constant_guess_accuracy") is not None else None),
-        ("Seed", t.get("seed")),
-        ("Preset", cfg.get("preset")),
+        ("Architecture", cfg.architecture),
+        ("Parameters", f"{cfg.parameters:,} ({cfg.parameters / 1e6:.2f}M)" if cfg.parameters else None),
+        ("Layers × hidden × heads", f"{m.num_layers} × {m.hidden_size} × {m.num_heads}"),
+        ("Feed-forward width", m.intermediate_size),
+        ("Output layer tied to embeddings", m.tie_word_embeddings),
+        ("Vocabulary", f"{cfg.vocab_size:,}" if cfg.vocab_size else None),
+        ("Sequence length", d.seq_len),
+        ("Masking", f"{d.mask_prob:.0%} of tokens" + (", whole words" if d.whole_word else "")),
+        ("Next-sentence prediction", d.nsp),
+        ("Optimizer", f"AdamW, lr {o.lr}, weight decay {o.weight_decay}"),
+        ("Schedule", f"{o.warmup_steps} warm-up steps, then {o.schedule} to {o.min_lr_ratio:g} × lr"),
+        ("Steps", f"{o.max_steps:,}"),
+        ("Batch", f"{o.micro_batch} × {o.grad_accum} accumulation"
+                  + (f" × {cfg.world_size} processes" if cfg.world_size > 1 else "")
+                  + f" = {eff_batch} sequences per step"),
+        ("Gradient clipping", o.clip),
+        ("Held-out evaluation", f"every {e.eval_every} steps on {eval_tokens:,} fixed masked tokens"),
+        ("Constant-guess accuracy", _pct(guess) if guess is not None else None),
+        ("Seed", t.seed),
+        ("Preset", cfg.preset),
     ])
 
 
@@ -541,11 +536,11 @@ def _throughput(doc: Doc, info: RunInfo, lang: str) -> None:
     tok = ser.get("tokens_seen")
     if tok is not None and len(tok):
         rows.append(("Tokens seen", f"{tok.values[-1]:,.0f}"))
-    sp = (info.config or {}).get("speed") or {}
-    if sp:
-        rows.append(("Device setting", f"{sp.get('device')} ({sp.get('dtype')}"
-                     + (", torch.compile" if sp.get("compile") else "") + ")"))
-    hw = (info.config or {}).get("hardware") or (info.study or {}).get("hardware")
+    if info.config is not None:
+        sp = info.config.speed
+        rows.append(("Device setting", f"{sp.device} ({sp.dtype}"
+                     + (", torch.compile" if sp.compile else "") + ")"))
+    hw = (info.study or {}).get("hardware")
     if hw:
         for key, label in (("device_name", "Device"), ("gpu", "GPU"), ("cpu", "CPU"), ("cpu_count", "CPU cores"),
                            ("torch", "torch"), ("python", "Python"), ("platform", "Platform")):
@@ -655,9 +650,9 @@ def _analysis(doc: Doc, info: RunInfo, figures: dict[str, Path], base: Path, lan
     doc.table(["Model", "Formula (t = steps / 1000)", "Parameters (± SE)", "R²", "AIC", "Backtest RMSE"],
               fit_rows)
     if a.get("chosen_model", {}).get("reason"):
-        doc.p(f"Forecasts use **{chosen}**: {a['chosen_model']['reason']} (fitted on the first 30 %, 50 % and "
-              "70 % of the steps, scored on the rest). In-sample R² is not used to choose: it rewards flexible "
-              "curves that extrapolate badly.")
+        doc.p(f"Forecasts are led by **{chosen}**: {a['chosen_model']['reason']}. In-sample R² is not used to "
+              "choose: it rewards flexible curves that extrapolate badly. The forecast intervals are calibrated on "
+              "the same backtests' errors (see docs/analysis.md).")
     phases = [q for q in a.get("phases", []) if q.get("slope_per_1k_steps") is not None]
     if phases:
         doc.h3(_title("Phases of training", "训练阶段", lang))
@@ -672,13 +667,13 @@ def _analysis(doc: Doc, info: RunInfo, figures: dict[str, Path], base: Path, lan
 def _forecast(doc: Doc, info: RunInfo, figures: dict[str, Path], base: Path, lang: str) -> None:
     doc.h2(_title("Forecast", "预测", lang), "forecast")
     _figure(doc, figures, "forecast",
-            "Forecast: the chosen learning curve extrapolated with its prediction band, the target and when it "
-            "is reached; beside it, the backtest that justifies the model.", base)
+            "Forecast: the backtest-weighted combination of learning curves extrapolated with its calibrated "
+            "interval, the target and when it is reached; beside it, a backtest of the leading family.", base)
     a = info.analysis
     if not a or not a.get("forecasts"):
         doc.p("No forecast: no learning-curve model converged on this log.")
         return
-    level = a["metric"].get("level", 0.95)
+    level = a["metric"].get("level", policy.DEFAULT_LEVEL)
     rows = []
     for f in a["forecasts"]:
         if f.get("value") is None:
@@ -686,7 +681,7 @@ def _forecast(doc: Doc, info: RunInfo, figures: dict[str, Path], base: Path, lan
         rows.append([_step(f["step"]), _num(f["value"]),
                      f"{_num(f['pi'][0])} – {_num(f['pi'][1])}", _num(f.get("by_model", {}).get("linear")),
                      "yes" if f.get("beyond_lr_schedule") else "no"])
-    doc.table(["Step", f"Forecast ({a['chosen_model']['model']})", f"{level:.0%} prediction interval",
+    doc.table(["Step", f"Forecast (led by {a['chosen_model']['model']})", f"{level:.0%} forecast interval",
                "Straight line would say", "Beyond the LR schedule"], rows)
     t = a.get("target") or _default_target(info)
     if t:
@@ -698,33 +693,58 @@ def _forecast(doc: Doc, info: RunInfo, figures: dict[str, Path], base: Path, lan
                   + (f", about {hours:.1f} more hours at the measured speed" if hours is not None else "") + ".")
         else:
             doc.p(f"Target **{t['value']}**: not reached — {t.get('note', 'the fitted curve levels off below it')}.")
+    if a.get("what_if"):
+        _what_if(doc, a, level, lang)
+
+
+def _what_if(doc: Doc, a: dict, level: float, lang: str) -> None:
+    """The schedule-aware answer to "what would N steps buy?" beside the step extrapolation."""
+    w = a["what_if"]
+    doc.h3(_title(f"What would {w['max_steps']:,} steps buy?", f"训练 {w['max_steps']:,} 步能得到什么？", lang))
+    doc.p(f"A new run of {w['max_steps']:,} steps with a {w['schedule']} decay, predicted by the "
+          f"learning-rate annealing law fitted to this run's schedule and curve ({w['assumptions']}; "
+          "see docs/what-if.md).")
+    rows = [[name, _num(p["value"]), f"{_num(p['pi'][0])} – {_num(p['pi'][1])}"]
+            for name, p in w["predictions"].items()]
+    c = w.get("compared") or {}
+    if (c.get("step_extrapolation") or {}).get("value") is not None:
+        pi = c["step_extrapolation"].get("pi") or [None, None]
+        rows.append([f"{c['metric']} (step extrapolation, ignores the schedule)",
+                     _num(c["step_extrapolation"]["value"]), f"{_num(pi[0])} – {_num(pi[1])}"])
+    if c.get("seed_linear") is not None:
+        rows.append([f"{c['metric']} (the seed's straight line)", _num(c["seed_linear"]), ""])
+    doc.table(["Metric", f"At step {w['max_steps']:,}", f"{level:.0%} interval"], rows)
+    doc.bullets([n for n in w.get("notes", [])] + ([f"Accuracy: {w['accuracy_method']}."]
+                                                   if w.get("accuracy_method") else []))
 
 
 def _default_target(info: RunInfo) -> dict | None:
-    """The forecast figure's default target, answered with the analysis's chosen fit (so text and
+    """The forecast figure's default target, answered with the analysis's forecast (so text and
     figure agree when no --target was given)."""
-    from bertcurve.viz import figures as F
-    from bertcurve.curves.fits import FitResult
+    import numpy as np
+
+    from bertcurve.curves.forecast import CurveForecast
 
     a = info.analysis or {}
-    chosen = (a.get("chosen_model") or {}).get("model")
-    fit_d = next((f for f in a.get("fits", []) if f["model"] == chosen and f.get("converged")), None)
     name = (a.get("metric") or {}).get("name")
-    if fit_d is None or name not in info.log.series:
+    if not a.get("forecaster") or not (a.get("chosen_model") or {}).get("model") or name not in info.log.series:
         return None
-    fit = FitResult.from_dict(fit_d)
+    fc = CurveForecast.from_dict(a["forecaster"], a.get("fits", []))
     s = info.log.series[name]
-    target = F.default_target(name, F.tail_mean(s.values), int(a["metric"]["direction"]))
-    at = fit.steps_to_reach(target, horizon_factor=100.0)
-    early, late = fit.steps_to_reach_band(target, a["metric"].get("level", 0.95), horizon_factor=100.0)
+    level = a["metric"].get("level", policy.DEFAULT_LEVEL)
+    target = policy.default_target(name, float(np.mean(s.values[-max(1, round(len(s) * 0.05)):])),
+                                   int(a["metric"]["direction"]))
+    at = fc.steps_to_reach(target, horizon_factor=policy.HORIZON_FACTOR)
+    early, late = fc.steps_to_reach_band(target, level, horizon_factor=policy.HORIZON_FACTOR)
     out: dict[str, Any] = {"value": round(target, 6), "step": at, "step_range": [early, late]}
     speed = a.get("throughput") or {}
     if at is not None and speed.get("steps_per_second"):
         out["hours_from_last_step"] = max(0.0, at - float(s.steps[-1])) / speed["steps_per_second"] / 3600
     if at is None:
-        asym = F.fit_asymptote(fit)
-        out["note"] = (f"within 100× the logged steps the {chosen} curve levels off"
-                       + (f" at {asym:.4g}" if asym is not None else ""))
+        asym, at_bound = policy.forecast_asymptote(fc)
+        word = policy.asymptote_word(fc.direction)[0]
+        out["note"] = (f"within {policy.HORIZON_FACTOR:g}× the logged steps the forecast levels off"
+                       + (f" at a {word} of {asym:.4g}" if asym is not None and not at_bound else ""))
     return out
 
 

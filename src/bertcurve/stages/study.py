@@ -24,9 +24,9 @@ from typing import Any, Callable, Mapping, Sequence
 from bertcurve import __version__, layout
 from bertcurve.errors import UserError
 from bertcurve.fsutil import read_json, write_json
+from bertcurve.training.config import TrainConfig, build_config, load_run_config, to_dict
 
 STUDY_FORMAT = "bertcurve.stages.study/1"
-STUDY_JSON = layout.STUDY_STATE
 STAGES = ("prepare", "train", "analyze", "plot", "report")
 
 
@@ -86,15 +86,6 @@ class StudyResult:
         return self.run_dir / layout.ANALYSIS
 
 
-def resolve_run(source: str | Path) -> Path:
-    """A study folder stands for its run: ``studies/demo`` -> ``studies/demo/run``; other paths as given."""
-    path = Path(source).expanduser()
-    run = path / layout.STUDY_RUN_DIR
-    if path.is_dir() and not (path / layout.METRICS).exists() and (run / layout.METRICS).exists():
-        return run
-    return path
-
-
 def hardware() -> dict[str, Any]:
     """What this machine is, for the report's throughput section."""
     info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(terse=True),
@@ -129,14 +120,15 @@ def signature(inputs: Sequence[Path], **options: Any) -> dict:
 
 def _training_finished(run_dir: Path) -> bool:
     """The run wrote its final model and its log reached max_steps."""
-    cfg_path = run_dir / layout.RUN_CONFIG
-    if not (run_dir / layout.FINAL_MODEL_DIR).is_dir() or not cfg_path.is_file():
+    if not (run_dir / layout.FINAL_MODEL_DIR).is_dir():
         return False
     try:
-        cfg = read_json(cfg_path, "run config")
-        max_steps = int(cfg["train"]["optim"]["max_steps"])
-    except (UserError, KeyError, TypeError, ValueError):
+        cfg = load_run_config(run_dir, missing_ok=True)
+    except UserError:
         return False
+    if cfg is None:
+        return False
+    max_steps = cfg.train.optim.max_steps
     last = 0
     try:
         with open(run_dir / layout.METRICS, encoding="utf-8") as handle:
@@ -150,9 +142,9 @@ def _training_finished(run_dir: Path) -> bool:
     return last >= max_steps
 
 
-def _same_training(run_dir: Path, requested: Mapping[str, Any]) -> list[str]:
+def _same_training(run_dir: Path, requested: TrainConfig) -> list[str]:
     """Differences between the saved run config and the requested one (empty when the same)."""
-    saved = read_json(run_dir / layout.RUN_CONFIG, "run config").get("train", {})
+    saved = to_dict(load_run_config(run_dir).train)
     diffs: list[str] = []
 
     def walk(a: Any, b: Any, prefix: str) -> None:
@@ -162,7 +154,7 @@ def _same_training(run_dir: Path, requested: Mapping[str, Any]) -> list[str]:
         elif a != b:
             diffs.append(f"{prefix}: {a!r} -> {b!r}")
 
-    walk(saved, dict(requested), "")
+    walk(saved, to_dict(requested), "")
     return diffs
 
 
@@ -180,6 +172,7 @@ def study(
     redo: Sequence[str] = (),
     quiet: bool = False,
     say: Callable[[str], None] | None = None,
+    level: float | None = None,
 ) -> StudyResult:
     """Run (or finish) a study into ``out`` (default ``studies/PRESET``); return where everything is.
 
@@ -188,7 +181,8 @@ def study(
     JSON file applied on top of the preset. ``train_preset`` / ``train_overrides`` /
     ``prepare_options``: finer control (tests use ``train_preset="tiny"``). ``redo``:
     stages to run even when up to date (analyze, plot, report; a finished training is
-    never redone: use a new ``out``). Stages already done are skipped; an interrupted
+    never redone: use a new ``out``). ``level``: confidence level of the analysis and the forecast
+    band (default 0.95). Stages already done are skipped; an interrupted
     training resumes from its newest checkpoint.
     """
     from bertcurve.viz.figures import check_lang
@@ -209,7 +203,7 @@ def study(
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (
-            (out_dir / STUDY_JSON).exists() or (out_dir / layout.STUDY_DATA_DIR).exists()
+            (out_dir / layout.STUDY_STATE).exists() or (out_dir / layout.STUDY_DATA_DIR).exists()
             or (out_dir / layout.STUDY_RUN_DIR).exists()):
         raise UserError(f"--out {out_dir} is a non-empty folder that is not a bertcurve study; "
                         "choose a new or empty folder")
@@ -219,7 +213,7 @@ def study(
     data_dir = out_dir / layout.STUDY_DATA_DIR
     run_dir = out_dir / layout.STUDY_RUN_DIR
     result = StudyResult(out_dir, data_dir, run_dir)
-    record_path = out_dir / STUDY_JSON
+    record_path = out_dir / layout.STUDY_STATE
     try:
         previous = read_json(record_path, "study record") if record_path.is_file() else {}
     except UserError as exc:  # a damaged record only costs re-running the cheap stages
@@ -277,11 +271,10 @@ def study(
 
     # -- 2. train (resume="auto" continues an interrupted run exactly)
     def do_train() -> tuple[str, str]:
-        from bertcurve.training.config import build_config, to_dict
         from bertcurve.stages.train import train
 
         if _training_finished(run_dir):
-            wanted = to_dict(build_config(t_preset, config, train_overrides))
+            wanted = build_config(t_preset, config, train_overrides)
             diffs = _same_training(run_dir, wanted)
             if diffs:
                 raise UserError(
@@ -310,14 +303,14 @@ def study(
 
     # -- 3. analyze
     def sig_analyze() -> dict:
-        return signature([metrics], target=target)
+        return signature([metrics], target=target, level=level)
 
     def do_analyze() -> tuple[str, str]:
         if up_to_date("analyze", sig_analyze(), [analysis]):
             return "skipped", "up to date"
         from bertcurve.stages.analyze import analyze
 
-        res = analyze(run_dir, target=target)
+        res = analyze(run_dir, target=target, **({"level": level} if level is not None else {}))
         chosen = (res.get("chosen_model") or {}).get("model")
         return "done", f"{res['metric']['name']}, forecasting model {chosen or 'none (too few points)'}"
 
@@ -325,14 +318,14 @@ def study(
 
     # -- 4. plot
     def sig_plot() -> dict:
-        return signature([metrics, analysis], lang=lang, target=target)
+        return signature([metrics, analysis], lang=lang, target=target, level=level)
 
     def do_plot() -> tuple[str, str]:
         if up_to_date("plot", sig_plot(), [fig_dir / "training_curves.png"]):
             return "skipped", "up to date"
         from bertcurve.stages.plot import plot
 
-        res = plot([run_dir], out=fig_dir, lang=lang, target=target)
+        res = plot([run_dir], out=fig_dir, lang=lang, target=target, level=level)
         return "done", f"{len(res.files)} figures" + (f"; left out: {'; '.join(res.skipped)}" if res.skipped else "")
 
     stage("plot", do_plot, sig_plot)
@@ -404,7 +397,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=tuple(PRESETS), default="demo",
                         help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()) + " (default: demo)")
     parser.add_argument("--config", type=Path, default=None,
-                        help="training config JSON applied on top of the preset (see docs/run-dir.md)")
+                        help="training config file (JSON or YAML) applied on top of the preset "
+                             "(see docs/run-dir.md)")
     parser.add_argument("--out", type=Path, default=None, help="study folder (default: studies/PRESET)")
     parser.add_argument("--train-preset", default=None,
                         help="use this training preset instead of the study preset's (e.g. tiny for a smoke test)")
@@ -412,6 +406,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="language of figure labels and report titles (default: both)")
     parser.add_argument("--target", type=float, default=None,
                         help="metric value to forecast the step for (default: the next 5 points of accuracy)")
+    parser.add_argument("--level", type=float, default=None,
+                        help="confidence level of the analysis's intervals and the forecast band (default 0.95)")
     parser.add_argument("--redo", nargs="+", choices=("analyze", "plot", "report"), default=(),
                         help="run these stages even when they are up to date")
     parser.add_argument("--quiet", action="store_true", help="print only the closing summary")
@@ -420,7 +416,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     result = study(args.inputs, preset=args.preset, out=args.out, config=args.config,
                    train_preset=args.train_preset, lang=args.lang, target=args.target, redo=args.redo,
-                   quiet=args.quiet)
+                   quiet=args.quiet, level=args.level)
     if args.quiet and result.completed:
         print(_where(result))
     return 0 if result.completed else 130

@@ -25,11 +25,14 @@ from typing import Any, Callable, Mapping, Sequence
 
 from bertcurve import layout
 from bertcurve.training.config import (
+    PRESET_ALIASES,
     PRESETS,
-    SCHEDULES,
     SpeedConfig,
     TrainConfig,
+    add_setting_arguments,
     build_config,
+    preset_names,
+    settings_from_args,
     shape_of,
     to_dict,
     validate_speed,
@@ -740,73 +743,24 @@ def _save_final(net, data_path: Path, final: Path, seq_len: int) -> None:
 
 
 # ------------------------------------------------------------------ CLI
-_OVERRIDES: list[tuple[str, str, type, str]] = [
-    # (option, config field, type, help)
-    ("--max-steps", "optim.max_steps", int, "optimizer steps of the whole run"),
-    ("--lr", "optim.lr", float, "peak learning rate"),
-    ("--warmup-steps", "optim.warmup_steps", int, "linear warm-up steps"),
-    ("--schedule", "optim.schedule", str, f"learning-rate decay after warm-up: {', '.join(SCHEDULES)}"),
-    ("--min-lr-ratio", "optim.min_lr_ratio", float, "final learning rate as a fraction of --lr"),
-    ("--weight-decay", "optim.weight_decay", float, "AdamW weight decay (not on biases/LayerNorm)"),
-    ("--micro-batch", "optim.micro_batch", int, "sequences per forward/backward pass"),
-    ("--grad-accum", "optim.grad_accum", int, "micro-batches per optimizer step"),
-    ("--clip", "optim.clip", float, "gradient-norm clipping threshold (0 disables)"),
-    ("--seq-len", "data.seq_len", int, "tokens per sequence including [CLS]/[SEP] (default 128)"),
-    ("--mask-prob", "data.mask_prob", float, "fraction of tokens selected for prediction (default 0.15)"),
-    ("--hidden-size", "model.hidden_size", int, "model width"),
-    ("--layers", "model.num_layers", int, "number of encoder layers"),
-    ("--heads", "model.num_heads", int, "attention heads per layer"),
-    ("--ffn", "model.intermediate_size", int, "feed-forward inner width"),
-    ("--eval-every", "eval.eval_every", int, "steps between held-out evaluations (0: max_steps/100)"),
-    ("--eval-tokens", "eval.eval_tokens", int, "masked tokens in the fixed held-out set"),
-    ("--eval-seed", "eval.eval_seed", int, "seed of the held-out set's masks"),
-    ("--eval-mask-prob", "eval.mask_prob", float,
-     "fraction of held-out tokens masked (default 0.15, whatever --mask-prob is)"),
-    ("--log-every", "eval.log_every", int, "steps between training-metric lines (0: max_steps/1000)"),
-    ("--save-every", "eval.save_every", int, "steps between checkpoints (0: max_steps/10)"),
-    ("--keep", "eval.keep", int, "most recent checkpoints to keep (milestones are kept too)"),
-    ("--seed", "seed", int, "seed of initialisation, data order, masks and dropout"),
-]
+def _preset_help() -> str:
+    aliases = "; ".join(f"{alias} is an alias of {target}" for alias, target in PRESET_ALIASES.items())
+    return (f"starting settings: {', '.join(PRESETS)} ({aliases}); default: demo, or the run's "
+            "saved config when resuming")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="DATA_DIR", help="prepared data directory (bertcurve prepare)")
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create or continue")
-    parser.add_argument("--preset", choices=list(PRESETS), default=None,
-                        help="starting settings (default: demo, or the run's saved config when resuming)")
+    parser.add_argument("--preset", choices=preset_names(), default=None, metavar="NAME", help=_preset_help())
     parser.add_argument("--config", default=None, metavar="FILE",
-                        help="JSON file of settings ({\"optim\": {\"lr\": 1e-3}, ...}) or a run's config.json")
+                        help="JSON or YAML file of settings ({\"optim\": {\"lr\": 1e-3}, ...}) or a run's "
+                             "config.json; applied over the preset, under the flags below")
     parser.add_argument("--resume", default="auto", metavar="auto|none|PATH",
                         help="auto (default: newest intact checkpoint, else start), none (refuse an "
                              "existing run) or a checkpoint folder")
-    results = parser.add_argument_group("settings that change results (override the preset)")
-    for option, name, typ, help_text in _OVERRIDES:
-        kwargs: dict[str, Any] = {"type": typ, "default": None, "help": help_text,
-                                  "dest": "ov_" + name.replace(".", "__"),
-                                  "metavar": {int: "N", float: "X"}.get(typ, "NAME")}
-        if option == "--schedule":
-            kwargs["choices"] = list(SCHEDULES)
-            del kwargs["metavar"]
-        results.add_argument(option, **kwargs)
-    results.add_argument("--save-at", default=None, metavar="STEPS",
-                         help="comma-separated milestone steps whose checkpoints are never pruned")
-    results.add_argument("--whole-word", action="store_true", default=None,
-                         help="mask whole jieba words (data dir prepared with --whole-word)")
-    results.add_argument("--nsp", action="store_true", default=None,
-                         help="also train next-sentence prediction on 50/50 adjacent/random pairs")
-    results.add_argument("--untied", action="store_true", default=None,
-                         help="separate MLM output matrix instead of sharing the input embeddings")
-    speed = parser.add_argument_group("settings that change speed only")
-    speed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                       help="where to train (auto: CUDA when available)")
-    speed.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
-                       help="auto: bf16 autocast on CUDA, fp32 on CPU")
-    speed.add_argument("--compile", action="store_true", help="torch.compile the encoder (GPU)")
-    speed.add_argument("--threads", type=int, default=0, metavar="N",
-                       help="CPU threads (0: 1 for tiny models, else torch's default)")
-    speed.add_argument("--prefetch", type=int, default=-1, metavar="N",
-                       help="steps of batches built ahead on a background thread "
-                            "(-1: 4 on CUDA, 0 on CPU)")
+    # One flag per field of the config dataclasses, help from the field's docstring.
+    add_setting_arguments(parser)
     parser.add_argument("--init-from", default=None, metavar="HF_DIR",
                         help="continue pretraining a Hugging Face BERT masked-LM directory (weights, "
                              "config; its vocabulary must be the data dir's); the model shape comes "
@@ -820,36 +774,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="print only errors and warnings")
 
 
-def _parse_save_at(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(int(x) for x in text.replace(" ", "").split(",") if x)
-    except ValueError:
-        raise UserError(f"--save-at must be comma-separated step numbers, got {text!r}") from None
-
-
 def run(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = {}
-    for _, name, _, _ in _OVERRIDES:
-        value = getattr(args, "ov_" + name.replace(".", "__"))
-        if value is not None:
-            overrides[name] = value
-    save_at = _parse_save_at(args.save_at)
-    if save_at is not None:
-        overrides["eval.save_at"] = list(save_at)
-    if args.whole_word:
-        overrides["data.whole_word"] = True
-    if args.nsp:
-        overrides["data.nsp"] = True
-    if args.untied:
-        overrides["model.tie_word_embeddings"] = False
+    overrides, speed = settings_from_args(args)
     result = train(
         args.data, args.out, preset=args.preset, config=args.config, overrides=overrides,
-        resume=args.resume,
-        speed=SpeedConfig(device=args.device, dtype=args.dtype, compile=args.compile,
-                          threads=args.threads, prefetch=args.prefetch),
-        tensorboard=args.tensorboard, report_to=args.report_to, init_from=args.init_from,
-        quiet=args.quiet,
+        resume=args.resume, speed=speed, tensorboard=args.tensorboard, report_to=args.report_to,
+        init_from=args.init_from, quiet=args.quiet,
     )
     return 0 if result.completed else 130

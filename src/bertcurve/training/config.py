@@ -5,23 +5,36 @@ live in :class:`TrainConfig`; settings that only change speed (device,
 dtype, compile, threads) live apart in :class:`SpeedConfig`, so two runs
 that differ only in speed settings are the same experiment.
 
-A config is resolved once (preset -> ``--config`` file -> command-line
-overrides), validated with every problem listed at once, and saved into the
-run directory (``config.json``) and into every checkpoint.
+A config is resolved once (preset -> ``--config`` file, JSON or YAML ->
+command-line overrides), validated with every problem listed at once, and
+saved into the run directory (``config.json``) and into every checkpoint.
+:func:`load_run_config` reads a run directory's ``config.json`` back as a
+typed :class:`RunConfig`.
+
+Every field below is a setting: its docstring is its ``--help`` text and its
+flag is ``--field-name`` unless ``metadata={"flag": ...}`` names another, so a
+new setting is one new field (see :func:`settings`).
 """
 
 from __future__ import annotations
 
+import argparse
+import ast
 import dataclasses
+import functools
+import json
+import re
+import reprlib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+import yaml
+
 from bertcurve import layout
 from bertcurve.errors import UserError
-from bertcurve.fsutil import read_json
+from bertcurve.training.schedule import DECAY_SHAPES, SCHEDULES
 
-SCHEDULES = ("cosine", "linear", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "fp32", "bf16")
 
@@ -32,11 +45,11 @@ class ModelConfig:
 
     hidden_size: int = 256
     """Width of every layer."""
-    num_layers: int = 4
+    num_layers: int = field(default=4, metadata={"flag": "--layers"})
     """Number of Transformer encoder layers."""
-    num_heads: int = 4
+    num_heads: int = field(default=4, metadata={"flag": "--heads"})
     """Attention heads per layer; must divide ``hidden_size``."""
-    intermediate_size: int = 1024
+    intermediate_size: int = field(default=1024, metadata={"flag": "--ffn"})
     """Feed-forward inner width."""
     max_position_embeddings: int = 512
     """Longest sequence the position embeddings allow (>= ``seq_len``)."""
@@ -44,8 +57,9 @@ class ModelConfig:
     """Dropout on hidden states."""
     attention_dropout: float = 0.1
     """Dropout on attention probabilities."""
-    tie_word_embeddings: bool = True
-    """Share the MLM output matrix with the input embeddings (BERT default)."""
+    tie_word_embeddings: bool = field(default=True, metadata={"flag": "--untied", "const": False})
+    """Share the MLM output matrix with the input embeddings (BERT default; the flag
+    ``--untied`` sets false: a separate output matrix)."""
 
 
 @dataclass(frozen=True)
@@ -71,16 +85,25 @@ class OptimConfig:
     weight_decay: float = 0.01
     """AdamW weight decay (never applied to biases and LayerNorm)."""
     beta1: float = 0.9
+    """AdamW decay rate of the gradient's running mean."""
     beta2: float = 0.999
+    """AdamW decay rate of the squared gradient's running mean."""
     eps: float = 1e-8
+    """AdamW term added to the denominator for numerical stability."""
     warmup_steps: int = 100
     """Linear warm-up from 0 to ``lr`` over this many optimizer steps."""
     max_steps: int = 1000
     """Optimizer steps of the whole run."""
-    schedule: str = "cosine"
-    """After warm-up: ``cosine`` or ``linear`` decay to ``min_lr_ratio * lr``, or ``constant``."""
+    schedule: str = field(default="cosine", metadata={"choices": SCHEDULES})
+    """After warm-up: ``cosine`` or ``linear`` decay to ``min_lr_ratio * lr``, ``constant``, ``wsd``
+    (warmup-stable-decay: the peak, then a cooldown over the last ``decay_fraction`` of the steps),
+    or ``inverse_sqrt``."""
     min_lr_ratio: float = 0.0
     """Final learning rate as a fraction of ``lr``."""
+    decay_fraction: float = 0.2
+    """Share of all steps spent in a ``wsd`` schedule's cooldown."""
+    decay_shape: str = field(default="linear", metadata={"choices": DECAY_SHAPES})
+    """Shape of a ``wsd`` schedule's cooldown: ``linear``, ``cosine`` or ``1-sqrt``."""
     micro_batch: int = 32
     """Sequences per forward/backward pass."""
     grad_accum: int = 1
@@ -99,7 +122,7 @@ class EvalConfig:
     """Masked tokens in the fixed held-out set (60,000 gives a standard error of ~0.002)."""
     eval_seed: int = 20251017
     """Seed of the held-out masks: same data + same eval_seed = same masked tokens."""
-    mask_prob: float = 0.15
+    mask_prob: float = field(default=0.15, metadata={"flag": "--eval-mask-prob"})
     """Fraction of held-out tokens masked. Apart from ``data.mask_prob`` so that runs
     trained at different masking rates are still scored on the same task."""
     log_every: int = 0
@@ -150,9 +173,9 @@ class TrainConfig:
 class SpeedConfig:
     """Settings that change speed only, never the numbers (on a given device)."""
 
-    device: str = "auto"
+    device: str = field(default="auto", metadata={"choices": DEVICES})
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``."""
-    dtype: str = "auto"
+    dtype: str = field(default="auto", metadata={"choices": DTYPES})
     """``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or ``bf16``."""
     compile: bool = False
     """``torch.compile`` the embeddings and every encoder layer but the last (helps on GPU;
@@ -205,12 +228,6 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "optim": dict(_SEED_OPTIM, max_steps=50_000),
         "eval": dict(_FULL_EVAL, eval_every=500, log_every=100, save_every=5000),
     },
-    "seed-100k": {
-        "model": _SEED_MODEL,
-        "optim": dict(_SEED_OPTIM, max_steps=100_000),
-        "eval": dict(_FULL_EVAL, eval_every=1000, log_every=100, save_every=5000,
-                     save_at=(50_000,)),
-    },
     "base": {
         "model": dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072,
                       max_position_embeddings=512, tie_word_embeddings=True),
@@ -220,48 +237,125 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
+# Another name for a preset: the same settings, not a copy that could drift.
+PRESET_ALIASES: dict[str, str] = {
+    # The seed's run named by its length, beside seed-50k.
+    "seed-100k": "seed-48m",
+}
+
+
+def preset_names() -> list[str]:
+    """Every name ``--preset`` accepts: the presets, then their aliases."""
+    return [*PRESETS, *PRESET_ALIASES]
+
+
+def resolve_preset(name: str) -> str:
+    """The preset a name stands for (an alias's target, else the name itself)."""
+    name = PRESET_ALIASES.get(name, name)
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
+    return name
+
+
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "eval": EvalConfig}
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
 
 
 def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: f.type for f in fields(cls)}
 
 
-def _coerce(section: str, key: str, value: Any, problems: list[str]) -> Any:
-    """Check one value's type against the dataclass field, collecting problems."""
-    cls = _SECTIONS[section]
+def _coerce(cls: type, where: str, key: str, value: Any, problems: list[str]) -> Any:
+    """Check one value's type against the field ``key`` of ``cls``, collecting problems."""
     default = getattr(cls(), key)
-    where = f"{section}.{key}"
+    shown = _SHORT.repr(value)  # bounded: a hostile value may nest thousands deep
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
-        problems.append(f"{where} must be true or false, got {value!r}")
+        problems.append(f"{where} must be true or false, got {shown}")
         return default
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            problems.append(f"{where} must be an integer, got {value!r}")
+            problems.append(f"{where} must be an integer, got {shown}")
             return default
         return value
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            problems.append(f"{where} must be a number, got {value!r}")
+            problems.append(f"{where} must be a number, got {shown}")
             return default
         return float(value)
     if isinstance(default, tuple):
         if not isinstance(value, (list, tuple)) or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in value
         ):
-            problems.append(f"{where} must be a list of integers, got {value!r}")
+            problems.append(f"{where} must be a list of integers, got {shown}")
             return default
         return tuple(sorted(set(value)))
     if isinstance(default, str):
         if not isinstance(value, str):
-            problems.append(f"{where} must be a string, got {value!r}")
+            problems.append(f"{where} must be a string, got {shown}")
             return default
         return value
     return value
+
+
+# ------------------------------------------------------------- config files
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader reading ``1e-3`` as a number (YAML 1.2), not as a string."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def read_settings_file(path: str | Path, what: str = "training config file") -> dict[str, Any]:
+    """A JSON or YAML file (by its ``.yaml``/``.yml`` suffix) holding one mapping, as a dict.
+
+    Every failure (missing, unreadable, malformed, nested too deeply, not a
+    mapping) is a one-line :class:`UserError`.
+    """
+    path = Path(path)
+    is_yaml = path.suffix.lower() in (".yaml", ".yml")
+    kind = "YAML" if is_yaml else "JSON"
+    try:
+        text = path.read_text(encoding="utf-8")
+        obj = yaml.load(text, Loader=_YamlLoader) if is_yaml else json.loads(text)
+    except FileNotFoundError:
+        raise UserError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise UserError(f"{what} {path} is a directory; give a {kind} file") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{what} {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except RecursionError:
+        raise UserError(f"{what} {path} nests too deeply to be a config (settings are at most "
+                        "two levels deep: section, then setting)") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{what} {path} is not valid JSON ({exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise UserError(f"{what} {path} is not valid YAML ({problem}{where})") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{what} {path} must hold a {kind} mapping of settings "
+                        f"(like {{\"optim\": {{\"lr\": 0.001}}}}), not {type(obj).__name__}")
+    return obj
+
+
+def _known(cls: type) -> str:
+    return ", ".join(f.name for f in fields(cls))
 
 
 def build_config(
@@ -271,17 +365,18 @@ def build_config(
 ) -> TrainConfig:
     """Resolve preset -> config file -> overrides into a validated :class:`TrainConfig`.
 
-    ``overrides`` maps dotted names (``"optim.lr"``) or section-less field
-    names (``"lr"``) to values; ``None`` values are ignored. Every problem is
-    collected and reported in a single :class:`UserError`.
+    ``config_file`` is a JSON or YAML file (or a mapping) of settings, nested
+    (``{"optim": {"lr": 1e-3}}``), dotted or plain; a run's ``config.json``
+    works too. ``overrides`` maps dotted names (``"optim.lr"``) or
+    section-less field names (``"lr"``) to values; ``None`` values are
+    ignored. Every problem is collected and reported in a single
+    :class:`UserError`.
     """
     problems: list[str] = []
     values: dict[str, dict[str, Any]] = {s: {} for s in _SECTIONS}
     seed: int | None = None
     if preset is not None:
-        if preset not in PRESETS:
-            raise UserError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        for section, vals in PRESETS[preset].items():
+        for section, vals in PRESETS[resolve_preset(preset)].items():
             values[section].update(vals)
 
     def apply(source: str, mapping: Mapping[str, Any]) -> None:
@@ -291,33 +386,42 @@ def build_config(
                 continue
             if key == "seed":
                 if isinstance(value, bool) or not isinstance(value, int):
-                    problems.append(f"seed must be an integer, got {value!r} ({source})")
+                    problems.append(f"seed must be an integer, got {_SHORT.repr(value)} ({source})")
                 else:
                     seed = value
                 continue
-            if key in _SECTIONS and isinstance(value, Mapping):
+            if key in _SECTIONS:
+                if not isinstance(value, Mapping):
+                    problems.append(f"unknown setting {key!r} ({source}): {key} is a section, give it a "
+                                    f"mapping of its settings ({_known(_SECTIONS[key])}), not {_SHORT.repr(value)}")
+                    continue
                 for sub, subval in value.items():
                     apply(source, {f"{key}.{sub}": subval})
                 continue
             if key in {"format"}:
                 continue
-            if "." in key:
-                section, name = key.split(".", 1)
+            if "." in str(key):
+                section, name = str(key).split(".", 1)
             else:
                 owners = [s for s, cls in _SECTIONS.items() if key in _field_types(cls)]
                 section, name = (owners[0], key) if owners else ("", key)
-            if section not in _SECTIONS or name not in _field_types(_SECTIONS[section]):
-                problems.append(f"unknown setting {key!r} ({source})")
+            if section in _SECTIONS and name not in _field_types(_SECTIONS[section]):
+                problems.append(f"unknown setting {key!r} ({source}); {section} settings are "
+                                f"{_known(_SECTIONS[section])}")
                 continue
-            values[section][name] = _coerce(section, name, value, problems)
+            if section not in _SECTIONS:
+                problems.append(f"unknown setting {_SHORT.repr(key)} ({source}); known: the sections "
+                                f"{', '.join(_SECTIONS)} and seed, or any setting name: "
+                                + ", ".join(dict.fromkeys(s.key.split(".")[-1] for s in settings()
+                                                          if s.section != "speed")))
+                continue
+            values[section][name] = _coerce(_SECTIONS[section], f"{section}.{name}", name, value, problems)
 
     if config_file is not None:
         if isinstance(config_file, Mapping):
             mapping = config_file
         else:
-            mapping = read_json(Path(config_file), "training config file")
-            if not isinstance(mapping, dict):
-                raise UserError(f"{config_file} must hold a JSON object of settings")
+            mapping = read_settings_file(config_file)
             # A run dir's config.json nests the results settings under "train".
             if "train" in mapping and isinstance(mapping["train"], dict):
                 mapping = mapping["train"]
@@ -327,7 +431,7 @@ def build_config(
 
     for section, vals in values.items():
         for name, value in list(vals.items()):
-            vals[name] = _coerce(section, name, value, problems)
+            vals[name] = _coerce(_SECTIONS[section], f"{section}.{name}", name, value, problems)
     cfg = TrainConfig(
         model=ModelConfig(**values["model"]),
         data=DataConfig(**values["data"]),
@@ -392,6 +496,10 @@ def validate(cfg: TrainConfig, vocab_size: int | None = None) -> list[str]:
         p.append(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {o.schedule!r}")
     if not 0.0 <= o.min_lr_ratio <= 1.0:
         p.append(f"optim.min_lr_ratio must be in [0, 1], got {o.min_lr_ratio}")
+    if not 0.0 < o.decay_fraction <= 1.0:
+        p.append(f"optim.decay_fraction must be in (0, 1], got {o.decay_fraction}")
+    if o.decay_shape not in DECAY_SHAPES:
+        p.append(f"optim.decay_shape must be one of {', '.join(DECAY_SHAPES)}, got {o.decay_shape!r}")
     if o.micro_batch < 1:
         p.append(f"optim.micro_batch must be >= 1, got {o.micro_batch}")
     if o.grad_accum < 1:
@@ -445,3 +553,276 @@ def from_dict(obj: Mapping[str, Any]) -> TrainConfig:
 def shape_of(cfg: TrainConfig) -> dict[str, Any]:
     """The settings a checkpoint's weights depend on (resume refuses a change)."""
     return dict(to_dict(cfg.model), nsp=cfg.data.nsp)
+
+
+# ------------------------------------------------------------ run config
+@dataclass(frozen=True)
+class EvalSetInfo:
+    """What a run's fixed held-out set turned out to be (``config.json``'s ``eval_set``)."""
+
+    masked_tokens: int | None = None
+    sequences: int | None = None
+    fingerprint: str | None = None
+    """sha256 of the set's inputs and labels: equal fingerprints, same masked tokens."""
+    constant_guess_accuracy: float | None = None
+    """Accuracy of always predicting the set's most frequent token."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A run directory's ``config.json`` (format ``bertcurve.run-config/1``), typed."""
+
+    train: TrainConfig
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
+    preset: str | None = None
+    """The preset named on the command line (an alias stays as given), or None."""
+    data_dir: str | None = None
+    tokenizer_sha256: str | None = None
+    vocab_size: int | None = None
+    parameters: int | None = None
+    architecture: str | None = None
+    eval_set: EvalSetInfo = field(default_factory=EvalSetInfo)
+    world_size: int = 1
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Keys this version does not know (written by a newer bertcurve), kept as read."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object ``config.json`` holds."""
+        out: dict[str, Any] = {"format": layout.RUN_CONFIG_FORMAT, "train": to_dict(self.train),
+                               "speed": to_dict(self.speed)}
+        for f in fields(self):
+            if f.name not in ("train", "speed", "extra"):
+                value = getattr(self, f.name)
+                out[f.name] = to_dict(value) if dataclasses.is_dataclass(value) else value
+        out.update(self.extra)
+        return out
+
+
+class NotARunConfig(UserError):
+    """A ``config.json`` that bertcurve did not write (a Hugging Face model's, say)."""
+
+
+_RUN_SCALARS = {"preset": str, "data_dir": str, "tokenizer_sha256": str, "vocab_size": int,
+                "parameters": int, "architecture": str, "world_size": int}
+
+
+def parse_run_config(obj: Any, source: str | Path = layout.RUN_CONFIG) -> RunConfig:
+    """A :class:`RunConfig` from the JSON object of a ``config.json`` (read from ``source``).
+
+    A foreign file (no ``"format": "bertcurve.run-config/1"``) or a damaged
+    one (wrong types, invalid settings) is a one-line :class:`UserError`.
+    """
+    if not isinstance(obj, dict) or obj.get("format") != layout.RUN_CONFIG_FORMAT:
+        raise NotARunConfig(f"{source} is not a bertcurve run config (no \"format\": "
+                        f"\"{layout.RUN_CONFIG_FORMAT}\"); give the --out folder of `bertcurve train`")
+    problems: list[str] = []
+    train = obj.get("train")
+    if not isinstance(train, dict):
+        raise UserError(f"{source} is damaged: its \"train\" settings are missing")
+    try:
+        train_cfg = from_dict(train)
+    except UserError as exc:
+        raise UserError(f"{source} is damaged: {exc}") from None
+    speed_values = obj.get("speed") or {}
+    speed_kwargs: dict[str, Any] = {}
+    if isinstance(speed_values, dict):
+        for key, value in speed_values.items():
+            if key in _field_types(SpeedConfig) and value is not None:
+                speed_kwargs[key] = _coerce(SpeedConfig, f"speed.{key}", key, value, problems)
+    else:
+        problems.append(f"speed must be a mapping, got {_SHORT.repr(speed_values)}")
+    scalars: dict[str, Any] = {}
+    for key, typ in _RUN_SCALARS.items():
+        value = obj.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, typ):
+            problems.append(f"{key} must be {'an integer' if typ is int else 'a string'}, "
+                            f"got {_SHORT.repr(value)}")
+            continue
+        scalars[key] = value
+    eval_kwargs: dict[str, Any] = {}
+    eval_values = obj.get("eval_set") or {}
+    if isinstance(eval_values, dict):
+        for f in fields(EvalSetInfo):
+            value = eval_values.get(f.name)
+            ok = (isinstance(value, str) if f.name == "fingerprint" else
+                  isinstance(value, (int, float)) and not isinstance(value, bool))
+            if value is not None and not ok:
+                problems.append(f"eval_set.{f.name} has the wrong type: {_SHORT.repr(value)}")
+            elif value is not None:
+                eval_kwargs[f.name] = value
+    else:
+        problems.append(f"eval_set must be a mapping, got {_SHORT.repr(eval_values)}")
+    if problems:
+        raise UserError(f"{source} is damaged: " + "; ".join(problems))
+    known = {"format", "train", "speed", "eval_set", *_RUN_SCALARS}
+    return RunConfig(train=train_cfg, speed=SpeedConfig(**speed_kwargs),
+                     eval_set=EvalSetInfo(**eval_kwargs),
+                     extra={k: v for k, v in obj.items() if k not in known}, **scalars)
+
+
+def load_run_config(run_dir: str | Path, *, missing_ok: bool = False) -> RunConfig | None:
+    """The typed ``config.json`` of the run directory ``run_dir``.
+
+    A missing file is a :class:`UserError` (``None`` with ``missing_ok``); a
+    corrupt or foreign one always is. Every stage reads saved run settings
+    through this function.
+    """
+    path = Path(run_dir) / layout.RUN_CONFIG
+    if not path.is_file():
+        if missing_ok:
+            return None
+        raise UserError(f"{run_dir} has no {layout.RUN_CONFIG}, so it is not a run directory; give "
+                        "the --out folder of `bertcurve train`")
+    return parse_run_config(read_settings_file(path, "run config"), path)
+
+
+def run_config_in(meta: Mapping[str, Any], notes: list[str] | None = None) -> RunConfig | None:
+    """The typed run config a log reader attached to a log (``meta["config"]``), if any.
+
+    Used where the config is only context (analysis of a log): a foreign or
+    damaged one is added to ``notes`` and ignored instead of stopping the stage.
+    """
+    obj = meta.get("config") if isinstance(meta, Mapping) else None
+    if obj is None:
+        return None
+    try:
+        return parse_run_config(obj)
+    except UserError as exc:
+        if notes is not None:
+            notes.append(f"run settings ignored: {exc}")
+        return None
+
+
+# ------------------------------------------------------------ CLI flags
+@dataclass(frozen=True)
+class Setting:
+    """One setting as the command line sees it, made from a config dataclass field."""
+
+    key: str
+    """Dotted name (``optim.lr``, ``seed``; speed settings: ``speed.threads``)."""
+    flag: str
+    kind: type
+    """``bool``, ``int``, ``float``, ``str`` or ``tuple`` (a list of integers)."""
+    help: str
+    choices: tuple[str, ...] | None = None
+    const: Any = None
+    """For a flag that sets a fixed value (``--untied`` sets False)."""
+
+    @property
+    def section(self) -> str:
+        return self.key.split(".")[0] if "." in self.key else ""
+
+    @property
+    def dest(self) -> str:
+        return "ov_" + self.key.replace(".", "__")
+
+
+@functools.lru_cache(maxsize=None)
+def _field_docs() -> dict[tuple[str, str], str]:
+    """Attribute docstrings of this module's dataclasses: ``(class, field) -> text``."""
+    try:
+        tree = ast.parse(Path(__file__).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError):  # no source shipped: flags still work, without help text
+        return {}
+    docs: dict[tuple[str, str], str] = {}
+    for cls in tree.body:
+        if not isinstance(cls, ast.ClassDef):
+            continue
+        for node, after in zip(cls.body, cls.body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)):
+                docs[(cls.name, node.target.id)] = " ".join(after.value.value.split()).replace("``", "")
+    return docs
+
+
+def _settings_of(cls: type, prefix: str) -> list[Setting]:
+    out = []
+    defaults = cls()
+    for f in fields(cls):
+        if f.name in _SECTIONS and prefix == "":
+            continue
+        default = getattr(defaults, f.name)
+        kind = type(default) if isinstance(default, (bool, int, float, str, tuple)) else str
+        out.append(Setting(key=f"{prefix}{f.name}",
+                           flag=f.metadata.get("flag", "--" + f.name.replace("_", "-")),
+                           kind=kind, help=_field_docs().get((cls.__name__, f.name), ""),
+                           choices=f.metadata.get("choices"), const=f.metadata.get("const")))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def settings() -> tuple[Setting, ...]:
+    """Every setting of :class:`TrainConfig` and :class:`SpeedConfig`, in field order."""
+    out: list[Setting] = []
+    for section, cls in _SECTIONS.items():
+        out += _settings_of(cls, f"{section}.")
+    out += _settings_of(TrainConfig, "")
+    out += _settings_of(SpeedConfig, "speed.")
+    flags = [s.flag for s in out]
+    duplicated = sorted({f for f in flags if flags.count(f) > 1})
+    if duplicated:  # a programming error: two fields would share one flag
+        raise RuntimeError(f"config fields share the flags {duplicated}; give one a metadata flag")
+    return tuple(out)
+
+
+def _help_text(s: Setting) -> str:
+    text = s.help.replace("%", "%%")  # argparse formats help with %
+    if s.kind is tuple:
+        text += " Comma-separated on the command line."
+    return f"{text} [{s.key}]"
+
+
+_METAVARS = {int: "N", float: "X", str: "NAME", tuple: "STEPS"}
+_GROUP_TITLES = {
+    "model": "model settings (change results; override the preset)",
+    "data": "data settings (change results)",
+    "optim": "optimisation settings (change results)",
+    "eval": "evaluation, logging and checkpoint settings (change results)",
+    "": "seed (changes results)",
+    "speed": "settings that change speed only",
+}
+
+
+def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting (:func:`settings`), grouped by section; every default is None."""
+    groups: dict[str, Any] = {}
+    for s in settings():
+        if s.section not in groups:
+            groups[s.section] = parser.add_argument_group(_GROUP_TITLES.get(s.section, s.section))
+        kwargs: dict[str, Any] = {"dest": s.dest, "default": None, "help": _help_text(s)}
+        if s.kind is bool and s.const is not None:
+            kwargs.update(action="store_const", const=s.const)
+        elif s.kind is bool:
+            kwargs.update(action=argparse.BooleanOptionalAction)
+        elif s.choices:
+            kwargs.update(choices=list(s.choices))
+        else:
+            kwargs.update(type=str if s.kind is tuple else s.kind, metavar=_METAVARS[s.kind])
+        groups[s.section].add_argument(s.flag, **kwargs)
+
+
+def _int_list(flag: str, text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise UserError(f"{flag} must be comma-separated step numbers, got {text!r}") from None
+
+
+def settings_from_args(args: argparse.Namespace) -> tuple[dict[str, Any], SpeedConfig]:
+    """The results overrides (dotted names) and the speed settings given on the command line."""
+    overrides: dict[str, Any] = {}
+    speed: dict[str, Any] = {}
+    for s in settings():
+        value = getattr(args, s.dest, None)
+        if value is None:
+            continue
+        if s.kind is tuple:
+            value = _int_list(s.flag, value)
+        if s.section == "speed":
+            speed[s.key.split(".", 1)[1]] = value
+        else:
+            overrides[s.key] = value
+    return overrides, SpeedConfig(**speed)

@@ -15,8 +15,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from bertcurve.errors import UserError
+from bertcurve.curves import policy
 from bertcurve.curves.logs import Series, TrainingLog
+from bertcurve.errors import UserError
 
 LANGS = ("zh", "en", "both")
 
@@ -126,8 +127,7 @@ def short_metric_label(name: str, lang: str) -> str:
     return metric_label(name, lang)
 
 
-def is_accuracy(name: str) -> bool:
-    return "accuracy" in name or name.endswith("_acc")
+is_accuracy = policy.is_accuracy
 
 
 # ------------------------------------------------------------------ helpers
@@ -314,7 +314,16 @@ def training_curves(log: TrainingLog, *, lang: str = "both") -> Figure:
         # In the title, where no legend or curve can hide it.
         ax_acc.set_title(title(f"MLM accuracy — end of run {last_sm:.1%}", f"MLM 准确率——结束时 {last_sm:.1%}", lang))
     else:
-        _empty(ax_acc, label("no MLM accuracy in this log", "日志中没有 MLM 准确率", lang))
+        other = _other_metric(log)
+        if other is not None:
+            # Another tool's log (an LM loss, a log-perplexity, ...): its main metric goes here.
+            ax_acc.set_title(title(metric_label(other, lang), metric_label(other, lang), lang))
+            _plot_noisy(ax_acc, ser[other], raw_color=C_TRAIN, smooth_color=C_TRAIN_SMOOTH,
+                        name=(other, other), lang=lang)
+            ax_acc.set_ylabel(metric_label(other, lang))
+            ax_acc.legend(loc="best", fontsize=8.5)
+        else:
+            _empty(ax_acc, label("no MLM accuracy in this log", "日志中没有 MLM 准确率", lang))
 
     # (b) NSP accuracy when logged, else the held-out loss
     nsp = [n for n in ("train_nsp_accuracy", "eval_nsp_accuracy") if n in ser]
@@ -339,9 +348,9 @@ def training_curves(log: TrainingLog, *, lang: str = "both") -> Figure:
                 loc="upper left", warn=True, color="#8B1A1A")
     elif "eval_loss" in ser:
         s = ser["eval_loss"]
-        ppl = float(np.exp(min(s.values[-1], 50)))
-        ax_b.set_title(title(f"Held-out loss — last {s.values[-1]:.3f} (perplexity {ppl:,.0f})",
-                             f"验证集损失——最终 {s.values[-1]:.3f}（困惑度 {ppl:,.0f}）", lang))
+        ppl = _perplexity_text(s.values[-1])
+        ax_b.set_title(title(f"Held-out loss — last {s.values[-1]:.3f} (perplexity {ppl})",
+                             f"验证集损失——最终 {s.values[-1]:.3f}（困惑度 {ppl}）", lang))
         ax_b.plot(s.steps, s.values, color=C_EVAL, marker="o", ms=3.2, lw=1.6, label=metric_label("eval_loss", lang))
         ax_b.set_ylabel(label("Loss (nats)", "损失（奈特）", lang))
         ax_b.legend(loc="best")
@@ -391,9 +400,25 @@ def training_curves(log: TrainingLog, *, lang: str = "both") -> Figure:
         _empty(ax_lr, label("no learning rate in this log", "日志中没有学习率", lang))
 
     for ax in axes.flat:
-        _steps_axis(ax, max_step, lang)
+        if ax.lines or ax.collections:   # an empty panel keeps no ticks (no "0.0002k")
+            _steps_axis(ax, max_step, lang)
     _suptitle(fig, "Training curves", "训练曲线", lang, log.name)
     return fig
+
+
+def _perplexity_text(loss: float) -> str:
+    """exp(loss) with three significant digits (a loss of 0.136 is perplexity 1.15, not "1")."""
+    ppl = float(np.exp(min(loss, 50)))
+    return f"{ppl:,.0f}" if ppl >= 1000 else f"{ppl:.3g}"
+
+
+def _other_metric(log: TrainingLog) -> str | None:
+    """The log's main metric when it is neither an MLM accuracy nor the loss the loss panel draws."""
+    try:
+        name = log.default_metric()
+    except UserError:
+        return None
+    return None if name in ("train_loss", "eval_loss", "train_mlm_accuracy", "eval_mlm_accuracy") else name
 
 
 # ------------------------------------------------------------------ figure 3: loss analysis
@@ -619,7 +644,8 @@ def comparison(logs: Sequence[TrainingLog], *, lang: str = "both", metric: str |
 
 
 # ------------------------------------------------------------------ figure 2: correlation analysis
-def correlation_analysis(log: TrainingLog, *, lang: str = "both", metric: str | None = None, fit: Any = None) -> Figure:
+def correlation_analysis(log: TrainingLog, *, lang: str = "both", metric: str | None = None, fit: Any = None,
+                         level: float = policy.DEFAULT_LEVEL) -> Figure:
     """Scatter of the metric over steps with the seed's linear fit and the best
     learning-curve fit (``fit``); residuals of both; and the residual
     autocorrelation that makes the naive p-value of Pearson r far too confident."""
@@ -632,8 +658,8 @@ def correlation_analysis(log: TrainingLog, *, lang: str = "both", metric: str | 
     s = log.metric(metric, min_points=4, allow_constant=False)
     x = s.steps.astype(float)
     y = s.values
-    r = stats.pearson(x, y)
-    trend = stats.linear_trend(x, y)
+    r = stats.pearson(x, y, level)
+    trend = stats.linear_trend(x, y, level)
     linear = trend.intercept + trend.slope * x
     resid_lin = y - linear
     diag = stats.residual_diagnostics(resid_lin)
@@ -697,18 +723,19 @@ def correlation_analysis(log: TrainingLog, *, lang: str = "both", metric: str | 
     # The statistics go where an autocorrelation plot of a learning curve is empty: below zero.
     n_eff = diag.effective_sample_size
     p_eff = stats.correlation_pvalue(r.statistic, n_eff)
-    lo, hi = stats.fisher_interval(r.statistic, n_eff)
+    lo, hi = stats.fisher_interval(r.statistic, n_eff, level)
+    pct = f"{level:.0%}"
     _note(ax_acf, block(
         f"Pearson r = {r.statistic:.4f} (naive p = {r.pvalue:.2g})\n"
-        f"naive 95% CI [{r.ci_low:.2f}, {r.ci_high:.2f}]\n"
+        f"naive {pct} CI [{r.ci_low:.2f}, {r.ci_high:.2f}]\n"
         f"Durbin–Watson {diag.durbin_watson:.2f}, lag-1 {diag.lag1_autocorrelation:.2f}\n"
         f"effective n ≈ {n_eff:.0f} of {diag.n}\n"
-        f"→ 95% CI [{lo:.2f}, {hi:.2f}], p = {p_eff:.2g}",
+        f"→ {pct} CI [{lo:.2f}, {hi:.2f}], p = {p_eff:.2g}",
         f"Pearson r = {r.statistic:.4f}（朴素 p = {r.pvalue:.2g}）\n"
-        f"朴素 95% 置信区间 [{r.ci_low:.2f}, {r.ci_high:.2f}]\n"
+        f"朴素 {pct} 置信区间 [{r.ci_low:.2f}, {r.ci_high:.2f}]\n"
         f"Durbin–Watson {diag.durbin_watson:.2f}，一阶自相关 {diag.lag1_autocorrelation:.2f}\n"
         f"有效样本量 ≈ {n_eff:.0f} / {diag.n}\n"
-        f"→ 95% 置信区间 [{lo:.2f}, {hi:.2f}]，p = {p_eff:.2g}", lang), loc="lower left")
+        f"→ {pct} 置信区间 [{lo:.2f}, {hi:.2f}]，p = {p_eff:.2g}", lang), loc="lower left")
     ax_acf.set_xlabel(label("Lag (logged points)", "滞后（记录点数）", lang))
     ax_acf.set_ylabel(label("Autocorrelation", "自相关系数", lang))
     ax_acf.set_ylim(-1, 1)
@@ -732,12 +759,8 @@ _MODEL_WORDS = {
 
 
 def direction_of(metric: str, series: Series) -> int:
-    """+1 for a metric that grows with training (accuracy), -1 for one that falls (loss)."""
-    if "loss" in metric or "perplexity" in metric:
-        return -1
-    if is_accuracy(metric):
-        return 1
-    return 1 if series.values[-max(1, len(series) // 10):].mean() >= series.values[: max(1, len(series) // 10)].mean() else -1
+    """+1 for a metric that grows with training, -1 for one that falls (:func:`policy.direction_of`)."""
+    return policy.direction_of(metric, series.steps, series.values)
 
 
 def fit_label(fit: Any, lang: str) -> str:
@@ -747,79 +770,75 @@ def fit_label(fit: Any, lang: str) -> str:
                  f"{zh}拟合（R² = {fit.r_squared:.3f}）", lang)
 
 
-def fit_asymptote(fit: Any) -> float | None:
-    """The level a saturating fit tends to (its ``a`` or ``L``), or None for unbounded models."""
-    names = list(fit.param_names)
-    if fit.model in ("power_law", "exp_saturation") and "a" in names:
-        return float(fit.params[names.index("a")])
-    if fit.model == "logistic_log" and "L" in names:
-        return float(fit.params[names.index("L")])
-    return None
+def forecast_label(fc: Any, lang: str) -> str:
+    """Legend text of a combined forecast: its families and their weights."""
+    parts = [(m, w) for m, w in fc.weights.items() if w >= 0.005]
+    en = ", ".join(f"{_MODEL_WORDS.get(m, (m, m))[0]} {w:.0%}" for m, w in parts)
+    zh = "，".join(f"{_MODEL_WORDS.get(m, (m, m))[1]} {w:.0%}" for m, w in parts)
+    return label(f"forecast ({en})", f"预测（{zh}）", lang)
+
+
+fit_asymptote = policy.asymptote
+default_target = policy.default_target
 
 
 @dataclass
 class LogFits:
-    """The learning-curve fits the figures draw, computed once per log with :mod:`bertcurve.curves.fits`."""
+    """The fits and forecast the figures draw: those of the analysis (analysis.json, or computed
+    here exactly as ``bertcurve analyze`` does, by :func:`policy.fit_and_choose`)."""
 
     metric: str
     direction: int
     fits: dict[str, Any]          # model name -> curves.FitResult
-    best: Any                     # the model chosen by out-of-sample backtest, or None
-    reason: str                   # why it was chosen (or why none was)
-    loss: Any = None              # power law L∞ + A·t^(−α) of the loss, or None
+    best: Any                     # the family with the largest weight in the forecast, or None
+    reason: str                   # how the forecast was made (or why there is none)
+    loss: Any = None              # the main fit of the loss's forecast, or None
+    forecaster: Any = None        # curves.forecast.CurveForecast of the metric
+    level: float = policy.DEFAULT_LEVEL
 
     @property
     def forecast(self) -> Any:
-        return self.best
+        return self.forecaster
 
     @classmethod
     def compute(cls, log: TrainingLog, metric: str | None = None, *, with_loss: bool = True,
-                analysis: dict | None = None) -> "LogFits":
-        """Fit every model to ``metric`` and pick one by backtest; also the loss (``with_loss``).
+                analysis: dict | None = None, level: float | None = None,
+                direction: str | None = None) -> "LogFits":
+        """The forecast of ``metric`` (and of the loss, ``with_loss``).
 
         ``analysis``: an analysis.json of this log; when it is about the same metric its fits and
-        chosen model are used as they are (the figures then match the report, and nothing is refitted).
+        forecast are used as they are (figures then match the report, and nothing is refitted).
+        ``level``: the confidence level (default: the analysis's, else policy.DEFAULT_LEVEL).
+        ``direction``: "up"/"down" when the metric's name does not say.
         """
-        from bertcurve.curves import fits as curves
+        from bertcurve.curves.forecast import CurveForecast
 
         metric = metric or log.default_metric()
         s = log.metric(metric)
-        direction = direction_of(metric, s)
-        limits = curves.limits_for(metric)
         saved = analysis if isinstance(analysis, dict) and (analysis.get("metric") or {}).get("name") == metric \
-            and analysis.get("fits") else None
+            and analysis.get("fits") and analysis.get("forecaster") else None
+        if level is None:
+            level = float((saved or {}).get("metric", {}).get("level") or policy.DEFAULT_LEVEL)
+        policy.check_level(level)
         if saved is not None:
-            fits = {f["model"]: curves.FitResult.from_dict(f) for f in saved["fits"]}
-            chosen = (saved.get("chosen_model") or {}).get("model")
-            best = fits.get(chosen) if chosen else None
-            reason = (saved.get("chosen_model") or {}).get("reason", "")
+            fc = CurveForecast.from_dict(saved["forecaster"], saved["fits"],
+                                         ranking=(saved.get("backtests") or {}).get("ranking", []))
         else:
-            fits = curves.fit_all(s.steps, s.values, direction=direction, limits=limits)
-            choice = curves.choose_model(curves.backtest(s.steps, s.values, direction=direction, limits=limits),
-                                         fits)
-            best = fits[choice.model] if choice.model else None
-            reason = choice.reason
+            sign = policy.direction_of(metric, s.steps, s.values, override=direction)
+            fc = policy.fit_and_choose(s.steps.astype(float), s.values, direction=sign,
+                                       limits=policy.limits_for(metric), level=level)
         loss_fit = None
         loss_name = "train_loss" if "train_loss" in log.series else "eval_loss" if "eval_loss" in log.series else None
-        if loss_name == metric:
-            loss_fit = best
+        if loss_name == metric or policy.direction_from_name(metric) == -1:
+            loss_fit = fc.main_fit
+        elif saved is not None and (saved.get("loss_curve") or {}).get("forecaster"):
+            lc = saved["loss_curve"]
+            loss_fit = CurveForecast.from_dict(lc["forecaster"], lc["fits"]).main_fit
         elif with_loss and loss_name and len(log.series[loss_name]) >= 8:
             ls = log.series[loss_name]
-            lim = curves.limits_for(loss_name)
-            loss_fits = curves.fit_all(ls.steps, ls.values, direction=-1, limits=lim)
-            pick = curves.choose_model(curves.backtest(ls.steps, ls.values, direction=-1, limits=lim), loss_fits)
-            loss_fit = loss_fits[pick.model] if pick.model else None
-        return cls(metric, direction, fits, best, reason, loss_fit)
-
-
-def default_target(metric: str, last: float, direction: int) -> float:
-    """A forecast target just beyond where the run ended: the next multiple of 5 points of accuracy
-    above the smoothed last value, or (other metrics) 10 % better than it."""
-    if is_accuracy(metric):
-        if direction > 0:
-            return float(min(1.0, np.floor(last * 20 + 1e-9) / 20 + 0.05))
-        return float(max(0.0, np.ceil(last * 20 - 1e-9) / 20 - 0.05))
-    return float(last * (0.9 if direction < 0 else 1.1)) if last else 1.0
+            loss_fit = policy.fit_and_choose(ls.steps.astype(float), ls.values, direction=-1,
+                                             limits=policy.limits_for(loss_name), level=level).main_fit
+        return cls(metric, fc.direction, fc.fits, fc.main_fit, fc.reason, loss_fit, fc, level)
 
 
 # ------------------------------------------------------------------ figure 5: forecast
@@ -833,28 +852,32 @@ def _steps_per_hour(log: TrainingLog) -> float | None:
 
 
 def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None, fit: Any = None,
-             target: float | None = None, level: float = 0.95) -> Figure:
-    """Observed curve, fitted curve and its extrapolation, the prediction band, the target line
-    and the step (with its plausible range) at which the fit reaches the target; beside it, the
-    backtest that justifies trusting the model: fitted on the first half, predicting the second."""
+             target: float | None = None, level: float | None = None) -> Figure:
+    """Observed curve, the forecast (the analysis's combination of curve families) and its
+    calibrated interval, the target line and the step (with its plausible range) at which the
+    forecast reaches it; beside it, a backtest: the leading family fitted on the first half only.
+
+    ``fit``: the :class:`~bertcurve.curves.forecast.CurveForecast` to draw (default: computed as
+    ``bertcurve analyze`` does). ``level``: the interval's confidence level (default: the
+    forecast's own)."""
     from bertcurve.curves import fits as curves
 
     lang = check_lang(lang)
     metric = metric or log.default_metric()
     s = log.metric(metric, min_points=6, allow_constant=False)
-    direction = direction_of(metric, s)
-    limits = curves.limits_for(metric)
     if fit is None:
-        fits = LogFits.compute(log, metric)
-        fit = fits.best
+        fit = LogFits.compute(log, metric, with_loss=False, level=level).forecaster
+    level = policy.check_level(fit.level if level is None else level)
     if fit is None or not fit.converged:
         raise UserError(f"no learning-curve model could be fitted to {metric} of {log.name}; "
                         "a forecast needs a longer or less noisy log")
+    direction = fit.direction
+    limits = fit.limits
     x = s.steps.astype(float)
     if target is None:
-        target = default_target(metric, tail_mean(s.values), direction)
-    reach = fit.steps_to_reach(target, horizon_factor=100.0)
-    early, late = fit.steps_to_reach_band(target, level, horizon_factor=100.0)
+        target = policy.default_target(metric, tail_mean(s.values), direction)
+    reach = fit.steps_to_reach(target, horizon_factor=policy.HORIZON_FACTOR)
+    early, late = fit.steps_to_reach_band(target, level, horizon_factor=policy.HORIZON_FACTOR)
     last = float(x[-1])
     horizon = 3.0 * last
     if reach is not None and reach > last:
@@ -862,25 +885,22 @@ def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None,
 
     fig, axes = new_figure(17, 6.2, 1, 2, width_ratios=[1.7, 1])
     ax, ax_bt = axes[0]
-    ax.set_title(title("Forecast with a saturating learning curve", "基于饱和学习曲线的预测", lang))
+    ax.set_title(title("Forecast from the learning curve", "基于学习曲线的预测", lang))
     ax.scatter(*thin(x, s.values), s=8 if len(x) > 300 else 18, color=C_TRAIN, alpha=0.5, lw=0,
                label=label("observed", "观测值", lang))
     grid = np.linspace(max(x[0], 1.0), horizon, 600)
-    band = fit.prediction_interval(grid, level)
-    conf = fit.confidence_interval(grid, level)
-    ax.fill_between(grid, band.low, band.high, color=C_FIT, alpha=0.12, lw=0,
-                    label=label(f"{level:.0%} prediction interval (a new logged value)",
-                                f"{level:.0%} 预测区间（新记录值）", lang))
-    ax.fill_between(grid, conf.low, conf.high, color=C_FIT, alpha=0.28, lw=0,
-                    label=label(f"{level:.0%} interval of the curve itself", f"{level:.0%} 曲线置信区间", lang))
+    band = fit.interval(grid, level)
+    ax.fill_between(grid, band.low, band.high, color=C_FIT, alpha=0.18, lw=0,
+                    label=label(f"{level:.0%} forecast interval (calibrated on backtests)",
+                                f"{level:.0%} 预测区间（按回测误差校准）", lang))
     inside = grid <= last
     pred = fit.predict(grid)
-    ax.plot(grid[inside], pred[inside], color=C_FIT, lw=2.4, label=fit_label(fit, lang))
+    ax.plot(grid[inside], pred[inside], color=C_FIT, lw=2.4, label=forecast_label(fit, lang))
     ax.plot(grid[~inside], pred[~inside], color=C_FIT, lw=2.4, ls="--",
             label=label("extrapolation", "外推", lang))
-    # The seed extrapolated a straight line; show it faintly for contrast.
-    lin = curves.fit_curve("linear", s.steps, s.values, direction=direction, limits=limits)
-    if lin.converged and fit.model != "linear":
+    # The seed extrapolated a straight line; show the analysis's linear fit faintly for contrast.
+    lin = fit.fits.get("linear")
+    if lin is not None and lin.converged and fit.model != "linear":
         ax.plot(grid, lin.predict(grid), color=C_LINEAR, lw=1.2, ls=":", alpha=0.9,
                 label=label("linear extrapolation (the seed's method)", "线性外推（原项目的方法）", lang))
     ax.axvline(last, color=C_GREY, lw=1, ls="-.")
@@ -889,7 +909,8 @@ def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None,
     fmt = (lambda v: f"{v:.1%}") if is_accuracy(metric) else (lambda v: f"{v:.3g}")
     ax.axhline(target, color="#000000", lw=1.2, ls="--",
                label=label(f"target {fmt(target)}", f"目标 {fmt(target)}", lang))
-    asym = fit_asymptote(fit)
+    asym, asym_at_bound = policy.forecast_asymptote(fit)
+    word_en, word_zh = policy.asymptote_word(direction)
     per_hour = _steps_per_hour(log)
     if reach is not None:
         if early is not None and late is not None:
@@ -909,16 +930,18 @@ def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None,
         _note(ax, text, loc="center right")
     else:
         why_en = why_zh = ""
-        if asym is not None:
-            why_en = f": the fitted ceiling is {fmt(asym)}"
-            why_zh = f"：拟合上限为 {fmt(asym)}"
-        _note(ax, block(f"{fmt(target)} is not reached within 100× the logged steps{why_en}",
-                        f"在 100 倍已记录步数内达不到 {fmt(target)}{why_zh}", lang), loc="center right", warn=True,
+        if asym is not None and not asym_at_bound:
+            why_en = f": the fitted {word_en} is {fmt(asym)}"
+            why_zh = f"：拟合{word_zh}为 {fmt(asym)}"
+        h = f"{policy.HORIZON_FACTOR:g}"
+        _note(ax, block(f"{fmt(target)} is not reached within {h}× the logged steps{why_en}",
+                        f"在 {h} 倍已记录步数内达不到 {fmt(target)}{why_zh}", lang), loc="center right", warn=True,
               color="#8B1A1A")
-    if asym is not None and np.isfinite(asym):
+    # A level pinned at its bound (e.g. a loss floor at 0) is not an estimate; do not draw it as one.
+    if asym is not None and np.isfinite(asym) and not asym_at_bound:
         ax.axhline(asym, color=C_FIT, lw=1, ls=":")
-        ax.text(0.01, asym, label(f"ceiling {fmt(asym)}", f"上限 {fmt(asym)}", lang), color=C_FIT, fontsize=9,
-                transform=ax.get_yaxis_transform(), va="bottom")
+        ax.text(0.01, asym, label(f"{word_en} {fmt(asym)}", f"{word_zh} {fmt(asym)}", lang), color=C_FIT,
+                fontsize=9, transform=ax.get_yaxis_transform(), va="bottom")
     lo_y = min(float(np.nanmin(s.values)), target)
     hi_y = max(float(np.nanmax(s.values)), target)
     pad = 0.12 * (hi_y - lo_y or 1.0)
@@ -940,6 +963,7 @@ def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None,
     ax_bt.scatter(*thin(x[~train], s.values[~train]), s=8, color=C_GREY, alpha=0.35, lw=0,
                   label=label("held back (to predict)", "留出（待预测）", lang))
     grid_bt = np.linspace(max(x[0], 1.0), x[-1], 300)
+    limits = fit.limits
     for model, color, style in ((fit.model, C_FIT, "-"), ("linear", C_LINEAR, ":")):
         if model == "linear" and fit.model == "linear":
             continue
@@ -954,6 +978,8 @@ def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None,
         ax_bt.plot(grid_bt, half.predict(grid_bt), color=color, lw=2, ls=style,
                    label=label(f"{en}: RMSE on held-back part {fmt(rmse)}", f"{zh}：留出部分 RMSE {fmt(rmse)}", lang))
     ax_bt.axvline(cutoff, color=C_GREY, lw=1, ls="-.")
+    # A curve fitted on half the points can shoot off before the first logged step: keep the data in view.
+    ax_bt.set_ylim(*ax.get_ylim())
     ax_bt.set_ylabel(metric_label(metric, lang))
     if is_accuracy(metric):
         _percent(ax_bt)

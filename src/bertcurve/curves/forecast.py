@@ -1,0 +1,363 @@
+"""The forecast of a learning curve: a combination of curve families weighted by how well each
+predicted held-out steps, with intervals calibrated on those same out-of-sample errors.
+
+How it works (docs/analysis.md has the reasoning):
+
+1. Every family (:func:`bertcurve.curves.fits.models_for`) is fitted on all points, and on the
+   points up to each backtest cut-off (rolling origin), predicting the rest.
+2. Each family's out-of-sample score is the root mean square, over the cut-offs where it
+   converged, of its error on the mean of the last quarter of the held-out points, divided by
+   how far ahead that is (``ln(step / cut-off)``): error per unit of log-horizon, so short and
+   long backtests are on one scale. A cut-off where a family fails is listed with the reason (in
+   the table and the JSON); the family is scored on the others.
+3. The forecast combines the three best-scored families that converged on all points, weighted
+   by the inverse of their scores. With no usable backtest (a very short log) the weights fall
+   back to Akaike weights of the full fits, and the reason says so.
+4. The interval: the same combination, rebuilt from each cut-off's fits, is scored on bins of the
+   held-out points as |error| / ln(step / cut-off) (a normalised conformal score); the
+   ``level`` quantile of those scores times ``ln(step / last step)`` gives the out-of-sample
+   half-width at a forecast step, added in quadrature to the fit's own delta-method half-width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from bertcurve.curves.stats import DEFAULT_LEVEL
+
+from bertcurve.curves.fits import (
+    STEP_UNIT, Backtest, Band, FitResult, Limits, _first_crossing, fit_all, fit_curve, models_for,
+)
+
+#: Held-out points of a cut-off are scored in this many equal-count bins (bin means average noise).
+CALIBRATION_BINS = 4
+#: The end of a cut-off's held-out part that scores a family (a forecast is about the end).
+END_SHARE = 0.25
+#: How many of the best-scored families the forecast combines. Chosen on bench/forecast.py
+#: together with the inverse-score weights: combining the best three was more robust than the
+#: single best (which a short backtest often picks by luck) and than all families.
+COMBINED = 3
+#: Backtests use at most this many evenly spaced points (they judge the curve's shape; a
+#: 100,000-point log would otherwise be refitted 35 times on every point).
+BACKTEST_MAX_POINTS = 5000
+
+
+@dataclass(frozen=True)
+class CurveForecast:
+    """Fitted families, their backtests, the weights that combine them and the calibration."""
+
+    direction: int
+    limits: Limits
+    level: float
+    fits: dict[str, FitResult]
+    backtests: list[Backtest]
+    weights: dict[str, float]                 # family -> weight (sum 1); converged full fits only
+    ranking: list[dict]                       # per family: score, weight, failures, best first
+    rule: str                                 # "backtest-weighted" | "akaike-weighted" | "none"
+    reason: str
+    calibration: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    first_step: float = math.nan
+    last_step: float = math.nan
+
+    # -- what it says -----------------------------------------------------------------
+    @property
+    def model(self) -> str | None:
+        """The family with the largest weight (the one the text names), or None."""
+        return max(self.weights, key=self.weights.get) if self.weights else None
+
+    @property
+    def converged(self) -> bool:
+        return bool(self.weights)
+
+    @property
+    def main_fit(self) -> FitResult | None:
+        return self.fits.get(self.model) if self.model else None
+
+    def _raw_kilo(self, t: np.ndarray) -> np.ndarray:
+        out = np.zeros_like(t, dtype=np.float64)
+        for m, w in self.weights.items():
+            out = out + w * self.fits[m].predict(t * STEP_UNIT)
+        return out
+
+    def predict(self, steps: Sequence[float] | np.ndarray) -> np.ndarray:
+        """The combined forecast at ``steps`` (NaN when nothing converged)."""
+        s = np.asarray(steps, dtype=np.float64).reshape(-1)
+        if not self.weights:
+            return np.full(s.shape, np.nan)
+        with np.errstate(all="ignore"):
+            return _clip(self._raw_kilo(s / STEP_UNIT), self.limits)
+
+    def half_width(self, steps: Sequence[float] | np.ndarray, level: float | None = None) -> np.ndarray:
+        """Half-width of the forecast interval: the out-of-sample part and the fits' own, in quadrature."""
+        level = self.level if level is None else level
+        s = np.asarray(steps, dtype=np.float64).reshape(-1)
+        ahead = np.log(np.maximum(s, self.last_step) / self.last_step) if self.last_step > 0 else np.zeros_like(s)
+        q = conformal_quantile(self.calibration, level)
+        own = np.zeros_like(s)
+        for m, w in self.weights.items():
+            band = self.fits[m].confidence_interval(s, level)
+            with np.errstate(invalid="ignore"):
+                half = np.nan_to_num((band.high - band.low) / 2, nan=0.0)
+            own = own + w * half
+        return np.sqrt((q * ahead) ** 2 + own ** 2)
+
+    def interval(self, steps: Sequence[float] | np.ndarray, level: float | None = None) -> Band:
+        """The forecast interval at ``steps`` for the curve's (mean) value."""
+        level = self.level if level is None else level
+        centre = self.predict(steps)
+        half = self.half_width(steps, level)
+        return Band(_clip(centre - half, self.limits), _clip(centre + half, self.limits), level)
+
+    def steps_to_reach(self, target: float, *, horizon_factor: float) -> float | None:
+        """First step at which the forecast reaches ``target``, searched up to ``horizon_factor`` x the last step."""
+        if not self.weights:
+            return None
+        return _first_crossing(self._raw_kilo, target, self.direction, self.first_step,
+                               self.last_step * horizon_factor)
+
+    def steps_to_reach_band(self, target: float, level: float | None = None, *, horizon_factor: float
+                            ) -> tuple[float | None, float | None]:
+        """Earliest and latest plausible steps: where the optimistic and pessimistic interval edges reach it."""
+        if not self.weights:
+            return None, None
+        end = self.last_step * horizon_factor
+
+        def edge(sign: int):
+            return lambda t: self._raw_kilo(t) + sign * self.direction * self.half_width(t * STEP_UNIT, level)
+
+        return (_first_crossing(edge(+1), target, self.direction, self.first_step, end),
+                _first_crossing(edge(-1), target, self.direction, self.first_step, end))
+
+    # -- (de)serialisation ---------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """The part of analysis.json that, with its ``fits``, rebuilds this forecast."""
+        return {
+            "rule": self.rule,
+            "reason": self.reason,
+            "weights": dict(self.weights),
+            "level": self.level,
+            "calibration_scores": [float(x) for x in self.calibration],
+            "first_step": self.first_step,
+            "last_step": self.last_step,
+            "direction": self.direction,
+            "lower": self.limits.lower,
+            "upper": self.limits.upper,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, fits: Sequence[dict], backtests: Sequence[dict] = (),
+                  ranking: Sequence[dict] = ()) -> "CurveForecast":
+        """Rebuild from analysis.json's ``forecaster`` block and its ``fits``."""
+        fitted = {f["model"]: FitResult.from_dict(f) for f in fits}
+        return cls(
+            direction=int(d["direction"]), limits=Limits(d.get("lower"), d.get("upper")), level=float(d["level"]),
+            fits=fitted, backtests=[Backtest(**b) for b in backtests],
+            weights={m: float(w) for m, w in (d.get("weights") or {}).items() if m in fitted},
+            ranking=list(ranking), rule=d.get("rule", ""), reason=d.get("reason", ""),
+            calibration=np.asarray(d.get("calibration_scores") or [], dtype=np.float64),
+            first_step=float(d["first_step"]), last_step=float(d["last_step"]),
+        )
+
+
+def _clip(y: np.ndarray, limits: Limits) -> np.ndarray:
+    lo = -np.inf if limits.lower is None else limits.lower
+    hi = np.inf if limits.upper is None else limits.upper
+    return np.clip(y, lo, hi)
+
+
+def conformal_quantile(scores: np.ndarray, level: float) -> float:
+    """The split-conformal quantile: the ceil((n + 1) level)-th smallest score. With too few
+    scores for that rank the largest one stands in (an interval that is honest about being thin
+    evidence, rather than an infinite one)."""
+    s = np.sort(np.asarray(scores, dtype=np.float64)[np.isfinite(scores)])
+    if s.size == 0:
+        return 0.0
+    rank = int(math.ceil((s.size + 1) * level))
+    return float(s[min(rank, s.size) - 1])
+
+
+# ------------------------------------------------------------------ building it
+def _end_error(fit: FitResult, steps: np.ndarray, values: np.ndarray, cutoff: float) -> float | None:
+    """|forecast - actual| on the mean of the last END_SHARE of held-out points, per unit log-horizon."""
+    k = max(1, int(round(END_SHARE * steps.size)))
+    s, v = steps[-k:], values[-k:]
+    ahead = math.log(float(np.mean(s)) / cutoff) if cutoff > 0 else math.nan
+    err = abs(float(np.mean(fit.predict(s))) - float(np.mean(v)))
+    if not (math.isfinite(err) and math.isfinite(ahead) and ahead > 0):
+        return None
+    return err / ahead
+
+
+def _split(steps: np.ndarray, fraction: float) -> tuple[float, np.ndarray]:
+    cutoff = float(steps[0] + fraction * (steps[-1] - steps[0]))
+    return cutoff, steps <= cutoff
+
+
+def _backtests(steps, values, *, direction, limits, fractions, families, level):
+    """Fit each family up to each cut-off; return the Backtest rows and the fits by (fraction, family)."""
+    rows: list[Backtest] = []
+    split_fits: dict[tuple[float, str], FitResult] = {}
+    for frac in fractions:
+        cutoff, train = _split(steps, frac)
+        test = ~train
+        n_train, n_test = int(train.sum()), int(test.sum())
+        for m in families:
+            fit = fit_curve(m, steps[train], values[train], direction=direction, limits=limits) \
+                if n_test else None
+            if fit is None or not fit.converged:
+                why = "no held-out point after the cut-off" if fit is None else fit.message
+                rows.append(Backtest(m, frac, cutoff, n_train, n_test, False, message=why))
+                continue
+            split_fits[(frac, m)] = fit
+            pred = fit.predict(steps[test])
+            err = pred - values[test]
+            band = fit.prediction_interval(steps[test], level)
+            tail = max(1, int(round(0.05 * n_test)))
+            inside = (values[test] >= band.low) & (values[test] <= band.high)
+            rows.append(Backtest(
+                m, frac, cutoff, n_train, n_test, True,
+                rmse=float(np.sqrt(np.mean(err ** 2))), mae=float(np.mean(np.abs(err))), bias=float(np.mean(err)),
+                end_error=float(np.mean(pred[-tail:]) - np.mean(values[test][-tail:])),
+                coverage=float(np.mean(inside)) if np.all(np.isfinite(band.low)) else None,
+            ))
+    return rows, split_fits
+
+
+def _scores(steps, values, fractions, families, split_fits) -> tuple[dict[str, float], dict[str, list]]:
+    """Out-of-sample score per family: the RMS, over the cut-offs where it converged, of its
+    normalised end error. Cut-offs where it failed are listed (and reported), not imputed: a
+    family that needs more points is not punished with another family's error."""
+    scores: dict[str, float] = {}
+    missing: dict[str, list] = {m: [] for m in families}
+    for m in families:
+        errs = []
+        for frac in fractions:
+            fit = split_fits.get((frac, m))
+            cutoff, train = _split(steps, frac)
+            e = _end_error(fit, steps[~train], values[~train], cutoff) if fit is not None and (~train).any() else None
+            if e is None:
+                missing[m].append(frac)
+            else:
+                errs.append(e)
+        if errs:
+            scores[m] = math.sqrt(float(np.mean(np.square(errs))))
+    return scores, missing
+
+
+def _calibration(steps, values, fractions, weights, split_fits, direction, limits) -> np.ndarray:
+    """Normalised conformal scores of the weighted combination on each cut-off's held-out bins."""
+    out = []
+    for frac in fractions:
+        cutoff, train = _split(steps, frac)
+        test = ~train
+        # Only cut-offs where every family of the combination converged measure *this* forecast
+        # (a cut-off where only the straight line fits would score a different forecaster).
+        if not weights or any((frac, m) not in split_fits for m in weights) or test.sum() < 1 or cutoff <= 0:
+            continue
+        ws = dict(weights)
+        total = sum(ws.values())
+        s_test, v_test = steps[test], values[test]
+        for idx in np.array_split(np.arange(s_test.size), min(CALIBRATION_BINS, s_test.size)):
+            if idx.size == 0:
+                continue
+            centre = float(np.mean(s_test[idx]))
+            pred = sum(w * float(np.mean(split_fits[(frac, m)].predict(s_test[idx]))) for m, w in ws.items()) / total
+            pred = float(_clip(np.array([pred]), limits)[0])
+            ahead = math.log(centre / cutoff)
+            if ahead > 0 and math.isfinite(pred):
+                out.append(abs(pred - float(np.mean(v_test[idx]))) / ahead)
+    return np.asarray(out, dtype=np.float64)
+
+
+def build_forecast(steps: np.ndarray, values: np.ndarray, *, direction: int, limits: Limits = Limits(),
+                   level: float = DEFAULT_LEVEL, fractions: Sequence[float] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+                   families: Sequence[str] | None = None) -> CurveForecast:
+    """Fit, backtest, weigh and calibrate (see the module docstring)."""
+    steps = np.asarray(steps, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    families = list(families or models_for(direction))
+    fits = fit_all(steps, values, direction=direction, limits=limits, models=families)
+    bt_steps, bt_values = steps, values
+    if steps.size > BACKTEST_MAX_POINTS:
+        keep = np.unique(np.linspace(0, steps.size - 1, BACKTEST_MAX_POINTS).round().astype(np.int64))
+        bt_steps, bt_values = steps[keep], values[keep]
+    rows, split_fits = _backtests(bt_steps, bt_values, direction=direction, limits=limits, fractions=fractions,
+                                  families=families, level=level)
+    scores, imputed = _scores(bt_steps, bt_values, fractions, families, split_fits)
+    usable = {m: sc for m, sc in scores.items() if fits[m].converged}
+    converged = [m for m in families if fits[m].converged]
+    if usable:
+        floor = 1e-12 + 1e-9 * max(usable.values())
+        best = sorted(usable, key=usable.get)[:COMBINED]
+        raw = {m: 1.0 / max(usable[m], floor) for m in best}
+        rule = "backtest-weighted"
+    elif converged:
+        aic = {m: fits[m].aic for m in converged}
+        best = min(aic.values())
+        raw = {m: math.exp(-(a - best) / 2) for m, a in aic.items()}
+        rule = "akaike-weighted"
+    else:
+        raw, rule = {}, "none"
+    total = sum(raw.values())
+    weights = {m: w / total for m, w in sorted(raw.items(), key=lambda kv: -kv[1])} if total > 0 else {}
+    ranking = _ranking(families, fits, rows, scores, imputed, weights)
+    reason = _reason(rule, weights, ranking, fractions)
+    calib = _calibration(bt_steps, bt_values, fractions, weights, split_fits, direction, limits)
+    pos = steps[steps > 0]
+    return CurveForecast(direction=direction, limits=limits, level=level, fits=fits, backtests=rows,
+                         weights=weights, ranking=ranking, rule=rule, reason=reason, calibration=calib,
+                         first_step=float(pos[0]) if pos.size else math.nan,
+                         last_step=float(steps[-1]))
+
+
+def _ranking(families, fits, rows, scores, imputed, weights) -> list[dict]:
+    out = []
+    for m in families:
+        mine = [b for b in rows if b.model == m]
+        ok = [b.rmse for b in mine if b.converged and b.rmse is not None]
+        out.append({
+            "model": m,
+            "weight": weights.get(m, 0.0),
+            "score": scores.get(m),
+            "mean_rmse": float(np.mean(ok)) if ok else None,
+            "splits_converged": len(ok),
+            "splits": len(mine),
+            "full_fit_converged": bool(fits[m].converged),
+            "full_fit_message": "" if fits[m].converged else fits[m].message,
+            "failed_splits": [{"fraction": b.fraction, "reason": b.message} for b in mine if not b.converged],
+            "unscored_splits": list(imputed.get(m, [])),
+        })
+    out.sort(key=lambda r: (-r["weight"], r["score"] if r["score"] is not None else math.inf))
+    return out
+
+
+def _reason(rule: str, weights: dict[str, float], ranking: list[dict], fractions) -> str:
+    if rule == "none":
+        return "no curve family converged on all points; there is no forecast"
+    used = ", ".join(f"{m} {w:.0%}" for m, w in weights.items() if w >= 0.005)
+    dropped = [r for r in ranking if not r["full_fit_converged"]]
+    tail = ""
+    if dropped:
+        tail = "; left out (no fit on all points): " + "; ".join(f"{r['model']} ({r['full_fit_message']})"
+                                                                 for r in dropped)
+    failed = [r for r in ranking if r["failed_splits"] and r["full_fit_converged"]]
+    if failed:
+        tail += "; failed on some backtest cut-offs (scored on the others): " + ", ".join(
+            f"{r['model']} ({len(r['failed_splits'])} of {r['splits']})" for r in failed)
+    unscored = [r["model"] for r in ranking if r["full_fit_converged"] and r["score"] is None]
+    if unscored:
+        tail += "; not combined, no backtest cut-off could score them: " + ", ".join(unscored)
+    outside = [r["model"] for r in ranking if r["score"] is not None and r["model"] not in weights
+               and r["full_fit_converged"]]
+    if outside:
+        tail += f"; not among the {COMBINED} best scored: " + ", ".join(outside)
+    if rule == "akaike-weighted":
+        return (f"no backtest cut-off left enough points to score the families out of sample, so they are "
+                f"combined by Akaike weights of the full fits: {used}" + tail)
+    cuts = f"{min(fractions):.0%}–{max(fractions):.0%}" if len(fractions) > 2 else \
+        ", ".join(f"{f:.0%}" for f in fractions)
+    return (f"the {COMBINED} families with the smallest out-of-sample error, weighted by its inverse (fitted up "
+            f"to {cuts} of the steps, scored on the end of the rest): {used}" + tail)

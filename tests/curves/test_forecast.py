@@ -1,0 +1,115 @@
+"""The forecast: no family dropped silently, calibrated intervals, honest trend test and asymptotes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from bertcurve.curves import fits as cv
+from bertcurve.curves import policy
+from bertcurve.curves import stats as st
+
+
+def ar1(n: int, rho: float, sd: float, rng: np.random.Generator) -> np.ndarray:
+    e = np.empty(n)
+    e[0] = rng.normal(0, sd / np.sqrt(1 - rho * rho))
+    for i in range(1, n):
+        e[i] = rho * e[i - 1] + rng.normal(0, sd)
+    return e
+
+
+def test_ar1_inflated_covariance_matches_a_monte_carlo_spread():
+    # The slope's standard error, inflated by (1 + rho) / (1 - rho), against the spread of the
+    # slope over 300 simulated runs with AR(1) noise: the textbook one is about half of it.
+    rng = np.random.default_rng(0)
+    steps = np.arange(1, 301) * 100.0
+    slopes, se_inflated, se_naive = [], [], []
+    for _ in range(300):
+        y = 0.2 + 0.01 * steps / 1000 + ar1(steps.size, 0.6, 0.01, rng)
+        fit = cv.fit_curve("linear", steps, y, direction=1)
+        slopes.append(fit.params[1])
+        se = float(np.sqrt(fit.covariance[1, 1]))
+        se_inflated.append(se)
+        se_naive.append(se / np.sqrt(fit.variance_inflation))
+    spread = float(np.std(slopes, ddof=1))
+    assert spread / np.mean(se_inflated) == pytest.approx(1.0, abs=0.3)
+    assert spread / np.mean(se_naive) > 1.6
+
+
+@pytest.mark.parametrize("r, n_eff", [(0.5, 12), (0.3, 40), (-0.8, 7)])
+def test_adjusted_pvalue_is_the_pvalue_of_n_eff_independent_points(r, n_eff):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=n_eff)
+    x = (x - x.mean()) / x.std()
+    z = rng.normal(size=n_eff)
+    z = z - z.mean() - (z @ x) / (x @ x) * x
+    z = z / z.std()
+    y = r * x + np.sqrt(1 - r * r) * z   # exactly correlation r
+    oracle = sps.pearsonr(x, y)
+    assert oracle.statistic == pytest.approx(r)
+    assert st.correlation_pvalue(r, n_eff) == pytest.approx(oracle.pvalue, rel=1e-9)
+
+
+def test_mann_kendall_matches_pymannkendall_hamed_rao():
+    mk = pytest.importorskip("pymannkendall")
+    rng = np.random.default_rng(2)
+    y = 0.3 + 0.002 * np.arange(80) + ar1(80, 0.5, 0.03, rng)
+    ours, ref = st.mann_kendall(y), mk.hamed_rao_modification_test(y)
+    assert ours.statistic_s == ref.s
+    assert ours.pvalue == pytest.approx(ref.p, rel=1e-6)
+
+
+def test_a_strongly_monotone_curved_series_has_a_trend():
+    # Accuracy 0.50 -> 0.92 along a saturating curve with autocorrelated noise: around a straight
+    # line the curvature looks like dependence; around the fitted curve it does not.
+    rng = np.random.default_rng(3)
+    steps = np.arange(1, 41) * 500.0
+    y = 0.92 - 0.42 * np.exp(-steps / 5000) + ar1(40, 0.4, 0.01, rng)
+    fc = policy.fit_and_choose(steps, y, direction=1, limits=policy.limits_for("accuracy"))
+    test = st.mann_kendall(y, y - fc.main_fit.predict(steps), residuals_from="curve")
+    assert test.pvalue < 1e-3 and test.statistic_s > 0
+
+
+def test_failed_fits_are_reported_not_dropped():
+    # 12 points of an S-shaped accuracy: the 30 % cut-off leaves too few for 3-4 parameters.
+    steps = np.arange(1, 13) * 1000.0
+    y = 0.2 + 0.6 / (1 + np.exp(-(steps / 1000 - 6)))
+    fc = policy.fit_and_choose(steps, y, direction=1, limits=policy.limits_for("accuracy"))
+    ranking = {r["model"]: r for r in fc.ranking}
+    assert set(ranking) == set(cv.models_for(1))
+    failed = [f for r in fc.ranking for f in r["failed_splits"]]
+    assert failed and all(f["reason"] for f in failed)
+    assert "failed on some backtest cut-offs" in fc.reason
+    for m, r in ranking.items():   # every family that fits all points is combined or says why not
+        if r["full_fit_converged"] and m not in fc.weights:
+            assert m in fc.reason
+
+
+@pytest.mark.parametrize("direction", [1, -1])
+def test_fitted_ceiling_or_floor_is_on_the_right_side_of_the_data(direction):
+    # A rising curve whose last nine values sit at 0.7175-0.7200: its ceiling is not below them.
+    rng = np.random.default_rng(4)
+    steps = np.arange(1, 61) * 200.0
+    base = 0.72 - 0.3 * (steps / 1000) ** -0.9
+    y = base + rng.normal(0, 0.0008, steps.size)
+    y = y if direction > 0 else 3.0 - y
+    limits = policy.limits_for("accuracy" if direction > 0 else "loss")
+    tail = float(np.mean(y[-6:]))
+    for model in ("power_law", "exp_saturation") + (("logistic_log",) if direction > 0 else ()):
+        fit = cv.fit_curve(model, steps, y, direction=direction, limits=limits)
+        level = policy.asymptote(fit)
+        assert direction * (level - tail) > -0.002, (model, level, tail)
+
+
+def test_interval_scales_with_level_and_covers_the_forecast():
+    rng = np.random.default_rng(5)
+    steps = np.arange(1, 101) * 100.0
+    y = 2.0 + 3.0 * (steps / 1000) ** -0.4 + ar1(100, 0.3, 0.02, rng)
+    fc = policy.fit_and_choose(steps, y, direction=-1, limits=policy.limits_for("loss"))
+    at = [30000.0]
+    wide, narrow = fc.interval(at, 0.95), fc.interval(at, 0.8)
+    centre = fc.predict(at)[0]
+    assert narrow.low[0] <= centre <= narrow.high[0]
+    assert wide.high[0] - wide.low[0] > narrow.high[0] - narrow.low[0] > 0
+    assert abs(sum(fc.weights.values()) - 1) < 1e-9
