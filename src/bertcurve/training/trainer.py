@@ -185,10 +185,10 @@ class Trainer:
         if self.preset is None and self.config_source is None and saved is not None:
             cfg = build_config(None, saved["train"], self.overrides)
             self.preset = saved.get("preset")   # a resume without --preset keeps the run's preset
-        if saved is not None:
-            self.saved_init_from = saved.get("init_from")
         else:
             cfg = build_config(self.preset or "demo", self.config_source, self.overrides)
+        if saved is not None:
+            self.saved_init_from = saved.get("init_from")
         problems = validate(cfg, self.vocab_size)
         if problems:
             raise UserError("; ".join(problems))
