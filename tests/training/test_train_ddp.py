@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +23,7 @@ from safetensors.torch import load_file
 from bertcurve import layout
 from bertcurve.errors import UserError
 from bertcurve.stages.train import train
+from bertcurve.training import checkpoint as ckpt
 from bertcurve.training.metrics_log import read_records, without_timing
 
 pytestmark = [pytest.mark.slow,
@@ -113,3 +116,51 @@ def test_cli_under_torchrun_matches_one_process(tiny_data_dir, tmp_path):
     train(tiny_data_dir, single, preset="tiny", quiet=True,
           overrides={"max_steps": 6, "eval_every": 3, "save_every": 6, "grad_accum": 2})
     _assert_same_training(ddp, single)
+
+
+# ------------------------------------------------------------------ one rank stopped or killed
+def _ranks_exit_codes(proc: subprocess.CompletedProcess) -> dict[int, int]:
+    """rank -> exit code, as torchrun's failure summary reports them (failed ranks only)."""
+    found = re.findall(r"rank\s*:\s*(\d+) \(local_rank.*?\n\s*exitcode\s*:\s*(-?\d+)", proc.stderr)
+    return {int(rank): int(code) for rank, code in found}
+
+
+def _killed_run(tiny_data_dir, root: Path, fault: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """The tied-ga1 case on 2 processes with ``fault`` on one rank; bounded by _torchrun's timeout."""
+    proc = _torchrun(str(WORKER), str(tiny_data_dir), str(root),
+                     json.dumps({"run": dict(STEPS, **CASES["tied-ga1"])}), fault)
+    return proc, root / "run"
+
+
+def test_sigterm_on_one_rank_stops_every_rank_at_the_same_step_and_resumes_exactly(
+        two_process_runs, tiny_data_dir, tmp_path):
+    # Rank 1 alone gets SIGTERM during step 4: both ranks finish step 4, rank 0 checkpoints it,
+    # and both exit as interrupted (130) instead of one of them waiting in a collective.
+    # (Whichever exits first makes torchrun SIGTERM the other, which may then die of it while
+    # exiting: its checkpoint is on disk by then, as the ranks wait for it before returning.)
+    proc, run = _killed_run(tiny_data_dir, tmp_path, "1:4:after-backward:SIGTERM")
+    codes = _ranks_exit_codes(proc)
+    assert proc.returncode != 0 and set(codes) == {0, 1}, _failure(proc)
+    assert 130 in codes.values() and set(codes.values()) <= {130, -signal.SIGTERM}, codes
+    assert not re.search(r"\[rank\d\]: Traceback", proc.stderr) and "another process" not in proc.stderr
+    assert ckpt.latest_good_checkpoint(run).step == 4
+    assert max(r["step"] for r in read_records(run / layout.METRICS)) == 4
+    resumed = _torchrun(str(WORKER), str(tiny_data_dir), str(tmp_path),
+                        json.dumps({"run": dict(STEPS, **CASES["tied-ga1"])}))
+    assert resumed.returncode == 0, _failure(resumed)
+    _assert_same_training(run, two_process_runs / "tied-ga1")
+
+
+def test_sigkill_of_one_rank_stops_the_other_with_one_line_and_resume_auto_completes(
+        two_process_runs, tiny_data_dir, tmp_path):
+    # Rank 1 dies (SIGKILL, as on a crash or OOM kill) in step 5: rank 0 must not hang in the
+    # gradient all-reduce; it stops with a one-line error naming the last good checkpoint.
+    proc, run = _killed_run(tiny_data_dir, tmp_path, "1:5:after-backward:SIGKILL")
+    assert proc.returncode != 0
+    assert "another process of this run stopped" in proc.stderr
+    assert "checkpoint (step-00000003) is kept" in proc.stderr
+    assert ckpt.latest_good_checkpoint(run).step == 3
+    # --resume auto on one process at the same global batch finishes the run exactly.
+    result = train(tiny_data_dir, run, quiet=True, overrides={"grad_accum": 2})
+    assert result.completed and result.resumed_from == 3
+    _assert_same_training(run, two_process_runs / "tied-ga1")

@@ -185,6 +185,9 @@ class SpeedConfig:
     prefetch: int = -1
     """Steps of micro-batches built ahead on a background thread, in pinned memory on CUDA
     (-1: 4 on CUDA, 0 on CPU, where the thread would only take a core from the math)."""
+    dist_timeout: int = 1800
+    """Seconds a process waits in a collective for the others (torchrun runs) before it stops
+    with an error; must cover rank 0's evaluation and checkpoint."""
 
 
 # ------------------------------------------------------------------ presets
@@ -533,6 +536,8 @@ def validate_speed(speed: SpeedConfig) -> list[str]:
         p.append(f"dtype must be one of {', '.join(DTYPES)}, got {speed.dtype!r}")
     if speed.threads < 0:
         p.append(f"threads must be >= 0, got {speed.threads}")
+    if speed.dist_timeout <= 0:
+        p.append(f"dist_timeout must be > 0 seconds, got {speed.dist_timeout}")
     if speed.prefetch < -1:
         p.append(f"prefetch must be >= 0 (or -1 for automatic), got {speed.prefetch}")
     return p

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import signal
 import time
@@ -38,7 +39,13 @@ from bertcurve.training import metrics_log, seeds
 from bertcurve.training import model as model_lib
 from bertcurve.training.batches import Batch, Prefetcher, SpecialIds, TrainStream, build_eval_set, make_examples
 from bertcurve.training.config import SpeedConfig, build_config, shape_of, to_dict, validate
-from bertcurve.training.distributed import Dist, autocast, reads_stall, resolve_device
+from bertcurve.training.distributed import (
+    Dist,
+    autocast,
+    is_collective_failure,
+    reads_stall,
+    resolve_device,
+)
 from bertcurve.training.hostmem import keep_freed_memory
 from bertcurve.training.schedule import lr_at
 from bertcurve.training.trackers import Trackers, open_trackers
@@ -70,6 +77,7 @@ class StepCounts:
     masked: int   # masked tokens: the MLM loss is their mean
     pairs: int    # NSP sentence pairs (0 without NSP)
     tokens: int   # real (non-padding) tokens
+    stop: bool = False  # some rank was asked to stop (Ctrl-C, SIGTERM): every rank stops here
 
 
 @dataclass
@@ -83,14 +91,22 @@ class PendingStep:
 
 
 class StopRequest:
-    """First Ctrl-C / SIGTERM: finish the step, checkpoint, stop. Second: stop now."""
+    """First Ctrl-C / SIGTERM: finish the step, checkpoint, stop. Second: stop now.
 
-    def __init__(self) -> None:
+    Under torchrun (``distributed``) a repeat does not stop at once: the
+    launcher forwards the terminal's Ctrl-C to every worker, so one key press
+    arrives twice, and the launcher itself kills workers that outlive its
+    grace period. The ranks agree on stopping at a step boundary
+    (:meth:`Trainer._count`), so they all checkpoint and stop at the same step.
+    """
+
+    def __init__(self, distributed: bool = False) -> None:
         self.requested = False
+        self.distributed = distributed
         self._old: dict[int, Any] = {}
 
     def _handler(self, signum, frame) -> None:
-        if self.requested:
+        if self.requested and not self.distributed:
             raise KeyboardInterrupt
         self.requested = True
 
@@ -146,7 +162,7 @@ class Trainer:
         self.say, self.warn = say, warn
         self.dist = dist
         self.on_eval = on_eval  # called with every evaluation record written
-        self.stop = StopRequest()
+        self.stop = StopRequest(distributed=dist.is_distributed)
         self.step = 0
         self.last_eval: dict[str, Any] | None = None
         self.interrupted = False
@@ -262,6 +278,7 @@ class Trainer:
             # Tiny matrices gain nothing from threads and lose a lot when the CPU is shared.
             torch.set_num_threads(threads)
         self.device, self.amp = resolve_device(self.speed)
+        self.dist = self.dist.connect(self.device, self.speed.dist_timeout)
         if self.device.type == "cpu" and self.amp is not None:
             self.warn("warning: bf16 on a CPU without native bf16 support is many times slower than fp32")
         self.special = SpecialIds.from_tokenizer(self.tokenizer)
@@ -306,8 +323,8 @@ class Trainer:
         rng = loaded.training_state.get("rng", {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        # Older checkpoints also hold every GPU's generator state ("cuda"): not restored, as
+        # every micro-batch reseeds; restoring it failed on a machine with fewer GPUs.
 
     def _build_data(self) -> None:
         """The training stream and the fixed held-out set."""
@@ -409,11 +426,10 @@ class Trainer:
         with self.stop:
             try:
                 while self.step < self.total_steps:
-                    self.step += 1
-                    self.train_step(self.step)
-                    if self.stop.requested:
-                        self.interrupted = True
+                    if not self.train_step(self.step + 1):
+                        self.interrupted = True  # every rank stops after the same step
                         break
+                    self.step += 1
             except KeyboardInterrupt:
                 self.progress.close()
                 self.writer.close()
@@ -424,6 +440,10 @@ class Trainer:
                     f"{self.cfg.data.seq_len}; lower --micro-batch (raise --grad-accum to keep the "
                     "effective batch) or --seq-len"
                 ) from None
+            except RuntimeError as exc:
+                if self.dist.is_distributed and is_collective_failure(exc):
+                    raise self._peer_failure(exc) from None
+                raise
             finally:
                 self._close_loop()
         if self.interrupted:
@@ -462,6 +482,7 @@ class Trainer:
             self.read_pending()  # never checkpoint weights whose loss was not checked
         if self.last_good_step != self.step:
             self.save_checkpoint(self.step)
+        self.dist.barrier()  # no rank exits (torchrun would kill the rest) before rank 0 has saved
         self.say(f"interrupted: checkpoint saved at step {self.step}/{self.total_steps}; "
                  f"continue with `bertcurve train --out {self.run_dir} --data {self.data_dir.path}`")
         return self._result(completed=False)
@@ -504,15 +525,20 @@ class Trainer:
         """This process's micro-batches of ``step`` (a pure function of the step)."""
         return [self.stream.batch(k) for k in self.dist.micro_batches(step, self.cfg.optim.grad_accum)]
 
-    def train_step(self, step: int) -> None:
+    def train_step(self, step: int) -> bool:
         """Optimizer step ``step``: gradients of its micro-batches, clipping, the AdamW update,
-        then the step's metrics line, evaluation and checkpoint when they are due."""
+        then the step's metrics line, evaluation and checkpoint when they are due.
+
+        False, having trained nothing, when a stop was asked for (on any rank).
+        """
         cfg = self.cfg
+        batches = self.prefetcher.get(step) if self.prefetcher is not None else self.make_batches(step)
+        counts = self._count(batches)
+        if counts.stop:
+            return False
         lr = self.learning_rate(step)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        batches = self.prefetcher.get(step) if self.prefetcher is not None else self.make_batches(step)
-        counts = self._count(batches)
         stats = self._accumulate_gradients(step, batches, counts)
         self._reached("after-backward", step)
         self.dist.sum_over_ranks(stats)
@@ -524,7 +550,7 @@ class Trainer:
                                         torch.cat([stats, grad_norm.detach().reshape(1).double()])))
         is_log = step % cfg.log_every == 0 or step == self.total_steps
         is_save = step % cfg.save_every == 0 or step in cfg.eval.save_at or step == self.total_steps
-        if not self.defer_reads or is_log or is_save or self.stop.requested:
+        if not self.defer_reads or is_log or is_save:
             self.last_values = self.read_pending()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
@@ -540,16 +566,20 @@ class Trainer:
         if is_save:
             self.save_checkpoint(step)
             self._reached("after-checkpoint", step)
+        return True
 
     def _count(self, batches: list[Batch]) -> StepCounts:
-        """Masked tokens, pairs and tokens of the step, over every rank."""
+        """Masked tokens, pairs and tokens of the step, and whether to stop, over every rank.
+
+        One small all-reduce in CPU memory per step: it never waits for the GPU,
+        and folding the stop flag into it makes every rank stop at the same step.
+        """
         masked = sum(b.n_masked for b in batches)
         pairs = sum(len(b.next_sentence_label) for b in batches if b.next_sentence_label is not None)
         tokens = sum(b.n_tokens for b in batches)
-        if self.dist.is_distributed:
-            counts = torch.tensor([masked, pairs, tokens], dtype=torch.long, device=self.device)
-            masked, pairs, tokens = (int(x) for x in self.dist.sum_over_ranks(counts).tolist())
-        return StepCounts(masked, pairs, tokens)
+        masked, pairs, tokens, stops = self.dist.sum_on_host(
+            [masked, pairs, tokens, int(self.stop.requested)])
+        return StepCounts(masked, pairs, tokens, stop=stops > 0)
 
     def _accumulate_gradients(self, step: int, batches: list[Batch], counts: StepCounts) -> torch.Tensor:
         """Forward and backward of each micro-batch; the step's summed numbers (float64 on the device).
@@ -599,6 +629,16 @@ class Trainer:
                     "lower --lr or set --clip")
         self.pending.clear()
         return values[-1]
+
+    def _peer_failure(self, exc: RuntimeError) -> UserError:
+        # gloo/NCCL messages start with a source location; keep the first sentence after it.
+        first = re.sub(r"^\[[^\]]*\]\s*", "", (str(exc).strip().splitlines() or [""])[0])
+        first = first.split(". ")[0][:120] or type(exc).__name__
+        return UserError(
+            f"process {self.dist.rank} of {self.dist.world_size}: another process of this run "
+            f"stopped or stopped answering near step {self.step + 1} ({first}); the last good "
+            f"checkpoint ({_ckpt_name(self.last_good_step)}) is kept: run the same torchrun "
+            "command again to resume")
 
     def _loss_failure(self, value: float, step: int, lr: float) -> UserError:
         return UserError(
@@ -682,9 +722,10 @@ class Trainer:
         """Checkpoint ``step`` atomically (rank 0) and prune old ones."""
         if not self.dist.is_main:
             return
+        # Every draw a step makes is reseeded from the micro-batch number (dropout included),
+        # so no GPU generator state is saved: a resume on another machine or number of GPUs
+        # draws the same numbers. The CPU state is kept for older readers of checkpoints.
         state = {"optimizer": self.opt.state_dict(), "rng": {"torch": torch.get_rng_state()}}
-        if self.device.type == "cuda":
-            state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
         try:
             ckpt.save_checkpoint(self.run_dir, step, self.net, state, self._checkpoint_meta(step),
                                  before_rename=lambda tmp: self._reached("checkpoint-before-rename", step))
