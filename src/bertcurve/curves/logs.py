@@ -292,6 +292,8 @@ def _load_run_metrics(path: Path, run_dir: Path | None) -> TrainingLog:
                 raise UserError(f"{path}:{number} has no 'step'; the metrics file is damaged")
             step = _number(row["step"], f"{path}:{number} step")
             split = str(row.get("split", "train"))
+            if split == "branch":  # an --extend-to branch point: a marker, not a point of a curve
+                continue
             for key, value in row.items():
                 if key in _RUN_SKIP or isinstance(value, (str, list, dict)) and not _numeric_string(value):
                     continue

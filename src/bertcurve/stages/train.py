@@ -45,6 +45,8 @@ def train(
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
     on_eval: Callable[[int, Mapping[str, Any]], None] | None = None,
+    extend_to: int | None = None,
+    rewarm: bool = False,
 ) -> "TrainResult":
     """Pretrain BERT on the data dir ``data`` into the run dir ``out``.
 
@@ -59,6 +61,12 @@ def train(
     record)`` is called with every held-out evaluation record once it is in
     metrics.jsonl; an exception it raises stops the run there (checkpoints
     and metrics stay as they are, so the run can be continued).
+
+    ``extend_to``: continue the run in ``out`` to this many steps
+    (:mod:`bertcurve.training.extension`): a WSD run from its last stable-phase
+    checkpoint with the cooldown moved to the new end, a constant or
+    inverse-sqrt run from its newest checkpoint; a cosine or linear run only
+    with ``rewarm`` (which raises the rate again: a different curve).
     """
     from transformers.utils import logging as hf_logging
 
@@ -81,6 +89,10 @@ def train(
     if resume_str not in ("auto", "none") and not Path(resume_str).is_dir():
         raise UserError(f"--resume {resume_str}: no such checkpoint folder; use auto, none or a "
                         f"{layout.CHECKPOINTS_DIR}/step-N folder")
+    if extend_to is not None:
+        _check_extension_args(extend_to, resume_str, preset, config, overrides)
+    elif rewarm:
+        raise UserError("--rewarm only applies with --extend-to N")
     data_dir = DataDir(data)
     tokenizer = data_dir.tokenizer()
     if run_dir.exists() and not run_dir.is_dir():
@@ -90,6 +102,9 @@ def train(
     if lock is not None:
         lock.acquire()
     try:
+        if dist.is_main:
+            _extend(run_dir, extend_to, rewarm, say, warn)
+        dist.barrier()
         trainer = Trainer(data_dir, tokenizer, run_dir, preset=preset, config=config,
                           overrides=overrides, resume=resume_str, speed=speed,
                           tensorboard=tensorboard, quiet=quiet, say=say, warn=warn, dist=dist,
@@ -99,6 +114,38 @@ def train(
     finally:
         if lock is not None:
             lock.release()
+
+
+def _check_extension_args(extend_to: int, resume: str, preset, config, overrides) -> None:
+    if extend_to < 1:
+        raise UserError(f"--extend-to {extend_to}: give the new total number of steps (> 0)")
+    if resume != "auto":
+        raise UserError("--extend-to continues the run's own checkpoints; drop --resume")
+    if preset is not None or config is not None:
+        raise UserError("--extend-to continues the run with its saved config; drop --preset/--config")
+    if overrides and ("max_steps" in overrides or "optim.max_steps" in overrides):
+        raise UserError("--extend-to N sets max_steps to N; drop --max-steps")
+
+
+def _extend(run_dir: Path, extend_to: int | None, rewarm: bool,
+            say: Callable[[str], None], warn: Callable[[str], None]) -> None:
+    """Finish an extension a kill interrupted, then start the one asked for (lock held)."""
+    from bertcurve.training import extension
+
+    pending = extension.finish_pending(run_dir)
+    if pending is not None:
+        say(f"extension: finished the branch at step {pending.step} interrupted earlier")
+    if extend_to is None:
+        return
+    plan = extension.plan_extension(run_dir, extend_to, rewarm=rewarm, warn=warn)
+    if plan is None:
+        say(f"extension: the run already plans {extend_to} steps; continuing it")
+        return
+    extension.begin(run_dir, plan)
+    moved = (f"; the old cooldown is in {run_dir / layout.branch_dir_name(plan.from_max_steps)}"
+             if plan.abandons else "")
+    say(f"extension: {plan.from_max_steps} -> {plan.to_max_steps} steps from step {plan.step}"
+        f"{' (rewarmed)' if plan.rewarm else ''}{moved}")
 
 
 # ------------------------------------------------------------------ CLI
@@ -118,6 +165,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", default="auto", metavar="auto|none|PATH",
                         help="auto (default: newest intact checkpoint, else start), none (refuse an "
                              "existing run) or a checkpoint folder")
+    parser.add_argument("--extend-to", type=int, default=None, metavar="N",
+                        help="continue the run in --out to N steps in all: a wsd run restarts from its "
+                             "last stable-phase checkpoint and cools down at N; constant and inverse_sqrt "
+                             "runs continue; cosine/linear runs need --rewarm")
+    parser.add_argument("--rewarm", action="store_true",
+                        help="with --extend-to: allow extending a cosine/linear (or finished wsd) run "
+                             "from its newest checkpoint; the rate rises again, changing the curve")
     # One flag per field of the config dataclasses, help from the field's docstring.
     add_setting_arguments(parser)
     parser.add_argument("--tensorboard", action="store_true",
@@ -130,5 +184,6 @@ def run(args: argparse.Namespace) -> int:
     result = train(
         args.data, args.out, preset=args.preset, config=args.config, overrides=overrides,
         resume=args.resume, speed=speed, tensorboard=args.tensorboard, quiet=args.quiet,
+        extend_to=args.extend_to, rewarm=args.rewarm,
     )
     return 0 if result.completed else 130
