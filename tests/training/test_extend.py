@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 
 WSD = {"schedule": "wsd"}   # tiny: 40 steps, warm-up 5, decay_fraction 0.2 -> stable phase ends at 32
 STABLE_END = 32
+COOLDOWN_AT = 20            # kept with --save-at; a cooldown from it is the 25-step WSD plan
 
 
 def _weights(run: Path) -> dict:
@@ -46,7 +47,8 @@ def _assert_same(a: Path, b: Path) -> None:
 @pytest.fixture(scope="module")
 def wsd40(tiny_data_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wsd40") / "run"
-    assert train(tiny_data_dir, out, preset="tiny", overrides=WSD, quiet=True).completed
+    assert train(tiny_data_dir, out, preset="tiny", overrides=dict(WSD, save_at=(COOLDOWN_AT,)),
+                 quiet=True).completed
     return out
 
 
@@ -61,7 +63,7 @@ def wsd60(tiny_data_dir, tmp_path_factory) -> Path:
 def test_wsd_run_keeps_its_last_stable_phase_checkpoint(wsd40):
     steps = sorted(int(p.name.split("-")[1]) for p in (wsd40 / layout.CHECKPOINTS_DIR).iterdir())
     assert STABLE_END in steps          # kept although keep=2 prunes 10 and 20
-    assert steps == [30, STABLE_END, 40]
+    assert steps == [COOLDOWN_AT, 30, STABLE_END, 40]
 
 
 def test_extension_equals_a_run_planned_that_long(tiny_data_dir, wsd40, wsd60, tmp_path):
@@ -178,3 +180,68 @@ def test_bad_extension_arguments_are_one_line_errors(tiny_data_dir, tmp_path, kw
 def test_extending_nothing_is_refused(tiny_data_dir, tmp_path):
     with pytest.raises(UserError, match="no run to extend"):
         train(tiny_data_dir, tmp_path / "empty", extend_to=30, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def wsd25(tiny_data_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wsd25") / "run"
+    assert train(tiny_data_dir, out, preset="tiny", overrides=dict(WSD, max_steps=25), quiet=True).completed
+    return out
+
+
+def test_cooldown_branch_is_the_shorter_wsd_plan_and_compare_draws_the_curve(tiny_data_dir, wsd40, wsd25,
+                                                                             tmp_path):
+    from bertcurve.stages.compare import compare
+    from bertcurve.stages.train import cooldowns
+    from bertcurve.training.extension import cooldown_max_steps
+
+    assert cooldown_max_steps(COOLDOWN_AT, 5, 0.2) == 25
+    run = tmp_path / "run"
+    shutil.copytree(wsd40, run)
+    main_metrics = (run / layout.METRICS).read_bytes()
+    [result] = cooldowns(tiny_data_dir, run, [COOLDOWN_AT], quiet=True)
+    branch = tmp_path / f"run-cooldown-{COOLDOWN_AT}"
+    assert result.completed and result.run_dir == branch and result.resumed_from == COOLDOWN_AT
+    _assert_same(branch, wsd25)
+    assert (run / layout.METRICS).read_bytes() == main_metrics  # the main run is untouched
+    res = compare([run, branch], out=tmp_path / "cmp", bootstrap=0)
+    points = res["cooldown_curve"]["points"]
+    assert [(p["step"], p["name"]) for p in points] == [(25, branch.name), (40, "run")]
+    final25 = [r for r in read_records(wsd25 / layout.METRICS) if r["split"] == "eval"][-1]
+    assert points[0]["value"] == final25["mlm_accuracy"] and points[0]["se"] == final25["mlm_accuracy_se"]
+    assert Path(res["cooldown_figure"]).stat().st_size > 10_000
+
+
+def test_sigkill_during_a_cooldown_branch_then_resume_is_bitwise_identical(tiny_data_dir, wsd40, wsd25,
+                                                                           tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(wsd40, run)
+    branch = tmp_path / f"run-cooldown-{COOLDOWN_AT}"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # A finished main run: `train` only resumes it (nothing to do), then runs the branch.
+    proc = subprocess.Popen([sys.executable, "-m", "bertcurve", "train", "--data", str(tiny_data_dir),
+                             "--out", str(run), "--cooldowns-at", str(COOLDOWN_AT), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and _lines(branch / layout.METRICS) < 30:
+            assert time.monotonic() < deadline, "the branch did not start"
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the branch finished before the kill"
+    assert train(tiny_data_dir, branch, quiet=True).completed   # --resume auto in the branch dir
+    _assert_same(branch, wsd25)
+
+
+def test_cooldown_outside_the_stable_phase_or_without_checkpoint_is_refused(tiny_data_dir, wsd40, tmp_path):
+    from bertcurve.stages.train import cooldowns
+
+    run = tmp_path / "run"
+    shutil.copytree(wsd40, run)
+    with pytest.raises(UserError, match="not in .* stable phase"):
+        cooldowns(tiny_data_dir, run, [36], quiet=True)
+    with pytest.raises(UserError, match="no intact checkpoint at step 15.*--save-at"):
+        cooldowns(tiny_data_dir, run, [15], quiet=True)
+    assert not list(tmp_path.glob("run-cooldown-*"))

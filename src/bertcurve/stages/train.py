@@ -169,6 +169,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue the run in --out to N steps in all: a wsd run restarts from its "
                              "last stable-phase checkpoint and cools down at N; constant and inverse_sqrt "
                              "runs continue; cosine/linear runs need --rewarm")
+    parser.add_argument("--cooldowns-at", default=None, metavar="A,B,...",
+                        help="after (or instead of) training the wsd run in --out, cool it down from its "
+                             "checkpoints at these stable-phase steps, each into RUN-cooldown-STEP/ "
+                             "(train the run with --save-at A,B,... so they are kept)")
     parser.add_argument("--rewarm", action="store_true",
                         help="with --extend-to: allow extending a cosine/linear (or finished wsd) run "
                              "from its newest checkpoint; the rate rises again, changing the curve")
@@ -179,11 +183,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="print only errors and warnings")
 
 
+def cooldowns(data: str | Path, out: str | Path, steps: list[int], *, speed: SpeedConfig | None = None,
+              quiet: bool = False, log: Callable[[str], None] | None = None) -> list["TrainResult"]:
+    """Cool the WSD run in ``out`` down from its checkpoint at each of ``steps``, each into a run
+    dir of its own (``RUN-cooldown-STEP/``, :func:`bertcurve.training.extension.make_cooldown_branch`);
+    a branch already there is continued (``--resume auto``). Returns the branches' results."""
+    from bertcurve.training.extension import make_cooldown_branch
+
+    emit = log or (lambda msg: print(msg, flush=True))
+    results = []
+    for step in steps:
+        branch = make_cooldown_branch(Path(out), step)
+        if not quiet:
+            emit(f"cooldown from step {step} into {branch}")
+        result = train(data, branch, speed=speed, quiet=quiet, log=log)
+        results.append(result)
+        if not result.completed:
+            break
+    return results
+
+
+def _parse_steps(text: str) -> list[int]:
+    try:
+        steps = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise UserError(f"--cooldowns-at {text!r}: give whole steps separated by commas, e.g. 400,800,1600") from None
+    if not steps or steps[0] < 1:
+        raise UserError(f"--cooldowns-at {text!r}: give positive steps, e.g. 400,800,1600")
+    return steps
+
+
 def run(args: argparse.Namespace) -> int:
     overrides, speed = settings_from_args(args)
+    cooldown_steps = _parse_steps(args.cooldowns_at) if args.cooldowns_at is not None else None
     result = train(
         args.data, args.out, preset=args.preset, config=args.config, overrides=overrides,
         resume=args.resume, speed=speed, tensorboard=args.tensorboard, quiet=args.quiet,
         extend_to=args.extend_to, rewarm=args.rewarm,
     )
+    if result.completed and cooldown_steps:
+        branches = cooldowns(args.data, args.out, cooldown_steps, speed=speed, quiet=args.quiet)
+        if not all(b.completed for b in branches):
+            return 130
+        if not args.quiet:
+            print(f"cooldown branches done; compare them with `bertcurve compare {args.out} "
+                  + " ".join(str(b.run_dir) for b in branches) + "`", flush=True)
     return 0 if result.completed else 130

@@ -171,3 +171,61 @@ def _saved_config(run_dir: Path) -> dict[str, Any]:
             or not isinstance(obj.get("train", {}).get("optim"), dict):
         raise UserError(f"{path} is not a bertcurve run config ({layout.RUN_CONFIG_FORMAT})")
     return obj
+
+
+# -------------------------------------------------------------------- cooldown branches
+def cooldown_max_steps(step: int, warmup_steps: int, decay_fraction: float) -> int:
+    """The shortest WSD plan whose stable phase reaches ``step``: a cooldown branch from the
+    checkpoint at ``step`` is then exactly that plan's run (about ``decay_fraction / (1 -
+    decay_fraction)`` of ``step`` more steps)."""
+    from bertcurve.training.schedule import wsd_decay_start
+
+    total = step + 1
+    while wsd_decay_start(total, warmup_steps, decay_fraction) < step:
+        total += 1
+    return total
+
+
+def cooldown_dir(run_dir: Path, step: int) -> Path:
+    """``RUN-cooldown-400/`` next to ``RUN/``."""
+    return run_dir.parent / f"{run_dir.name}-cooldown-{step}"
+
+
+def make_cooldown_branch(run_dir: Path, step: int) -> Path:
+    """A run dir of its own that cools the WSD run in ``run_dir`` down from its checkpoint at
+    ``step``: that checkpoint, the metrics lines up to it and the config with a shorter
+    ``max_steps``. Created atomically; an existing branch is left to continue."""
+    from bertcurve.fsutil import staged_directory
+
+    target = cooldown_dir(run_dir, step)
+    if (target / layout.RUN_CONFIG).is_file():
+        return target
+    saved = _saved_config(run_dir)
+    optim = saved["train"]["optim"]
+    if optim.get("schedule") != "wsd":
+        raise UserError(f"--cooldowns-at needs a wsd run; {run_dir} uses {optim.get('schedule')!r}")
+    end = stable_phase_end("wsd", int(optim["max_steps"]), int(optim["warmup_steps"]),
+                           float(optim["decay_fraction"]))
+    if not int(optim["warmup_steps"]) < step <= end:
+        raise UserError(f"--cooldowns-at {step}: not in {run_dir}'s stable phase (steps "
+                        f"{int(optim['warmup_steps']) + 1}-{end}); pick steps inside it")
+    source = run_dir / layout.CHECKPOINTS_DIR / layout.checkpoint_dir_name(step)
+    try:
+        ckpt.verify_checkpoint(source)
+    except ckpt.CorruptCheckpoint as exc:
+        kept = ", ".join(str(s) for s, _ in sorted(ckpt.list_checkpoints(run_dir))) or "none"
+        raise UserError(f"--cooldowns-at {step}: no intact checkpoint at step {step} in {run_dir} "
+                        f"({exc}; kept: {kept}); train the run with --save-at listing the "
+                        "cooldown steps") from None
+    total = cooldown_max_steps(step, int(optim["warmup_steps"]), float(optim["decay_fraction"]))
+    branch_config = dict(saved, train=dict(saved["train"], optim=dict(optim, max_steps=total)))
+    records = [r for r in metrics_log.read_records(run_dir / layout.METRICS)
+               if int(r["step"]) <= step and r.get("split") != BRANCH_SPLIT]
+    mark = {"step": step, "split": BRANCH_SPLIT, "from_max_steps": int(optim["max_steps"]),
+            "to_max_steps": total, "schedule": "wsd", "cooldown_from": str(run_dir)}
+    with staged_directory(target) as tmp:
+        shutil.copytree(source, tmp / layout.CHECKPOINTS_DIR / source.name)
+        write_json(tmp / layout.RUN_CONFIG, branch_config)
+        atomic_write_bytes(tmp / layout.METRICS,
+                           b"".join(metrics_log.format_record(r) for r in records + [mark]))
+    return target
