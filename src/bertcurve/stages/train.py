@@ -1,6 +1,8 @@
 """Pretrain a BERT masked language model on a prepared data directory.
 
     bertcurve train --data DATA_DIR --out RUN_DIR [--preset NAME] [--config FILE] [overrides]
+    bertcurve train --data DATA_DIR --out RUN_DIR --extend-to N [--rewarm]
+    bertcurve train --data DATA_DIR --out RUN_DIR --cooldowns-at A,B,...
 
 Writes RUN_DIR/config.json, RUN_DIR/metrics.jsonl (training and fixed-mask
 held-out evaluation records), RUN_DIR/checkpoints/step-XXXXXXXX/ and the
