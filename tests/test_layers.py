@@ -127,3 +127,4 @@ def test_stages_share_study_names_through_layout():
     # plot, report and dashboard resolve a study folder without importing the study stage
     for stage in ("plot", "report", "dashboard"):
         assert "bertcurve.stages.study" not in imports_of(f"bertcurve.stages.{stage}"), stage
+

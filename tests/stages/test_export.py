@@ -92,12 +92,18 @@ def test_existing_output_is_kept_unless_forced(run_dir, tmp_path):
     (out / "precious.txt").write_text("keep me")
     with pytest.raises(UserError, match="--force"):
         export(run_dir, out)
+    with pytest.raises(UserError, match="did not write.*even with --force"):
+        export(run_dir, out, force=True)  # not an earlier export: never replaced
     assert (out / "precious.txt").read_text() == "keep me"
+    earlier = export(run_dir, tmp_path / "earlier")
+    (earlier / "stale.txt").write_text("old")
+    with pytest.raises(UserError, match="earlier exported model; pass --force"):
+        export(run_dir, earlier)
     with pytest.raises(UserError, match="no checkpoint for step 7"):
-        export(run_dir, out, step=7, force=True)
-    assert (out / "precious.txt").read_text() == "keep me"
-    export(run_dir, out, force=True)
-    assert not (out / "precious.txt").exists() and (out / "model.safetensors").is_file()
+        export(run_dir, earlier, step=7, force=True)
+    assert (earlier / "stale.txt").read_text() == "old"
+    export(run_dir, earlier, force=True)
+    assert not (earlier / "stale.txt").exists() and (earlier / "model.safetensors").is_file()
 
 
 def test_bad_paths_are_one_line_errors(run_dir, tmp_path, capsys):

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io
 import json
 import math
 import re
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -191,6 +190,26 @@ def make_series(steps: Iterable[Any], values: Iterable[Any], *, name: str = "met
     return Series(steps=steps_out, values=values_arr), notes
 
 
+def _within_limits(steps: Any, values: Any, name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Leave out points a log reader cannot analyse: a step beyond 1e15 or a value beyond ±1e100.
+
+    Squares and sums of numbers like 1e307 overflow every statistic (the analysis printed
+    ``None`` and crashed); no training run has 1e15 steps. Said in a note, never silently.
+    """
+    steps_arr = np.asarray(steps, dtype=np.float64)
+    values_arr = np.asarray(values, dtype=np.float64)
+    if steps_arr.shape != values_arr.shape:
+        return steps_arr, values_arr, []  # make_series reports the inconsistency
+    with np.errstate(invalid="ignore"):
+        huge = (np.abs(values_arr) > MAX_ABS_VALUE) | (np.abs(steps_arr) > MAX_ABS_STEP)
+    huge &= np.isfinite(values_arr) & np.isfinite(steps_arr)
+    if not huge.any():
+        return steps_arr, values_arr, []
+    note = (f"{name}: dropped {int(huge.sum())} point(s) with a step beyond {MAX_ABS_STEP:.0e} or a value "
+            f"beyond ±{MAX_ABS_VALUE:.0e} (too large to analyse)")
+    return steps_arr[~huge], values_arr[~huge], [note]
+
+
 def _number(value: Any, where: str) -> float:
     """A finite-or-not float from a JSON value; a string or list is a UserError."""
     if value is None:
@@ -223,12 +242,14 @@ def _collect(points: dict[str, tuple[list[float], list[float]]], path: Path) -> 
     series: dict[str, Series] = {}
     notes: list[str] = []
     for name, (steps, values) in points.items():
+        steps, values, said = _within_limits(steps, values, name)
         s, n = make_series(steps, values, name=name)
-        notes += n
+        notes += said + n
         if len(s):
             series[name] = s
     if not series:
-        raise UserError(f"{path}: no numeric metric found in the log; is it the right file?")
+        why = f" ({notes[-1]})" if notes else ""
+        raise UserError(f"{path}: no numeric metric found in the log{why}; is it the right file?")
     return series, notes
 
 
@@ -238,7 +259,52 @@ def _add(points: dict[str, tuple[list[float], list[float]]], name: str, step: fl
     values.append(value)
 
 
+#: Points beyond these are left out by make_series: no training run has 1e15 steps, and values
+#: past 1e100 overflow the statistics (a square of 1e200 is inf).
+MAX_ABS_STEP = 1e15
+MAX_ABS_VALUE = 1e100
+#: Longest line a text log may have (a metrics line is a few hundred bytes).
+MAX_LINE_BYTES = 1 << 20
+#: Largest .json log read whole (JSON is not streamed; a 400,000-entry trainer_state.json is ~60 MB).
+MAX_JSON_BYTES = 64 << 20
+_SNIFF_BYTES = 1 << 16
+
+
+def check_text_file(path: Path) -> int:
+    """Refuse a binary or NUL-filled file (e.g. ``truncate -s 2G``) from its first 64 KiB; return its size."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if b"\0" in head:
+        raise UserError(f"{path} holds NUL bytes: it is a binary or zero-filled file, not a text training log")
+    return size
+
+
+def capped_lines(handle: Any, path: Path) -> Iterable[Any]:
+    """The lines of ``handle`` (text or binary), each read with a length cap so memory stays bounded."""
+    number = 0
+    while True:
+        line = handle.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_LINE_BYTES:
+            raise UserError(f"{path}:{number} is longer than {MAX_LINE_BYTES >> 20} MiB without a line break; "
+                            "this is not a line-by-line training log")
+        if ("\0" if isinstance(line, str) else b"\0") in line:
+            raise UserError(f"{path}:{number} holds NUL bytes; the file is binary or was damaged (e.g. zero-filled "
+                            "by a crash); cut that part off or point at the right file")
+        yield line
+
+
 def _read_text(path: Path) -> str:
+    size = check_text_file(path)
+    if size > MAX_JSON_BYTES:
+        raise UserError(f"{path} is {size / 2**20:,.0f} MiB; a .json log is read whole and may be at most "
+                        f"{MAX_JSON_BYTES >> 20} MiB (write the history as CSV or metrics.jsonl, which are streamed)")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
@@ -251,19 +317,34 @@ def _read_text(path: Path) -> str:
 
 
 # ------------------------------------------------------------------ readers
-def _load_run_metrics(path: Path, run_dir: Path | None) -> TrainingLog:
-    # Streamed line by line into float64 arrays (16 bytes per value), so a log of
-    # millions of lines needs less memory than its own size on disk.
-    points: dict[str, tuple[array, array]] = {}
-    notes: list[str] = []
-    bad_line: int | None = None   # unparseable; fine only if it turns out to be the last line
-    seen = False
-    try:
-        handle = open(path, "rb")
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
-    with handle:
-        for number, raw in enumerate(handle, start=1):
+class RunMetricsParser:
+    """metrics.jsonl parsed line by line into float64 arrays (16 bytes per value).
+
+    A log of millions of lines needs less memory than its own size on disk, and
+    :meth:`feed` can be called again on the same open file to parse only what was
+    appended since (the dashboard's polls).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.points: dict[str, tuple[array, array]] = {}
+        self.bad_line: int | None = None   # unparseable; fine only if it turns out to be the last line
+        self.seen = False
+        self.number = 0
+
+    def feed(self, handle: Any, *, complete_only: bool = False) -> int:
+        """Parse the lines of binary ``handle`` from its position; return the bytes consumed.
+
+        ``complete_only`` leaves a last line without its newline unread (a writer may be
+        in the middle of it), so the next call starts there.
+        """
+        path, consumed = self.path, 0
+        for raw in capped_lines(handle, path):
+            if complete_only and not raw.endswith(b"\n"):
+                break
+            consumed += len(raw)
+            self.number += 1
+            number = self.number
             if number == 1 and raw.startswith(codecs.BOM_UTF8):
                 raw = raw[len(codecs.BOM_UTF8):]
             try:
@@ -272,65 +353,147 @@ def _load_run_metrics(path: Path, run_dir: Path | None) -> TrainingLog:
                 raise UserError(f"{path} is not UTF-8 text; is it the right file?") from None
             if not line.strip():
                 continue
-            seen = True
-            if bad_line is not None:
-                raise UserError(f"{path}:{bad_line} is not valid JSON; the metrics file is damaged")
+            self.seen = True
+            if self.bad_line is not None:
+                raise UserError(f"{path}:{self.bad_line} is not valid JSON; the metrics file is damaged")
             try:
                 row = json.loads(line)
             except (ValueError, RecursionError):  # JSONDecodeError, a 5000-digit number, "[[[[..." nesting
-                bad_line = number
+                self.bad_line = number
                 continue
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{number} is not a JSON object")
-            fmt = row.get("format")
-            if fmt is not None and fmt != layout.METRICS_FORMAT:
-                raise UserError(
-                    f"{path}:{number} has format {fmt!r}; this bertcurve reads {layout.METRICS_FORMAT!r} "
-                    f"(upgrade bertcurve to read newer logs)"
-                )
-            if "step" not in row:
-                raise UserError(f"{path}:{number} has no 'step'; the metrics file is damaged")
-            step = _number(row["step"], f"{path}:{number} step")
-            split = str(row.get("split", "train"))
-            if split == "branch":  # an --extend-to branch point: a marker, not a point of a curve
+            self._row(row, number)
+        return consumed
+
+    def _row(self, row: Any, number: int) -> None:
+        path = self.path
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{number} is not a JSON object")
+        fmt = row.get("format")
+        if fmt is not None and fmt != layout.METRICS_FORMAT:
+            raise UserError(
+                f"{path}:{number} has format {fmt!r}; this bertcurve reads {layout.METRICS_FORMAT!r} "
+                f"(upgrade bertcurve to read newer logs)"
+            )
+        if "step" not in row:
+            raise UserError(f"{path}:{number} has no 'step'; the metrics file is damaged")
+        step = _number(row["step"], f"{path}:{number} step")
+        split = str(row.get("split", "train"))
+        if split == "branch":  # an --extend-to/--cooldowns-at branch point: a marker, not a curve point
+            return
+        for key, value in row.items():
+            if key in _RUN_SKIP or isinstance(value, (str, list, dict)) and not _numeric_string(value):
                 continue
-            for key, value in row.items():
-                if key in _RUN_SKIP or isinstance(value, (str, list, dict)) and not _numeric_string(value):
-                    continue
-                if split == "train" and key in _RUN_SHARED:
-                    name = key
-                else:
-                    name = f"{split}_{key}"
-                steps, values = points.get(name) or points.setdefault(name, (array("d"), array("d")))
-                steps.append(step)
-                values.append(_number(value, f"{path}:{number} {key}"))
-    if not seen:
-        raise UserError(f"{path} is empty; point at a log that has data in it")
-    if bad_line is not None:
-        # A crash while appending leaves a torn last line; everything before it is sound.
-        notes.append(f"{path.name}: ignored an incomplete last line ({bad_line})")
-    series: dict[str, Series] = {}
-    more: list[str] = []
-    for name in list(points):
-        steps, values = points.pop(name)  # freed metric by metric: the peak stays near one copy
-        one, said = make_series(np.frombuffer(steps, dtype=np.float64), np.frombuffer(values, dtype=np.float64),
-                                name=name)
-        del steps, values
-        more += said
-        if len(one):
-            series[name] = one
-    if not series:
-        raise UserError(f"{path}: no numeric metric found in the log; is it the right file?")
-    meta: dict[str, Any] = {}
-    if run_dir is not None and (run_dir / layout.RUN_CONFIG).is_file():
+            if split == "train" and key in _RUN_SHARED:
+                name = key
+            else:
+                name = f"{split}_{key}"
+            steps, values = self.points.get(name) or self.points.setdefault(name, (array("d"), array("d")))
+            steps.append(step)
+            values.append(_number(value, f"{path}:{number} {key}"))
+
+    def log(self, run_dir: Path | None, *, consume: bool = True) -> TrainingLog:
+        """The :class:`TrainingLog` of what was fed; ``consume=False`` keeps the arrays for more feeding."""
+        path = self.path
+        if not self.seen:
+            raise UserError(f"{path} is empty; point at a log that has data in it")
+        notes: list[str] = []
+        if self.bad_line is not None:
+            # A crash while appending leaves a torn last line; everything before it is sound.
+            notes.append(f"{path.name}: ignored an incomplete last line ({self.bad_line})")
+        series: dict[str, Series] = {}
+        more: list[str] = []
+        for name in list(self.points):
+            # consumed: freed metric by metric, so the peak stays near one copy
+            steps, values = self.points.pop(name) if consume else self.points[name]
+            kept_steps, kept_values, limited = _within_limits(np.frombuffer(steps, dtype=np.float64),
+                                                              np.frombuffer(values, dtype=np.float64), name)
+            one, said = make_series(kept_steps, kept_values, name=name)
+            del steps, values, kept_steps, kept_values
+            more += limited + said
+            if len(one):
+                series[name] = one
+        if not series:
+            raise UserError(f"{path}: no numeric metric found in the log; is it the right file?")
+        meta: dict[str, Any] = {}
+        if run_dir is not None and (run_dir / layout.RUN_CONFIG).is_file():
+            try:
+                meta["config"] = json.loads((run_dir / layout.RUN_CONFIG).read_text(encoding="utf-8"))
+            except (OSError, ValueError, RecursionError):
+                notes.append(f"{layout.RUN_CONFIG} could not be read; run settings unknown")
+        name = run_dir.name if run_dir is not None else path.stem
+        if run_dir is not None and run_dir.name == layout.STUDY_RUN_DIR and \
+                (run_dir.parent / layout.STUDY_STATE).is_file():
+            name = run_dir.parent.name  # a study's run is better known by the study's name
+        return TrainingLog(name=name, path=path, kind="bertcurve-run", series=series, meta=meta,
+                           notes=notes + more)
+
+
+def _load_run_metrics(path: Path, run_dir: Path | None) -> TrainingLog:
+    check_text_file(path)
+    parser = RunMetricsParser(path)
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with handle:
+        parser.feed(handle)
+    return parser.log(run_dir)
+
+
+class RunMetricsTail:
+    """A metrics.jsonl followed as it grows: each :meth:`read` parses only the bytes appended since.
+
+    A file that shrank or was replaced (truncated, rotated, a new run in the same folder)
+    is read again from the start. Memory is that of the parsed arrays, not of the file.
+    """
+
+    def __init__(self, path: Path, run_dir: Path | None) -> None:
+        self.path, self.run_dir = Path(path), run_dir
+        self._identity: tuple[int, int] | None = None
+        self._offset = 0
+        self._parser = RunMetricsParser(self.path)
+        self._cached: tuple[tuple, TrainingLog] | None = None
+        self._first = b""  # the log's first bytes: a log rewritten in place starts differently
+
+    def _head(self, n: int) -> bytes:
         try:
-            meta["config"] = json.loads((run_dir / layout.RUN_CONFIG).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            notes.append(f"{layout.RUN_CONFIG} could not be read; run settings unknown")
-    name = run_dir.name if run_dir is not None else path.stem
-    if run_dir is not None and run_dir.name == layout.STUDY_RUN_DIR and (run_dir.parent / layout.STUDY_STATE).is_file():
-        name = run_dir.parent.name  # a study's run is better known by the study's name
-    return TrainingLog(name=name, path=path, kind="bertcurve-run", series=series, meta=meta, notes=notes + more)
+            with open(self.path, "rb") as handle:
+                return handle.read(n)
+        except OSError:
+            return b""
+
+    def read(self) -> TrainingLog:
+        try:
+            st = self.path.stat()
+        except OSError as exc:
+            raise UserError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        identity = (st.st_dev, st.st_ino)
+        # rewritten in place and already longer again: a new log under the same inode
+        rewritten = identity == self._identity and bool(self._first) and st.st_size >= self._offset and \
+            self._head(len(self._first)) != self._first
+        if rewritten or identity != self._identity or st.st_size < self._offset:
+            if st.st_size:
+                check_text_file(self.path)
+            self._identity, self._offset, self._parser, self._cached = identity, 0, RunMetricsParser(self.path), None
+            self._first = b""
+        config = self.run_dir / layout.RUN_CONFIG if self.run_dir is not None else None
+        config_stamp = config.stat().st_mtime_ns if config is not None and config.exists() else None
+        version = (identity, st.st_size, st.st_mtime_ns, config_stamp)
+        if self._cached is not None and self._cached[0] == version:
+            return self._cached[1]
+        if st.st_size > self._offset:
+            try:
+                with open(self.path, "rb") as handle:
+                    handle.seek(self._offset)
+                    self._offset += self._parser.feed(handle, complete_only=True)
+                if len(self._first) < 4096:
+                    self._first = self._head(min(4096, self._offset))
+            except (UserError, OSError):
+                self._identity = None  # half-parsed: start again from the top at the next read
+                raise
+        log = self._parser.log(self.run_dir, consume=False)
+        self._cached = (version, log)
+        return log
 
 
 def _numeric_string(value: Any) -> bool:
@@ -453,20 +616,52 @@ def _load_tensorboard(path: Path, tag: str | None) -> TrainingLog:
                        meta={"tags": tags_seen}, notes=notes, default=default)
 
 
-def _load_csv(path: Path, step_col: str | None, metric_col: str | None) -> TrainingLog:
-    text = _read_text(path)
-    if path.suffix.lower() == ".tsv":
-        delimiter = "\t"
-    else:
+# CSV cells that mean "no value here" (dropped one by one, like NaN).
+_CSV_MISSING = {"", "nan", "na", "n/a", "#n/a", "null", "none", "-", "--", "—", "?", "inf", "-inf"}
+
+
+def _csv_rows(path: Path) -> Iterator[Any]:
+    """Header and the streamed rows (line number, cells) of a CSV/TSV log; the file stays open while iterated."""
+    if check_text_file(path) == 0:
+        raise UserError(f"{path} is empty; point at a log that has data in it")
+    try:
+        handle = open(path, encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with handle:
         try:
-            delimiter = csv.Sniffer().sniff(text[:4096], delimiters=",\t;").delimiter
-        except csv.Error:
-            delimiter = ","
-    rows = list(csv.reader(io.StringIO(text), delimiter=delimiter))
-    rows = [r for r in rows if any(cell.strip() for cell in r)]
-    if len(rows) < 2:
-        raise UserError(f"{path} has a header but no data rows")
-    header = [h.strip() for h in rows[0]]
+            head = handle.read(4096)
+            handle.seek(0)
+            if path.suffix.lower() == ".tsv":
+                delimiter = "\t"
+            else:
+                try:
+                    delimiter = csv.Sniffer().sniff(head, delimiters=",\t;").delimiter
+                except csv.Error:
+                    delimiter = ","
+            reader = csv.reader(capped_lines(handle, path), delimiter=delimiter)
+            header: list[str] | None = None
+            for row in reader:
+                if not any(cell.strip() for cell in row):
+                    continue
+                if header is None:
+                    header = [h.strip() for h in row]
+                    yield header
+                    continue
+                yield reader.line_num, row
+        except UnicodeDecodeError:
+            raise UserError(f"{path} is not UTF-8 text; is it the right file?") from None
+        except csv.Error as exc:  # a field over csv.field_size_limit(), a stray quote, ...
+            raise UserError(f"{path}: not a readable CSV file ({exc})") from None
+        except OSError as exc:
+            raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if header is None:
+            raise UserError(f"{path} is empty; point at a log that has data in it")
+
+
+def _load_csv(path: Path, step_col: str | None, metric_col: str | None) -> TrainingLog:
+    rows = _csv_rows(path)
+    header = next(rows)
     lowered = [h.lower() for h in header]
     if step_col is None:
         found = next((c for c in _STEP_COLUMNS if c in lowered), None)
@@ -482,39 +677,56 @@ def _load_csv(path: Path, step_col: str | None, metric_col: str | None) -> Train
         step_index = header.index(step_col)
     if metric_col is not None and metric_col not in header:
         raise UserError(f"--metric-col {metric_col!r} is not a column of {path}; columns: {', '.join(header)}")
-    points: dict[str, tuple[list[float], list[float]]] = {}
-    names = {}
-    for j, col in enumerate(header):
-        if j == step_index:
-            continue
-        names[j] = _csv_name(col)
-    non_numeric: dict[int, tuple[int, str]] = {}
-    for line_no, row in enumerate(rows[1:], start=2):
+    names = {j: _csv_name(col) for j, col in enumerate(header) if j != step_index}
+    # Streamed into float64 arrays: memory grows with the numbers, not with the text.
+    points = {j: (array("d"), array("d")) for j in names}
+    numeric = {j: 0 for j in names}
+    text_cells: dict[int, list] = {}   # column -> [count, first line, first text]
+    n_rows = 0
+    for line_no, row in rows:
+        n_rows += 1
         cell = row[step_index].strip() if step_index < len(row) else ""
         try:
             step = float(cell)
         except ValueError:
             raise UserError(f"{path}:{line_no}: step {cell!r} is not a number") from None
-        for j, name in names.items():
+        for j in names:
             raw = row[j].strip() if j < len(row) else ""
-            if raw == "" or raw.lower() in {"nan", "na", "null", "none"}:
-                value = math.nan
-            else:
-                try:
-                    value = float(raw)
-                except ValueError:
-                    non_numeric.setdefault(j, (line_no, raw))
-                    continue
-            _add(points, name, step, value)
+            if raw.lower() in _CSV_MISSING:
+                points[j][0].append(step)  # NaN: dropped (and counted) by make_series
+                points[j][1].append(math.nan)
+                continue
+            try:
+                value = float(raw)
+            except ValueError:
+                if metric_col is not None and header[j] == metric_col:
+                    raise UserError(f"{path}:{line_no}: column {metric_col!r} holds {raw!r}, which is not a "
+                                    "number") from None
+                seen = text_cells.setdefault(j, [0, line_no, raw])
+                seen[0] += 1
+                continue
+            numeric[j] += 1
+            points[j][0].append(step)
+            points[j][1].append(value)
+    if n_rows == 0:
+        raise UserError(f"{path} has a header but no data rows")
     notes: list[str] = []
-    for j, (line_no, raw) in non_numeric.items():
-        if metric_col is not None and header[j] == metric_col:
-            raise UserError(f"{path}:{line_no}: column {metric_col!r} holds {raw!r}, which is not a number")
-        points.pop(names[j], None)
-        notes.append(f"column {header[j]!r} is not numeric (e.g. {raw!r} on line {line_no}); left out")
-    if not points:
+    for j, (count, line_no, raw) in text_cells.items():
+        if count > numeric[j]:  # mostly text: a label column, not a metric
+            points.pop(j)
+            notes.append(f"column {header[j]!r} is not numeric (e.g. {raw!r} on line {line_no}); left out")
+        else:
+            notes.append(f"column {header[j]!r}: dropped {count} cell(s) that are not numbers "
+                         f"(e.g. {raw!r} on line {line_no}); its other values are kept")
+    by_name: dict[str, tuple[array, array]] = {}
+    for j, (steps, values) in points.items():
+        if names[j] in by_name:  # two columns with the same normalised name: the later one wins, as before
+            notes.append(f"columns named like {names[j]!r} appear twice; kept the last")
+        by_name[names[j]] = (steps, values)
+    if not by_name:
         raise UserError(f"{path}: no numeric column besides the step column")
-    series, more = _collect(points, path)
+    series, more = _collect({k: (np.frombuffer(s, dtype=np.float64), np.frombuffer(v, dtype=np.float64))
+                             for k, (s, v) in by_name.items()}, path)
     default = _csv_name(metric_col) if metric_col is not None else None
     if default is not None and default not in series:
         raise UserError(f"--metric-col {metric_col!r} in {path} has no finite value")

@@ -108,12 +108,23 @@ class InputSource:
             if path.is_dir():
                 h.update(str(p.relative_to(path)).encode() + b"\0")
             try:
+                before = _stamp(p)
+                one = hashlib.sha256()
+                read = 0
                 with open(p, "rb") as handle:
                     while chunk := handle.read(1 << 20):
+                        one.update(chunk)
                         h.update(chunk)
+                        read += len(chunk)
+                after = _stamp(p)
             except OSError as exc:
                 raise UserError(f"cannot read input {p}: {exc.strerror or exc}; check that it exists and "
                                 "that you may read it") from None
+            if before != after or read != after[0]:
+                raise _changed_error(p, f"{before[0]:,} bytes when hashing began, {read:,} hashed, "
+                                        f"{after[0]:,} now")
+            if not path.is_dir():
+                _FINGERPRINTS[str(p)] = (after, one.hexdigest())
         return h.hexdigest()
 
     def documents(self, opts: ReadOptions, report: ReadReport,
@@ -230,6 +241,80 @@ def resolve_inputs(inputs: list[str | Path]) -> list[InputSource]:
 
 
 # --------------------------------------------------------------------- readers
+# What fingerprint() saw of each input file: ((size, mtime_ns, inode), sha256). The readers
+# check the bytes they actually read against it, so a file that changes while prepare
+# reads it is refused instead of recorded under the hash of the file before.
+_FINGERPRINTS: dict[str, tuple[tuple[int, int, int], str]] = {}
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    st = Path(path).stat()
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _changed_error(path: Path, detail: str) -> UserError:
+    return UserError(f"{path} changed while prepare read it ({detail}); nothing was written - run prepare "
+                     "again once the file is complete and no longer being written")
+
+
+def verify_unchanged(src: InputSource | str | Path) -> None:
+    """Refuse an input file whose size, mtime or inode differ from when it was fingerprinted."""
+    location = src.location if isinstance(src, InputSource) else str(src)
+    seen = _FINGERPRINTS.get(location)
+    if seen is None:
+        return
+    try:
+        now = _stamp(Path(location))
+    except OSError as exc:
+        raise _changed_error(Path(location), f"now unreadable: {exc.strerror or exc}") from None
+    if now != seen[0]:
+        raise _changed_error(Path(location), f"{seen[0][0]:,} bytes when hashed, {now[0]:,} now"
+                             + ("" if now[0] != seen[0][0] else ", modified in place"))
+
+
+class _CountingRaw(io.RawIOBase):
+    """A read-only raw stream that hashes and counts every byte taken from ``handle``."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.sha = hashlib.sha256()
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.handle.readinto(buffer)
+        if n:
+            self.sha.update(memoryview(buffer)[:n])
+            self.count += n
+        return n
+
+    def close(self) -> None:
+        self.handle.close()
+        super().close()
+
+
+def _open_counted(path: Path) -> tuple[Any, _CountingRaw]:
+    """A binary stream of ``path`` (decompressed if .gz) and the counter of the file bytes read."""
+    counter = _CountingRaw(open(path, "rb"))
+    buffered = io.BufferedReader(counter, buffer_size=1 << 16)
+    if path.suffix.lower() == ".gz":
+        return gzip.GzipFile(fileobj=buffered, mode="rb"), counter
+    return buffered, counter
+
+
+def _verify_read(path: Path, counter: _CountingRaw) -> None:
+    """At the end of a file: the bytes read must be the bytes fingerprinted (size and sha256)."""
+    seen = _FINGERPRINTS.get(str(path))
+    if seen is None:
+        return
+    (size, _mtime, _inode), sha = seen
+    if counter.count != size or counter.sha.hexdigest() != sha:
+        raise _changed_error(path, f"{size:,} bytes when hashed, {counter.count:,} read"
+                             + (", other content" if counter.count == size else ""))
+
+
 def _open_binary(path: Path):
     if path.suffix.lower() == ".gz":
         return gzip.open(path, "rb")
@@ -246,10 +331,19 @@ def _check_text(path: Path, encoding: str) -> None:
                         "re-download or re-compress it") from None
     enc = codecs.lookup(encoding).name
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and not enc.startswith("utf-16"):
-        raise UserError(f"{path} is UTF-16 text; re-run with --encoding utf-16")
+        raise UserError(f"{path} is UTF-16 text (it starts with a byte-order mark); re-run with --encoding utf-16")
     if b"\x00" in head[:8192] and not enc.startswith(("utf-16", "utf-32")):
+        sample = head[:8192 - 8192 % 2] if len(head) >= 8192 else head[:len(head) - len(head) % 2]
+        for order in ("le", "be"):  # UTF-16 without a byte-order mark: reads as Chinese and ASCII text
+            text = sample.decode(f"utf-16-{order}", errors="replace")
+            plain = sum(0x20 <= ord(ch) < 0x7F or ch in "\r\n\t" or 0x3000 <= ord(ch) <= 0x303F
+                        or 0x4E00 <= ord(ch) <= 0x9FFF or 0xFF00 <= ord(ch) <= 0xFFEF for ch in text)
+            if text and plain >= 0.9 * len(text) and "\ufffd" not in text:
+                raise UserError(f"{path} looks like UTF-16 text without a byte-order mark; re-run with "
+                                f"--encoding utf-16-{order}")
         raise UserError(f"{path} looks like a binary file (it contains NUL bytes), not text; "
                         "give a UTF-8 .txt/.jsonl/.json file")
+    _check_legacy_encoding(path, encoding, head)
 
 
 def _first_bad_line(path: Path, encoding: str) -> int | None:
@@ -270,20 +364,77 @@ def _first_bad_line(path: Path, encoding: str) -> int | None:
     return None
 
 
+_LEGACY = (("gb18030", "GBK/GB18030 (simplified)"), ("big5", "Big5 (traditional)"))
+
+
+def _common_share(text: str, codec: str) -> float:
+    """Share of the CJK characters of ``text`` that are everyday ones in ``codec``'s own character set.
+
+    Big5 bytes also decode as GBK (nearly every byte pair is a GBK code), but into rare
+    characters and private-use codes; decoded with the right codec, Chinese text is made
+    of the common characters (GB 2312 for GBK, Big5's frequent-character block for Big5).
+    """
+    cjk = common = 0
+    for ch in text:
+        if ord(ch) < 0x2E80:
+            continue
+        cjk += 1
+        try:
+            if codec == "gb18030":
+                ch.encode("gb2312")
+                common += 1
+            else:
+                code = ch.encode("big5")
+                common += len(code) == 2 and 0xA1 <= code[0] <= 0xC6
+        except UnicodeEncodeError:
+            pass
+    return common / cjk if cjk else 0.0
+
+
+def guess_legacy_encoding(sample: bytes) -> tuple[str, str, float] | None:
+    """(codec, label, share of common characters) of the legacy Chinese encoding ``sample`` reads best in."""
+    best = None
+    for codec, label in _LEGACY:
+        try:
+            text = sample.decode(codec)
+        except UnicodeDecodeError as exc:
+            if exc.start < len(sample) - 4:  # a multibyte character cut at the end is fine
+                continue
+            text = sample[:exc.start].decode(codec)
+        share = _common_share(text, codec)
+        if share >= 0.8 and (best is None or share > best[2]):
+            best = (codec, label, share)
+    return best
+
+
+def _check_legacy_encoding(path: Path, encoding: str, head: bytes) -> None:
+    """With --encoding gb18030/gbk/big5: refuse text that reads far better in the other one."""
+    name = codecs.lookup(encoding).name
+    family = "gb18030" if name in ("gb18030", "gbk", "gb2312") else "big5" if name in ("big5", "cp950", "big5hkscs") \
+        else None
+    if family is None:
+        return
+    guess = guess_legacy_encoding(head)
+    try:
+        mine = _common_share(head.decode(name, errors="ignore"), family)
+    except LookupError:
+        return
+    if guess is not None and guess[0] != family and guess[2] - mine > 0.3:
+        raise UserError(f"{path} does not read as {encoding} ({mine:.0%} everyday characters) but as "
+                        f"{guess[1]} ({guess[2]:.0%}); re-run with --encoding {guess[0]}")
+
+
 def _encoding_error(path: Path, line_no: int, encoding: str) -> UserError:
+    try:
+        verify_unchanged(path)  # a file cut mid-character while read is a changed file, not an encoding
+    except UserError as changed:
+        return changed
     line_no = _first_bad_line(path, encoding) or line_no
     with _open_binary(path) as handle:
         sample = handle.read(1 << 16)
     guess = None
     if codecs.lookup(encoding).name == "utf-8":
-        for candidate, label in (("gb18030", "GBK/GB18030"), ("big5", "Big5")):
-            try:
-                sample.decode(candidate)
-            except UnicodeDecodeError as exc:
-                if exc.start < len(sample) - 4:  # a cut multibyte char at the end is fine
-                    continue
-            guess = (candidate, label)
-            break
+        guess = guess_legacy_encoding(sample)
     if guess:
         return UserError(f"{path} is not UTF-8 (line {line_no}); it looks like {guess[1]} - "
                          f"re-run with --encoding {guess[0]}")
@@ -298,8 +449,11 @@ def _text_lines(src: InputSource, opts: ReadOptions, report: ReadReport,
     encoding = "utf-8-sig" if codecs.lookup(opts.encoding).name == "utf-8" else opts.encoding
     _check_text(path, encoding)
     limit = opts.max_line_chars
-    raw = _open_binary(path)
-    position = (lambda: raw.fileobj.tell()) if isinstance(raw, gzip.GzipFile) else raw.tell
+    try:
+        raw, counter = _open_counted(path)
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    position = lambda: counter.count  # noqa: E731 (file bytes read, compressed or not)
     text = io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline=None)
     line_no = 0
     reported = 0
@@ -313,6 +467,7 @@ def _text_lines(src: InputSource, opts: ReadOptions, report: ReadReport,
                 raise UserError(f"{path} is damaged after line {line_no} ({exc}); "
                                 "re-download or re-compress it") from None
             if not line:
+                _verify_read(path, counter)
                 break
             line_no += 1
             if len(line) > limit and not line.endswith("\n"):
@@ -424,9 +579,13 @@ def _read_json(src: InputSource, opts: ReadOptions, progress: Callable[[int], No
     path = Path(src.location)
     _check_text(path, opts.encoding)
     try:
-        with open(path, encoding="utf-8-sig" if codecs.lookup(opts.encoding).name == "utf-8"
-                  else opts.encoding) as handle:
+        raw, counter = _open_counted(path)
+        with io.TextIOWrapper(raw, encoding="utf-8-sig" if codecs.lookup(opts.encoding).name == "utf-8"
+                              else opts.encoding) as handle:
             data = json.load(handle)
+            _verify_read(path, counter)
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise _encoding_error(path, 1, opts.encoding) from None
     except json.JSONDecodeError as exc:

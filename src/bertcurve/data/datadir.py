@@ -42,7 +42,11 @@ class SplitArrays:
 
 
 def _memmap(path: Path, dtype: Any) -> np.ndarray:
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size % np.dtype(dtype).itemsize:  # cut short (a copy or a disk that filled up)
+        raise UserError(f"{path} is damaged: {size:,} bytes is not a whole number of "
+                        f"{np.dtype(dtype).itemsize}-byte values; re-run `bertcurve prepare --force`")
+    if size == 0:
         return np.zeros(0, dtype=dtype)
     return np.memmap(path, dtype=dtype, mode="r")
 
@@ -59,6 +63,9 @@ class DataDir:
                 f"create one with `bertcurve prepare INPUT --out {self.path}`"
             )
         self.meta: dict[str, Any] = read_json(meta_path, "data set metadata")
+        if not isinstance(self.meta, dict):
+            raise UserError(f"{meta_path} is not a JSON object (found a {type(self.meta).__name__}); "
+                            "the data directory is damaged - re-run `bertcurve prepare --force`")
         fmt = self.meta.get("format")
         if fmt != layout.DATA_FORMAT:
             raise UserError(

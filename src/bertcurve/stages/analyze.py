@@ -7,7 +7,7 @@ table with a plain-words verdict. See docs/analysis.md for every statistic.
 
 examples:
   bertcurve analyze runs/demo
-  bertcurve analyze ../shared/seed/training_history_100k.json --forecast 150000 200000 --target 0.6
+  bertcurve analyze tests/fixtures/seed/training_history_100k.json --forecast 150000 200000 --target 0.6
   bertcurve analyze trainer_state.json --metric eval_loss --out eval_loss.analysis.json
 """
 
@@ -27,6 +27,7 @@ from bertcurve.curves import policy
 from bertcurve.curves import stats as st
 from bertcurve.curves.forecast import CurveForecast
 from bertcurve.errors import UserError
+from bertcurve.progress import more_time
 from bertcurve.fsutil import write_result_json
 from bertcurve.curves.logs import Series, TrainingLog, load_log
 from bertcurve.training.config import run_config_in
@@ -447,7 +448,7 @@ def analyze(
     result = _clean(result)
     if write:
         path = default_out(log, out)
-        write_result_json(path, result)
+        write_result_json(path, result, inputs=[log.path])
     return result
 
 
@@ -580,7 +581,7 @@ def verdict(res: dict) -> list[str]:
             if rng[0] is not None or rng[1] is not None:
                 txt += f" (range {_fmt_step(rng[0])}–{_fmt_step(rng[1])})"
             if t.get("hours_from_last_step") is not None:
-                txt += f", {t['hours_from_last_step']:.1f} more hours at the measured speed"
+                txt += f", {more_time(t['hours_from_last_step'])} at the measured speed"
             out.append(txt + raw + ".")
         elif t.get("model") is None:
             out.append(f"Steps to the target {t['value']} cannot be estimated: no learning-curve model converged{raw}.")

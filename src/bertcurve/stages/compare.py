@@ -9,7 +9,7 @@ given over the window every run covers.
 
 examples:
   bertcurve compare runs/50k runs/100k
-  bertcurve compare runs/demo ../shared/seed/training_history_100k.json --at-step 200000
+  bertcurve compare runs/demo tests/fixtures/seed/training_history_100k.json --at-step 200000
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def compare(
         path = Path(out).expanduser() if out is not None else Path.cwd() / layout.COMPARISON
         if path.is_dir():
             path = path / layout.COMPARISON
-        write_result_json(path, result)
+        write_result_json(path, result, inputs=sources)
         if curve is not None:
             result["cooldown_figure"] = str(_draw_cooldown_curve(curve, logs, path.parent))
     return result
@@ -271,7 +271,10 @@ def _draw_cooldown_curve(curve: dict, logs: Sequence, folder: Path) -> Path:
             until = stable_phase_end(o.schedule, o.max_steps, o.warmup_steps, o.decay_fraction)
         fig = F.compute_curve(curve["points"], context, curve["metric"], context_until=until)
         fig.savefig(buffer, format="png", dpi=110, metadata={"Software": "bertcurve"})
-    path = folder / "cooldown_curve.png"
+    from bertcurve.fsutil import guard_output_file
+
+    path = guard_output_file(folder / "cooldown_curve.png", what="cooldown curve figure",
+                             replaceable=lambda p: p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n")
     atomic_write_bytes(path, buffer.getvalue())
     return path
 

@@ -4,17 +4,23 @@
 
 Open the printed address in a browser: a status table (step, progress, held-out
 accuracy, loss, speed, time left) and a figure of every run, refreshed as
-metrics.jsonl grows. The figure is re-drawn only when a log changed. The server
-listens on 127.0.0.1 by default and serves nothing but the page, its status
-JSON and its figure; stop it with Ctrl-C.
+metrics.jsonl grows. Each poll parses only the lines appended to a metrics.jsonl
+since the last one (a truncated or replaced log is read again from the start), and
+the figure is re-drawn only when a log changed. The server listens on 127.0.0.1 by
+default, answers only requests whose Host header names it (127.0.0.1, localhost,
+[::1] or the --host given: a DNS-rebinding page gets 421), and serves nothing but
+the page, its status JSON and its figure; stop it with Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import io
+import ipaddress
 import json
+import socket
 import sys
 import threading
 import time
@@ -44,6 +50,9 @@ class Dashboard:
     refresh_s: float = 5.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _figure: tuple[str, bytes] | None = None
+    _read_lock: threading.Lock = field(default_factory=threading.Lock)
+    _tails: dict = field(default_factory=dict)    # source -> RunMetricsTail
+    _other: dict = field(default_factory=dict)    # source -> ((inode, size, mtime), TrainingLog)
 
     def version(self) -> str:
         """Changes whenever any log (or a run's config) changes: size and mtime of each file."""
@@ -57,15 +66,37 @@ class Dashboard:
                     h.update(f"{path}:missing;".encode())
         return h.hexdigest()[:16]
 
-    def _logs(self) -> list[tuple[Path, Any]]:
-        from bertcurve.curves.logs import load_log
+    def _load(self, src: Path) -> Any:
+        """The log of ``src``: a metrics.jsonl is followed (only appended bytes are parsed); other
+        logs are read again only when their size or mtime changed."""
+        from bertcurve.curves.logs import RunMetricsTail, load_log
 
+        path = _metrics_path(src)
+        if path.suffix == ".jsonl" and path.is_file():
+            tail = self._tails.get(src)
+            if tail is None:
+                tail = self._tails[src] = RunMetricsTail(path, src if src.is_dir() else None)
+            return tail.read()
+        try:
+            st = path.stat()
+            stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            stamp = None
+        cached = self._other.get(src)
+        if cached is not None and stamp is not None and cached[0] == stamp:
+            return cached[1]
+        log = load_log(src)
+        self._other[src] = (stamp, log)
+        return log
+
+    def _logs(self) -> list[tuple[Path, Any]]:
         out = []
-        for src in self.sources:
-            try:
-                out.append((src, load_log(src)))
-            except UserError as exc:  # e.g. a run that has not written its first line yet
-                out.append((src, exc))
+        with self._read_lock:  # the page's two requests share the tails
+            for src in self.sources:
+                try:
+                    out.append((src, self._load(src)))
+                except UserError as exc:  # e.g. a run that has not written its first line yet
+                    out.append((src, exc))
         return out
 
     def status(self) -> dict[str, Any]:
@@ -192,7 +223,7 @@ function render(status) {
       : pct(r.eval_mlm_accuracy) + (r.eval_mlm_accuracy_se ? " ± " + pct(r.eval_mlm_accuracy_se) : ""));
     cell(tr, fmt(r.eval_loss !== null && r.eval_loss !== undefined ? r.eval_loss : r.train_loss, 4));
     cell(tr, r.tokens_per_s ? Math.round(r.tokens_per_s).toLocaleString() : "—");
-    cell(tr, r.lr ? Number(r.lr).toExponential(2) : "—");
+    cell(tr, r.lr === null || r.lr === undefined ? "—" : Number(r.lr).toExponential(2));
     cell(tr, r.state === "finished" ? "done 完成" : hms(r.eta_s));
     body.appendChild(tr);
   }
@@ -213,7 +244,44 @@ poll();
 """
 
 
-def _handler(board: Dashboard) -> type[BaseHTTPRequestHandler]:
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+def allowed_hosts(host: str) -> frozenset[str]:
+    """The Host header names a request may carry: loopback names and the --host given.
+
+    Listening on every interface (0.0.0.0, ::) also allows this machine's names; any IP
+    literal is fine there too (DNS rebinding needs a host *name* the attacker controls).
+    """
+    names = {*_LOOPBACK_NAMES, host.strip("[]").lower()}
+    if host in ("0.0.0.0", "::", ""):
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower(), "*ip*"}
+    return frozenset(names)
+
+
+def host_allowed(header: str | None, allowed: frozenset[str]) -> bool:
+    """Whether a request's Host header (``name``, ``name:port``, ``[v6]:port``) names this server."""
+    if not header:
+        return False
+    value = header.strip().lower()
+    if value.startswith("["):
+        name = value[1:value.find("]")] if "]" in value else value
+    else:
+        name = value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+    name = name.rstrip(".")
+    if name in allowed:
+        return True
+    if "*ip*" in allowed:
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            return False
+    return False
+
+
+def _handler(board: Dashboard, host: str = "127.0.0.1") -> type[BaseHTTPRequestHandler]:
+    allowed = allowed_hosts(host)
     page = _PAGE.replace("__REFRESH_MS__", str(int(board.refresh_s * 1000))).encode("utf-8")
 
     class Handler(BaseHTTPRequestHandler):
@@ -232,6 +300,11 @@ def _handler(board: Dashboard) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             path = urlsplit(self.path).path
             try:
+                if not host_allowed(self.headers.get("Host"), allowed):
+                    # DNS rebinding: a web page whose name now points here must not read the runs
+                    self._send(b"unknown Host header; open the address bertcurve dashboard printed\n",
+                               "text/plain; charset=utf-8", HTTPStatus.MISDIRECTED_REQUEST)
+                    return
                 if path in ("/", "/index.html"):
                     self._send(page, "text/html; charset=utf-8")
                 elif path == "/status.json":
@@ -252,6 +325,10 @@ def _handler(board: Dashboard) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 def make_server(sources: Sequence[str | Path], *, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                 lang: str = "both", refresh_s: float = 5.0) -> ThreadingHTTPServer:
     """A ready HTTP server for the dashboard (``port=0`` picks a free port); call ``serve_forever``."""
@@ -270,10 +347,19 @@ def make_server(sources: Sequence[str | Path], *, host: str = "127.0.0.1", port:
         if not p.exists():
             raise UserError(f"{p} does not exist; give a run directory (it may still be empty) or a log file")
         paths.append(p)
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port {port} is out of range; use 1..65535 (0 picks a free one)")
     board = Dashboard(paths, lang=lang, refresh_s=refresh_s)
     try:
-        server = ThreadingHTTPServer((host, port), _handler(board))
+        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
+        server = server_class((host, port), _handler(board, host))
+    except socket.gaierror as exc:
+        raise UserError(f"--host {host} is not an address or name this machine knows ({exc.strerror or exc}); "
+                        "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)") from None
     except OSError as exc:
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise UserError(f"cannot listen on {host}: it is not an address of this machine; give one of its "
+                            "own addresses with --host (127.0.0.1 or 0.0.0.0)") from None
         raise UserError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
                         f"choose another --port (0 picks a free one)") from None
     server.daemon_threads = True

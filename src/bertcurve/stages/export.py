@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Any
 
 from bertcurve import __version__, layout
 from bertcurve.errors import UserError
-from bertcurve.fsutil import read_json, staged_directory, write_json
+from bertcurve.fsutil import guard_output_dir, read_json, staged_directory, write_json
 from bertcurve.inference import load_masked_lm
 from bertcurve.training.config import load_run_config
 
@@ -50,20 +51,24 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / layout.METRICS
     if not path.is_file():
         return []
+    from bertcurve.curves.logs import capped_lines, check_text_file
+
+    check_text_file(path)  # a binary or zero-filled file: one line, without reading it
     rows: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as handle:
-        lines = handle.readlines()
-    for n, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            if n == len(lines) - 1:
+    bad: int | None = None
+    with open(path, "rb") as handle:  # streamed: memory follows the records, not the file
+        for n, line in enumerate(capped_lines(handle, path), start=1):
+            if not line.strip():
                 continue
-            raise UserError(f"{path} line {n + 1} is not JSON; the metrics log is damaged") from None
-        if isinstance(obj, dict) and isinstance(obj.get("step"), int):
-            rows.append(obj)
+            if bad is not None:
+                raise UserError(f"{path} line {bad} is not JSON; the metrics log is damaged")
+            try:
+                obj = json.loads(line)
+            except (ValueError, RecursionError):
+                bad = n  # fine only as the last line (a run still writing it)
+                continue
+            if isinstance(obj, dict) and isinstance(obj.get("step"), int):
+                rows.append(obj)
     return rows
 
 
@@ -321,10 +326,10 @@ def export(run_dir: str | Path, out: str | Path, step: int | None = None, *, for
     if not (run_dir / layout.RUN_CONFIG).is_file() and not (run_dir / layout.METRICS).is_file():
         raise UserError(f"{run_dir} is not a run directory (no {layout.RUN_CONFIG}); "
                         "give the --out directory of `bertcurve train`")
-    if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
-        raise UserError(f"--out {out} is inside the run directory; choose a folder outside it")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise UserError(f"{out} already exists and is not empty; choose another --out or pass --force")
+    # --force replaces only an earlier export (recognised by its marker file), never a run, a data
+    # dir or any other folder; paths are resolved first, so `.`, `inner/..` and links are caught.
+    target = guard_output_dir(out, marker=EXPORT_INFO, marker_format=EXPORT_FORMAT, force=force,
+                              inputs=[run_dir], what="exported model")
     lm = load_masked_lm(run_dir, step, device="cpu")
     net = lm.model
     net.config.architectures = ["BertForMaskedLM"] if net.config.model_type == "bert" else net.config.architectures
@@ -332,13 +337,18 @@ def export(run_dir: str | Path, out: str | Path, step: int | None = None, *, for
     loc_tok = Path(lm.tokenizer_dir)
     card, facts = model_card(run_dir, out, lm.step, net.config, n_params, len(lm.tokenizer))
     hf_logging.disable_progress_bar()
-    with staged_directory(out) as tmp:
+    with staged_directory(target) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             net.save_pretrained(str(tmp), safe_serialization=True)
         _copy_tokenizer(loc_tok, tmp, int(net.config.max_position_embeddings))
         (tmp / "README.md").write_text(card, encoding="utf-8")
         write_json(tmp / EXPORT_INFO, facts)
+        mask = os.umask(0o022)
+        os.umask(mask)
+        for path in tmp.iterdir():  # some writers create 0600 files: a shared model must be readable
+            if path.is_file():
+                os.chmod(path, 0o666 & ~mask)
     return out
 
 
@@ -348,7 +358,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder to write the Hugging Face model directory into")
     parser.add_argument("--step", type=int, metavar="N",
                         help="export the checkpoint of optimizer step N instead of the final model")
-    parser.add_argument("--force", action="store_true", help="replace --out if it already exists")
+    parser.add_argument("--force", action="store_true",
+                        help="replace --out if it holds an earlier export (never any other folder)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -93,7 +93,8 @@ def _encode(lm: MaskedLM, texts: Sequence[str]) -> list[_Encoded]:
     tok = lm.tokenizer
     mask_id, unk_id = tok.mask_token_id, tok.unk_token_id
     budget = lm.max_length - len(lm.prefix) - len(lm.suffix)
-    batch = tok(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+    # verbose=False: long texts are windowed below, transformers' "too long" warning does not apply
+    batch = tok(list(texts), add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     encoded: list[_Encoded] = []
     no_mask: list[int] = []
     too_far: list[str] = []
@@ -105,10 +106,6 @@ def _encode(lm: MaskedLM, texts: Sequence[str]) -> list[_Encoded]:
             no_mask.append(n)
             continue
         notes: list[str] = []
-        unknown = tuple(text[s:e] for t, (s, e) in zip(ids, offsets) if t == unk_id and unk_id is not None)
-        if unknown:
-            shown = "、".join(dict.fromkeys(unknown))
-            notes.append(f"text {n + 1}: not in the vocabulary, read as {tok.unk_token}: {shown}")
         kept = None
         if len(ids) > budget:
             first, last = mask_pos[0], mask_pos[-1]
@@ -119,11 +116,16 @@ def _encode(lm: MaskedLM, texts: Sequence[str]) -> list[_Encoded]:
             lo = min(max(0, centre - budget // 2), len(ids) - budget)
             hi = lo + budget
             kept = (offsets[lo][0], offsets[hi - 1][1])
-            notes.append(
+            notes.append(  # the same numbers as "kept" in --json: text[start:end]
                 f"text {n + 1}: {len(ids)} tokens but the model sees at most {budget}; "
-                f"kept characters {kept[0] + 1}-{kept[1]} around the {tok.mask_token}"
+                f"kept text[{kept[0]}:{kept[1]}] around the {tok.mask_token}"
             )
             ids, offsets = ids[lo:hi], offsets[lo:hi]
+        # [UNK] pieces of what the model sees (the window), not of the whole text
+        unknown = tuple(text[s:e] for t, (s, e) in zip(ids, offsets) if t == unk_id and unk_id is not None)
+        if unknown:
+            shown = "、".join(list(dict.fromkeys(unknown))[:20]) + ("…" if len(set(unknown)) > 20 else "")
+            notes.append(f"text {n + 1}: not in the vocabulary, read as {tok.unk_token}: {shown}")
         spans = [tuple(offsets[i]) for i, t in enumerate(ids) if t == mask_id]
         encoded.append(_Encoded(text, ids, spans, unknown, kept, tuple(notes)))  # type: ignore[arg-type]
     if no_mask:

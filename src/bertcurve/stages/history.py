@@ -13,12 +13,13 @@ Runs without next-sentence prediction have ``null`` in ``nsp_acc``.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from bertcurve import layout
 from bertcurve.errors import UserError
-from bertcurve.fsutil import write_json
+from bertcurve.fsutil import folder_kind, guard_output_file, json_format_is, write_json
 
 FORMATS = ("seed",)
 
@@ -47,11 +48,34 @@ def seed_history(records: list[dict[str, Any]], split: str = "train") -> dict[st
     }
 
 
+_SEED_FIELDS = ("step", "split", "mlm_accuracy", "nsp_accuracy", "loss", "lr")
+
+
+def stream_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The metrics records of ``path`` read line by line, keeping only the fields the seed format needs.
+
+    Memory follows the number of records, never the file's size: a binary or zero-filled
+    file and a line over 1 MiB are one-line errors, a torn last line is skipped.
+    """
+    from bertcurve.curves.logs import capped_lines, check_text_file
+
+    check_text_file(path)
+    with open(path, "rb") as handle:
+        for raw in capped_lines(handle, path):
+            if not raw.endswith(b"\n"):
+                break  # a run still writing (or killed while writing) its last line
+            try:
+                obj = json.loads(raw)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(obj, dict) and obj.get("format") == layout.METRICS_FORMAT and \
+                    isinstance(obj.get("step"), int) and not isinstance(obj.get("step"), bool):
+                yield {k: obj[k] for k in _SEED_FIELDS if k in obj}
+
+
 def export_history(run_dir: str | Path, format: str = "seed", out: str | Path | None = None,
                    split: str = "train") -> Path:
     """Write ``run_dir``'s metrics as ``format`` to ``out`` (default RUN_DIR/training_history.json)."""
-    from bertcurve.training.metrics_log import read_records
-
     run_dir = Path(run_dir)
     if format not in FORMATS:
         raise UserError(f"unknown history format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -60,12 +84,19 @@ def export_history(run_dir: str | Path, format: str = "seed", out: str | Path | 
     metrics = run_dir / layout.METRICS
     if not metrics.is_file():
         raise UserError(f"{run_dir} has no {layout.METRICS}; is it a run directory of `bertcurve train`?")
-    records = [r for r in read_records(metrics) if r.get("format") == layout.METRICS_FORMAT]
-    history = seed_history(records, split)
+    history = seed_history(list(stream_records(metrics)), split)
     if not history["steps"]:
         raise UserError(f"{metrics} has no {split} records to export")
-    target = Path(out) if out is not None else run_dir / layout.SEED_HISTORY
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = Path(out).expanduser() if out is not None else run_dir / layout.SEED_HISTORY
+    if target.is_dir() and folder_kind(target) is None:
+        target = target / layout.SEED_HISTORY  # --out DIR: the default file name inside it
+    # Replaces only an earlier history (same keys), never metrics.jsonl, config.json or another file.
+    target = guard_output_file(target, inputs=[run_dir, metrics], what="seed-format history",
+                               replaceable=lambda p: json_format_is(p, keys=("steps", "mlm_acc")))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {target.parent}: {exc.strerror or exc}") from None
     write_json(target, history)
     return target
 
@@ -78,7 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train: training-batch accuracy like the seed (default); "
                              "eval: fixed-mask held-out accuracy")
     parser.add_argument("--out", default=None,
-                        help=f"output file (default: RUN_DIR/{layout.SEED_HISTORY})")
+                        help=f"output file, or a folder to write {layout.SEED_HISTORY} into (default: "
+                             f"RUN_DIR/{layout.SEED_HISTORY}); never one of the run's own files")
 
 
 def run(args: argparse.Namespace) -> int:

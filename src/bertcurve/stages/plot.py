@@ -110,6 +110,8 @@ def plot(
     sources = [resolve_run(s) for s in sources]
     logs = [load_log(s, step_col=step_col, metric_col=metric_col) for s in sources]
     out_dir = Path(out).expanduser() if out is not None else default_out(sources)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file; give a folder to draw the figures into")
     result = PlotResult(out=out_dir)
     names = F.unique_names(logs)
     several = len(logs) > 1

@@ -40,10 +40,10 @@ from bertcurve.data.vocab import (
 from bertcurve.data.cleaning import (
     Filter, cjk_count, normalize, simplified_converter, split_latin_sentences, split_sentences,
 )
-from bertcurve.data.corpus import DEMO, InputSource, ReadOptions, ReadReport, resolve_inputs
+from bertcurve.data.corpus import DEMO, InputSource, ReadOptions, ReadReport, resolve_inputs, verify_unchanged
 from bertcurve.data.datadir import DataDir
 from bertcurve.errors import UserError
-from bertcurve.fsutil import read_json, staged_directory, write_json
+from bertcurve.fsutil import markdown_cell, read_json, staged_directory, write_json
 
 MAX_DOMAINS = 1000        # distinct --domain-field values counted individually; the rest are "(other)"
 ENCODE_CHUNK = 20_000     # sentences per vectorised encoding step
@@ -349,6 +349,7 @@ def _build(staging: Path, config: PrepareConfig, sources: list[InputSource], inp
                         flush_counts()
                 if done:
                     break
+            verify_unchanged(src)  # truncated, appended to or replaced while read: refused, not recorded
             if done:
                 break
     finally:
@@ -787,13 +788,13 @@ def render_card(meta: dict[str, Any], data_dir: Path | None = None) -> str:
     lines += ["", "## Sources", "", "| source | kind | documents | train sentences | val sentences | sha256 |",
               "|---|---|---:|---:|---:|---|"]
     for s in meta["sources"]:
-        lines.append(f"| {s['name']} | {s['kind']} | {s['documents']:,} | {s['sentences']['train']:,} | "
+        lines.append(f"| {markdown_cell(s['name'])} | {s['kind']} | {s['documents']:,} | {s['sentences']['train']:,} | "
                      f"{s['sentences']['val']:,} | `{s['sha256'][:16]}` |")
     if meta["domains"]:
-        lines += ["", f"## Domains ({meta['domain_field'] or 'from the source'})", "",
+        lines += ["", f"## Domains ({markdown_cell(meta['domain_field'] or 'from the source')})", "",
                   "| domain | sentences |", "|---|---:|"]
         for name, n in list(meta["domains"].items())[:30]:
-            lines.append(f"| {name} | {n:,} |")
+            lines.append(f"| {markdown_cell(name)} | {n:,} |")
         if len(meta["domains"]) > 30:
             lines.append(f"| ... {len(meta['domains']) - 30} more | |")
     problems = meta["warnings"]

@@ -21,6 +21,8 @@ import html
 import io
 import platform
 import re
+import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,7 +30,8 @@ from typing import Any, Sequence
 from bertcurve import __version__, layout
 from bertcurve.curves import policy
 from bertcurve.errors import UserError
-from bertcurve.fsutil import atomic_write_text, read_json
+from bertcurve.progress import more_time
+from bertcurve.fsutil import atomic_write_text, guard_output_file, markdown_cell, read_json
 from bertcurve.training.config import RunConfig, load_run_config
 
 REPORT_FORMAT = "bertcurve.stages.report/1"   # written into report.html's <meta name="generator">
@@ -78,18 +81,21 @@ class Doc:
 
     # -- rendering ----------------------------------------------------------------
     def markdown(self) -> str:
-        out = [f"# {self.title}", ""]
+        def text(s: str) -> str:  # user names in prose: "<!--" must not hide the rest of the report
+            return str(s).replace("<", "&lt;")
+
+        out = [f"# {text(self.title)}", ""]
         for kind, data in self.blocks:
             if kind == "h2":
-                out += [f"## {data[0]}", ""]
+                out += [f"## {text(data[0])}", ""]
             elif kind == "h3":
-                out += [f"### {data}", ""]
+                out += [f"### {text(data)}", ""]
             elif kind == "p":
-                out += [data, ""]
+                out += [text(data), ""]
             elif kind == "note":
-                out += [f"> {data}", ""]
+                out += [f"> {text(data)}", ""]
             elif kind == "ul":
-                out += [f"- {item}" for item in data] + [""]
+                out += [f"- {text(item)}" for item in data] + [""]
             elif kind == "table":
                 header, rows, align = data
                 if align == "kv":
@@ -243,7 +249,7 @@ def _numeric(text: str) -> bool:
 
 
 def _md_escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return markdown_cell(text)
 
 
 def _inline(text: str) -> str:
@@ -330,6 +336,8 @@ def gather(source: str | Path, *, metric: str | None = None, target: float | Non
             analysis = analyze(path, metric=metric, target=target, write=False)
         except UserError as exc:
             log.notes.append(f"no analysis: {exc}")
+            # `analyze` refuses this log (exit 2); the report is still written, but never silently without it
+            print(f"bertcurve: warning: the report of {path} has no analysis section: {exc}", file=sys.stderr)
     config = data_meta = study_rec = None
     data_dir = None
     if run_dir is not None:
@@ -690,7 +698,7 @@ def _forecast(doc: Doc, info: RunInfo, figures: dict[str, Path], base: Path, lan
             hours = t.get("hours_from_last_step")
             doc.p(f"Target **{t['value']}**: reached by the fitted curve at step **{_step(t['step'])}** "
                   f"(plausible range {_step(rng[0])}–{_step(rng[1])})"
-                  + (f", about {hours:.1f} more hours at the measured speed" if hours is not None else "") + ".")
+                  + (f", about {more_time(hours)} at the measured speed" if hours is not None else "") + ".")
         else:
             doc.p(f"Target **{t['value']}**: not reached — {t.get('note', 'the fitted curve levels off below it')}.")
     if a.get("what_if"):
@@ -832,6 +840,15 @@ def _ensure_figures(infos: Sequence[RunInfo], fig_dir: Path, lang: str, metric: 
     return figures
 
 
+def _is_report(path: Path) -> bool:
+    """An earlier report.md/report.html: it names the command that regenerates it."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return "bertcurve report " in handle.read(4 * 2**20)
+    except OSError:
+        return False
+
+
 def report(
     sources: Sequence[str | Path],
     *,
@@ -859,6 +876,11 @@ def report(
         out_dir = main.run_dir
     else:
         out_dir = Path("report")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file; give a folder for report.md, report.html and figures/")
+    for name in (layout.REPORT_MD, layout.REPORT_HTML):  # replace only an earlier report, never another file
+        guard_output_file(out_dir / name, what="bertcurve report", replaceable=_is_report,
+                          inputs=[i.run_dir or i.source for i in infos])
     out_dir.mkdir(parents=True, exist_ok=True)
     fig_dir = (main.run_dir / layout.FIGURES_DIR) if (main.run_dir is not None and out is None) \
         else out_dir / layout.FIGURES_DIR
@@ -878,9 +900,10 @@ def report(
     if len(infos) > 1:
         _comparison(doc, infos, figures, out_dir, lang, names, metric)
         sections.append("comparison")
-    cmd = "bertcurve report " + " ".join(str(i.source) for i in infos) + (f" --lang {lang}" if lang != "both" else "")
+    cmd = "bertcurve report " + " ".join(shlex.quote(str(i.source)) for i in infos) + (f" --lang {lang}" if lang != "both" else "")
     cmd += f" --metric {metric}" if metric else ""
     cmd += f" --target {target}" if target is not None else ""
+    cmd += f" --out {shlex.quote(str(out))}" if out is not None else ""
     _notes(doc, infos, names, lang, [cmd])
     sections.append("notes")
 

@@ -14,6 +14,7 @@ The training itself is :class:`bertcurve.training.trainer.Trainer`.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -81,7 +82,8 @@ def train(
     dist = Dist.from_env()
     emit = log or (lambda msg: print(msg, flush=True))
     say = (lambda msg: None) if (quiet or not dist.is_main) else emit
-    warn = (lambda msg: None) if not dist.is_main else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    warn = (lambda msg: None) if not dist.is_main else (  # one prefix for every warning: "bertcurve: warning: "
+        lambda msg: print(f"bertcurve: {msg}", file=sys.stderr, flush=True))
     speed = speed or SpeedConfig()
     problems = validate_speed(speed)
     if problems:
@@ -99,6 +101,7 @@ def train(
     tokenizer = data_dir.tokenizer()
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--out {run_dir} exists and is not a directory")
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = RunLock(run_dir, warn=warn) if dist.is_main else None
     if lock is not None:
@@ -116,6 +119,8 @@ def train(
     finally:
         if lock is not None:
             lock.release()
+            if created and [p.name for p in run_dir.iterdir()] == [layout.LOCK_FILE]:
+                shutil.rmtree(run_dir, ignore_errors=True)  # refused before writing anything: leave no trace
 
 
 def _check_extension_args(extend_to: int, resume: str, preset, config, overrides) -> None:

@@ -491,7 +491,8 @@ def validate(cfg: TrainConfig, vocab_size: int | None = None) -> list[str]:
     if o.warmup_steps < 0:
         p.append(f"optim.warmup_steps must be >= 0, got {o.warmup_steps}")
     elif o.max_steps >= 1 and o.warmup_steps > o.max_steps:
-        p.append(f"optim.warmup_steps ({o.warmup_steps}) exceeds optim.max_steps ({o.max_steps})")
+        p.append(f"optim.warmup_steps ({o.warmup_steps}) exceeds optim.max_steps ({o.max_steps}); "
+                 f"lower it too, e.g. --warmup-steps {max(0, o.max_steps // 10)}")
     if o.schedule not in SCHEDULES:
         p.append(f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {o.schedule!r}")
     if not 0.0 <= o.min_lr_ratio <= 1.0:
@@ -516,6 +517,9 @@ def validate(cfg: TrainConfig, vocab_size: int | None = None) -> list[str]:
     bad = [s for s in e.save_at if s < 1]
     if bad:
         p.append(f"eval.save_at steps must be >= 1, got {bad}")
+    for name, value in (("seed", cfg.seed), ("eval.eval_seed", e.eval_seed)):
+        if not 0 <= value < 2**32:  # numpy's and torch's generators take 0 .. 2**32 - 1
+            p.append(f"{name} must be in 0 .. 4294967295, got {value}")
     if vocab_size is not None and vocab_size < len(layout.SPECIAL_TOKENS) + 1:
         p.append(f"vocabulary of {vocab_size} tokens is too small")
     return p

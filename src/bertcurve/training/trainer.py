@@ -191,6 +191,7 @@ class Trainer:
                             "choose a new --out")
         if self.preset is None and self.config_source is None and saved is not None:
             cfg = build_config(None, saved["train"], self.overrides)
+            self.preset = saved.get("preset")   # a resume without --preset keeps the run's preset
         else:
             cfg = build_config(self.preset or "demo", self.config_source, self.overrides)
         problems = validate(cfg, self.vocab_size)
@@ -339,6 +340,13 @@ class Trainer:
                 self.warn("warning: the held-out evaluation set differs from the checkpoint's "
                           "(different data or eval settings); eval accuracies are not comparable")
         es = self.eval_set
+        if es.masked_tokens < cfg.eval.eval_tokens:
+            self.warn(f"warning: the held-out set has {es.masked_tokens:,} masked tokens, fewer than the "
+                      f"{cfg.eval.eval_tokens:,} asked (the validation split is small): its accuracy has a "
+                      "wider standard error")
+        if self.data_dir.meta.get("whole_word") and not cfg.data.whole_word:
+            self.say("note: the data dir has whole-word boundaries (prepare --whole-word); pass --whole-word "
+                     "to mask whole words")
         self.say(f"data: {len(examples['train']):,} training {'pairs' if cfg.data.nsp else 'sequences'}, "
                  f"eval set {es.sequences:,} sequences / {es.masked_tokens:,} masked tokens "
                  f"(constant-guess accuracy {self.constant_guess:.4f}), prepared in "

@@ -18,6 +18,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from bertcurve.curves import policy
 from bertcurve.curves.logs import Series, TrainingLog
 from bertcurve.errors import UserError
+from bertcurve.progress import more_time
 
 LANGS = ("zh", "en", "both")
 
@@ -111,8 +112,14 @@ _WORDS: dict[str, tuple[str, str]] = {
 }
 
 
+def literal(text: str) -> str:
+    """User text (run, log, metric names) drawn as written: ``$`` escaped so matplotlib never reads
+    it as mathtext (``$x^$`` would raise, ``cost $5 vs $7`` would render as math)."""
+    return str(text).replace("$", r"\$")
+
+
 def metric_label(name: str, lang: str) -> str:
-    en, zh = _WORDS.get(name, (name.replace("_", " "), name.replace("_", " ")))
+    en, zh = _WORDS.get(name, (literal(name.replace("_", " ")), literal(name.replace("_", " "))))
     return label(en, zh, lang)
 
 
@@ -260,7 +267,7 @@ def _plot_eval(ax: Any, log: TrainingLog, name: str, color: str, lang: str, *, s
 def _suptitle(fig: Figure, en: str, zh: str, lang: str, log_name: str | None = None) -> None:
     text = label(en, zh, lang)
     if log_name:
-        text = f"{text} — {log_name}"
+        text = f"{text} — {literal(log_name)}"
     fig.suptitle(text)
 
 
@@ -575,7 +582,7 @@ def comparison(logs: Sequence[TrainingLog], *, lang: str = "both", metric: str |
     metric = metric or common_metric(logs)
     for log in logs:
         log.metric(metric)  # UserError naming the log that lacks it
-    names = unique_names(logs)
+    names = [literal(n) for n in unique_names(logs)]
     fig, axes = new_figure(17, 5.8, 1, 3)
     ax_m, ax_l, ax_bar = axes[0]
     max_step = max(_max_step(log) for log in logs)
@@ -595,7 +602,7 @@ def comparison(logs: Sequence[TrainingLog], *, lang: str = "both", metric: str |
             ls = log.series[loss_name]
             ax_l.plot(ls.steps, smooth(ls.values)[0], color=color, lw=2,
                       label=f"{name} ({metric_label(loss_name, lang)})")
-    ax_m.set_title(title(f"{_WORDS.get(metric, (metric, metric))[0]}", _WORDS.get(metric, (metric, metric))[1], lang))
+    ax_m.set_title(title(*_WORDS.get(metric, (literal(metric), literal(metric))), lang))
     ax_m.set_ylabel(short_metric_label(metric, lang))
     if is_accuracy(metric):
         _percent(ax_m)
@@ -923,7 +930,7 @@ def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None,
         hours_en = hours_zh = ""
         if per_hour and reach > last:
             more = (reach - last) / per_hour
-            hours_en = f"\n≈ {more:,.1f} more hours at the measured speed"
+            hours_en = f"\n≈ {more_time(more)} at the measured speed"
             hours_zh = f"\n按实测速度还需约 {more:,.1f} 小时"
         text = block(f"reaches {fmt(target)} at step ≈ {reach:,.0f}{rng_en}{hours_en}",
                      f"约在第 {reach:,.0f} 步达到 {fmt(target)}{rng_zh}{hours_zh}", lang)
@@ -994,7 +1001,7 @@ def live_overview(logs: Sequence[TrainingLog], *, lang: str = "both", names: Seq
     """A compact 2×2 of one or more runs for the dashboard: MLM accuracy (held-out points and the
     training-batch moving average), loss, learning rate and throughput, one colour per run."""
     lang = check_lang(lang)
-    names = list(names) if names is not None else unique_names(logs)
+    names = [literal(n) for n in (names if names is not None else unique_names(logs))]
     fig, axes = new_figure(13, 7.6, 2, 2)
     ax_acc, ax_loss, ax_lr, ax_tps = axes.flat
     max_step = max((_max_step(log) for log in logs), default=1.0)
