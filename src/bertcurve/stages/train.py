@@ -107,9 +107,12 @@ def train(
     if lock is not None:
         lock.acquire()
     try:
-        if dist.is_main:
-            _extend(run_dir, extend_to, rewarm, say, warn)
-        dist.barrier()
+        if dist.is_distributed and (extend_to is not None or (run_dir / layout.EXTEND_INTENT).exists()):
+            # Every rank reads the checkpoint the branch chooses, before any process group exists.
+            raise UserError("--extend-to rearranges the run dir before training: run it in one process "
+                            "(without torchrun), stop it with Ctrl-C once it trains, then continue "
+                            "under torchrun")
+        _extend(run_dir, extend_to, rewarm, say, warn)
         trainer = Trainer(data_dir, tokenizer, run_dir, preset=preset, config=config,
                           overrides=overrides, resume=resume_str, speed=speed,
                           tensorboard=tensorboard, quiet=quiet, say=say, warn=warn, dist=dist,
@@ -223,6 +226,9 @@ def _parse_steps(text: str) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     overrides, speed = settings_from_args(args)
     cooldown_steps = _parse_steps(args.cooldowns_at) if args.cooldowns_at is not None else None
+    if cooldown_steps and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("--cooldowns-at creates its branch dirs in one process: run it without torchrun, "
+                        "or continue a branch under torchrun with --out RUN-cooldown-STEP")
     result = train(
         args.data, args.out, preset=args.preset, config=args.config, overrides=overrides,
         resume=args.resume, speed=speed, tensorboard=args.tensorboard, quiet=args.quiet,
