@@ -14,6 +14,7 @@ The training itself is :class:`bertcurve.training.trainer.Trainer`.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
