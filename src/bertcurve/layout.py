@@ -65,6 +65,8 @@ CHECKPOINTS_DIR = "checkpoints"
 CHECKPOINT_PREFIX = "step-"
 FINAL_MODEL_DIR = "final"                # Hugging Face model directory
 LOCK_FILE = "train.lock"
+EXTEND_INTENT = "extend.json"            # an `--extend-to` in progress (finished by the next train)
+BRANCHES_DIR = "branches"                # abandoned cooldowns of extended runs, one folder each
 TRACKERS_STATE = "trackers.json"         # --report-to: the tracker run ids a resumed run continues
 TRACKERS_STATE_FORMAT = "bertcurve.trackers/1"
 ANALYSIS = "analysis.json"               # format ANALYSIS_FORMAT
@@ -100,6 +102,11 @@ def resolve_run(source: str | Path) -> Path:
     if path.is_dir() and not (path / METRICS).exists() and (run / METRICS).exists():
         return run
     return path
+
+
+def branch_dir_name(from_max_steps: int) -> str:
+    """``branches/max-steps-00000040``: the cooldown a run planned before it was extended."""
+    return f"{BRANCHES_DIR}/max-steps-{from_max_steps:08d}"
 
 
 def checkpoint_dir_name(step: int) -> str:

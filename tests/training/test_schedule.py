@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bertcurve.training.schedule import lr_at
+from bertcurve.training.schedule import lr_at, rates_agree_through, stable_phase_end
 
 SEED_HISTORY = Path(__file__).resolve().parents[1] / "fixtures" / "seed" / "training_history_100k.json"
 
@@ -74,3 +74,38 @@ def test_inverse_sqrt_decays_with_the_square_root_and_ignores_max_steps():
     assert lr_at(400, **kw) == pytest.approx(5e-4)
     assert lr_at(40000, **kw) == pytest.approx(5e-5)
     assert lr_at(40000, **kw, min_lr_ratio=0.1) == pytest.approx(1e-4)
+
+
+def _optim(**changes):
+    base = dict(lr=1e-3, warmup_steps=10, max_steps=100, schedule="wsd", min_lr_ratio=0.0,
+                decay_fraction=0.2, decay_shape="linear")
+    return dict(base, **changes)
+
+
+def _rates(optim, upto):
+    kwargs = {k: optim[k] for k in ("warmup_steps", "max_steps", "schedule", "min_lr_ratio",
+                                    "decay_fraction", "decay_shape")}
+    return [lr_at(s, peak_lr=optim["lr"], **kwargs) for s in range(upto + 1)]
+
+
+def test_stable_phase_end_is_the_last_peak_step_of_wsd_only():
+    end = stable_phase_end("wsd", 100, 10, 0.2)
+    assert end == 80
+    opt = _optim()
+    assert _rates(opt, 100)[end] == 1e-3 and _rates(opt, 100)[end + 1] < 1e-3
+    assert stable_phase_end("cosine", 100, 10, 0.2) is None
+    assert stable_phase_end("constant", 100, 10, 0.2) is None
+
+
+@pytest.mark.parametrize("old, new, step", [
+    (_optim(), _optim(max_steps=300), 80),                       # WSD: the whole stable phase
+    (_optim(), _optim(max_steps=300), 81),                       # ... but not the first cooled step
+    (_optim(schedule="constant"), _optim(schedule="constant", max_steps=300), 100),
+    (_optim(schedule="inverse_sqrt"), _optim(schedule="inverse_sqrt", max_steps=300), 100),
+    (_optim(schedule="cosine"), _optim(schedule="cosine", max_steps=300), 50),
+    (_optim(schedule="cosine"), _optim(schedule="cosine", max_steps=300), 10),  # warm-up only
+    (_optim(), _optim(max_steps=300, lr=2e-3), 5),
+])
+def test_rates_agree_through_matches_the_rates_themselves(old, new, step):
+    expected = _rates(old, step) == _rates(new, step)
+    assert rates_agree_through(step, old, new) is expected

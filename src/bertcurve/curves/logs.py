@@ -378,6 +378,8 @@ class RunMetricsParser:
             raise UserError(f"{path}:{number} has no 'step'; the metrics file is damaged")
         step = _number(row["step"], f"{path}:{number} step")
         split = str(row.get("split", "train"))
+        if split == "branch":  # an --extend-to/--cooldowns-at branch point: a marker, not a curve point
+            return
         for key, value in row.items():
             if key in _RUN_SKIP or isinstance(value, (str, list, dict)) and not _numeric_string(value):
                 continue

@@ -29,6 +29,7 @@ from bertcurve.errors import UserError
 from bertcurve.fsutil import write_result_json
 from bertcurve.curves.logs import load_log
 from bertcurve.training.config import RunConfig, run_config_in
+from bertcurve.training.schedule import stable_phase_end
 
 # (key, label, format) of the headline rows, in table order.
 ROWS: list[tuple[str, str, str]] = [
@@ -206,6 +207,9 @@ def compare(
         "differences": _differences(rows),
         "notes": _like_for_like_notes(rows, [log.meta for log in logs], window_end, common),
     }
+    curve = cooldown_curve(logs, [r["name"] for r in rows], metric)
+    if curve is not None:
+        result["cooldown_curve"] = curve
     from bertcurve.stages.analyze import _clean
 
     result = _clean(result)
@@ -214,7 +218,65 @@ def compare(
         if path.is_dir():
             path = path / layout.COMPARISON
         write_result_json(path, result, inputs=sources)
+        if curve is not None:
+            result["cooldown_figure"] = str(_draw_cooldown_curve(curve, logs, path.parent))
     return result
+
+
+def _is_wsd_run(log) -> bool:
+    cfg = run_config_in(log.meta)
+    return cfg is not None and cfg.train.optim.schedule == "wsd"
+
+
+def cooldown_curve(logs: Sequence, names: Sequence[str], metric: str | None) -> dict | None:
+    """The final held-out metric of each WSD run (e.g. ``RUN-cooldown-400/``...) against its last
+    step — the compute curve of one run's cooldown branches; None unless two or more finished WSD
+    runs with a held-out metric are compared."""
+    wanted = metric or "eval_mlm_accuracy"
+    if not wanted.startswith("eval_"):
+        return None
+    points = []
+    for log, name in zip(logs, names):
+        if not _is_wsd_run(log) or wanted not in log.series:
+            continue
+        cfg = run_config_in(log.meta)
+        s = log.series[wanted]
+        if int(s.steps[-1]) != cfg.train.optim.max_steps:
+            continue  # unfinished: its last value is not a cooled-down model
+        se = log.series.get(f"{wanted}_se")
+        points.append({"name": name, "step": int(s.steps[-1]), "value": float(s.values[-1]),
+                       "se": float(se.values[-1]) if se is not None and int(se.steps[-1]) == int(s.steps[-1])
+                       else None})
+    if len(points) < 2:
+        return None
+    return {"metric": wanted, "points": sorted(points, key=lambda p: p["step"])}
+
+
+def _draw_cooldown_curve(curve: dict, logs: Sequence, folder: Path) -> Path:
+    """``cooldown_curve.png`` next to comparison.json; the context line is the longest WSD run."""
+    from bertcurve.fsutil import atomic_write_bytes
+    import io
+
+    from bertcurve.viz import figures as F
+
+    wsd = [log for log in logs if _is_wsd_run(log) and curve["metric"] in log.series]
+    context = max(wsd, key=lambda log: float(log.series[curve["metric"]].steps[-1])) if wsd else None
+    import matplotlib
+
+    buffer = io.BytesIO()
+    with matplotlib.rc_context(F.style()):  # the CJK font
+        until = float("inf")
+        if context is not None:
+            o = run_config_in(context.meta).train.optim
+            until = stable_phase_end(o.schedule, o.max_steps, o.warmup_steps, o.decay_fraction)
+        fig = F.compute_curve(curve["points"], context, curve["metric"], context_until=until)
+        fig.savefig(buffer, format="png", dpi=110, metadata={"Software": "bertcurve"})
+    from bertcurve.fsutil import guard_output_file
+
+    path = guard_output_file(folder / "cooldown_curve.png", what="cooldown curve figure",
+                             replaceable=lambda p: p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n")
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
 
 
 def _fmt(v: Any, fmt: str) -> str:
@@ -254,6 +316,15 @@ def table_text(res: dict) -> str:
         lines.append("")
         lines.append("注意 not like for like:")
         lines += [f"  - {n}" for n in res["notes"]]
+    if res.get("cooldown_curve"):
+        c = res["cooldown_curve"]
+        lines.append("")
+        lines.append(f"退火分支 cooldown branches ({c['metric']} at each run's end):")
+        for p in c["points"]:
+            se = f" ± {p['se']:.4f}" if p.get("se") is not None else ""
+            lines.append(f"  step {p['step']:>10,}  {p['value']:.4f}{se}  {p['name']}")
+        if res.get("cooldown_figure"):
+            lines.append(f"  figure: {res['cooldown_figure']}")
     if res.get("path"):
         lines.append(f"\nwrote {res['path']}")
     return "\n".join(lines)

@@ -75,3 +75,34 @@ def lr_at(
     if schedule in ("cosine", "linear"):
         return floor + (peak_lr - floor) * decay_factor(progress, schedule)
     raise ValueError(f"unknown schedule {schedule!r}: use one of {', '.join(SCHEDULES)}")
+
+
+# The schedule settings whose change alters some step's rate (max_steps aside).
+_RATE_FIELDS = ("lr", "warmup_steps", "schedule", "min_lr_ratio", "decay_fraction", "decay_shape")
+
+
+def stable_phase_end(schedule: str, max_steps: int, warmup_steps: int, decay_fraction: float) -> int | None:
+    """The last step a longer run of the same schedule would also train at these rates:
+    the WSD stable phase's last step (its rate is the peak; step + 1 is the first cooled one),
+    None for schedules whose every step depends on ``max_steps`` (cosine, linear) or none
+    does (constant, inverse_sqrt)."""
+    if schedule != "wsd":
+        return None
+    return wsd_decay_start(max_steps, warmup_steps, decay_fraction)
+
+
+def rates_agree_through(step: int, old: dict, new: dict) -> bool:
+    """Whether two optimizer settings (``OptimConfig`` dicts) give every update up to ``step``
+    the same learning rate, so a checkpoint at ``step`` continues exactly under ``new``."""
+    if any(old.get(k) != new.get(k) for k in _RATE_FIELDS):
+        return False
+    if old.get("max_steps") == new.get("max_steps") or step <= int(old.get("warmup_steps", 0)):
+        return True
+    schedule = old.get("schedule")
+    if schedule in ("constant", "inverse_sqrt"):
+        return True
+    if schedule == "wsd":
+        ends = [wsd_decay_start(int(c["max_steps"]), int(c["warmup_steps"]), float(c["decay_fraction"]))
+                for c in (old, new)]
+        return step <= min(ends)
+    return False

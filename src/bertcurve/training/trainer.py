@@ -47,7 +47,7 @@ from bertcurve.training.distributed import (
     resolve_device,
 )
 from bertcurve.training.hostmem import keep_freed_memory
-from bertcurve.training.schedule import lr_at
+from bertcurve.training.schedule import lr_at, rates_agree_through, stable_phase_end
 from bertcurve.training.trackers import Trackers, open_trackers
 
 FaultHook = Callable[[str, int], None]
@@ -183,12 +183,21 @@ class Trainer:
         self.start_step = self.loaded.step if self.loaded is not None else 0
         self.step = self.start_step
         self.total_steps = self.cfg.optim.max_steps
+        self.milestones = self._milestones()
         self._build_model()
         self._build_optimizer()
         if self.loaded is not None:
             self._restore_training_state(self.loaded)
         self._build_data()
         self._open_run_files()
+
+    def _milestones(self) -> tuple[int, ...]:
+        """Checkpoints never pruned: ``eval.save_at`` and, under WSD, the stable phase's last
+        step (``--extend-to`` continues from there, docs/run-dir.md)."""
+        o = self.cfg.optim
+        end = stable_phase_end(o.schedule, o.max_steps, o.warmup_steps, o.decay_fraction)
+        extra = (end,) if end and end < o.max_steps else ()
+        return tuple(sorted(set(self.cfg.eval.save_at) | set(extra)))
 
     def _resolve_config(self):
         """The preset/config file/overrides, or the saved config of the run being continued."""
@@ -247,6 +256,10 @@ class Trainer:
         if loaded.step and loaded.meta.get("micro_batches") == loaded.step * self.micro_batches_per_step:
             # The same global batch on another number of processes: still the same run.
             changed = [c for c in changed if not c.startswith("optim.grad_accum:")]
+        if loaded.step and rates_agree_through(loaded.step, loaded.meta.get("config", {}).get("optim", {}),
+                                               to_dict(cfg)["optim"]):
+            # A longer WSD/constant/inverse-sqrt run (--extend-to): every step so far is the same.
+            changed = [c for c in changed if not c.startswith("optim.max_steps:")]
         if changed:
             self.warn("warning: config differs from the checkpoint's (the run is no longer an exact "
                       "continuation): " + "; ".join(changed))
@@ -549,7 +562,7 @@ class Trainer:
         self.pending.append(PendingStep(step, lr, counts.masked,
                                         torch.cat([stats, grad_norm.detach().reshape(1).double()])))
         is_log = step % cfg.log_every == 0 or step == self.total_steps
-        is_save = step % cfg.save_every == 0 or step in cfg.eval.save_at or step == self.total_steps
+        is_save = step % cfg.save_every == 0 or step in self.milestones or step == self.total_steps
         if not self.defer_reads or is_log or is_save:
             self.last_values = self.read_pending()
         self.opt.step()
@@ -732,7 +745,7 @@ class Trainer:
         except OSError as exc:
             raise _write_failure("a checkpoint", exc, self.last_good_step) from None
         self.last_good_step = step
-        ckpt.prune_checkpoints(self.run_dir, self.cfg.eval.keep, self.cfg.eval.save_at)
+        ckpt.prune_checkpoints(self.run_dir, self.cfg.eval.keep, self.milestones)
 
     def _checkpoint_meta(self, step: int) -> dict[str, Any]:
         """checkpoint.json's fields: the data position and what a resume must match."""

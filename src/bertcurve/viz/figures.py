@@ -9,7 +9,7 @@ chosen by :mod:`bertcurve.viz.fonts`. Saving is :mod:`bertcurve.stages.plot`'s j
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -1042,4 +1042,33 @@ def live_overview(logs: Sequence[TrainingLog], *, lang: str = "both", names: Seq
             ax.legend(loc="best", fontsize=8)
         else:
             _empty(ax, label("not logged yet", "尚无记录", lang))
+    return fig
+
+
+def compute_curve(points: Sequence[Mapping[str, Any]], context: TrainingLog | None, metric: str, *,
+                  context_until: float = float("inf"), lang: str = "both") -> Figure:
+    """The final held-out metric of several finished runs (WSD cooldown branches) against
+    their steps, with ±1 standard error, over the curve of the run they branched from."""
+    lang = check_lang(lang)
+    fig, axes = new_figure(9, 5.6)
+    ax = axes[0][0]
+    if context is not None and metric in context.series:
+        s = context.series[metric]
+        stable = s.steps <= context_until
+        ax.plot(*thin(s.steps[stable], s.values[stable]), color="#999999", lw=1.2,
+                label=label("stable phase (no cooldown)", "稳定阶段（未退火）", lang))
+    steps = np.array([p["step"] for p in points], dtype=float)
+    values = np.array([p["value"] for p in points], dtype=float)
+    errors = np.array([p.get("se") or 0.0 for p in points], dtype=float)
+    ax.errorbar(steps, values, yerr=errors, color=PALETTE[1], marker="o", lw=2, capsize=4,
+                label=label("after cooldown (final, ±1 SE)", "退火后（最终值，±1 标准误）", lang))
+    for p in points:
+        ax.annotate(p["name"], (p["step"], p["value"]), textcoords="offset points", xytext=(4, -12),
+                    fontsize=8, color="#333333")
+    _steps_axis(ax, float(max(steps.max(), _max_step(context) if context is not None else 0)), lang)
+    ax.set_ylabel(metric_label(metric, lang))
+    if "accuracy" in metric:
+        _percent(ax)
+    ax.legend(loc="lower right", fontsize=9)
+    _suptitle(fig, "Compute curve: final metric of each cooldown branch", "算力曲线：各退火分支的最终指标", lang)
     return fig
