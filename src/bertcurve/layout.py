@@ -65,6 +65,8 @@ CHECKPOINTS_DIR = "checkpoints"
 CHECKPOINT_PREFIX = "step-"
 FINAL_MODEL_DIR = "final"                # Hugging Face model directory
 LOCK_FILE = "train.lock"
+TRACKERS_STATE = "trackers.json"         # --report-to: the tracker run ids a resumed run continues
+TRACKERS_STATE_FORMAT = "bertcurve.trackers/1"
 ANALYSIS = "analysis.json"               # format ANALYSIS_FORMAT
 ANALYSIS_FORMAT = "bertcurve.analysis/2"
 COMPARISON = "comparison.json"
@@ -83,7 +85,7 @@ CKPT_META_FORMAT = "bertcurve.checkpoint/1"
 # ------------------------------------------------------- exported model dir
 # Written by `bertcurve export` next to the Hugging Face files and README.md.
 EXPORT_INFO = "bertcurve_export.json"    # format EXPORT_FORMAT: run, step, eval accuracy
-EXPORT_FORMAT = "bertcurve.stages.export/1"
+EXPORT_FORMAT = "bertcurve.stages.export/2"
 
 # ----------------------------------------------------------------- study dir
 STUDY_DATA_DIR = "data"

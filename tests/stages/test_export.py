@@ -68,9 +68,58 @@ def test_model_card_states_data_steps_accuracy_and_curve(exported, tiny_data_dir
     assert meta["sources"][0]["name"] in card
     assert "rose from 5.0 % at step 10 to 25.6 % at step 50" in card
     assert 'pipeline("fill-mask"' in card and "bertcurve fill-mask" in card
+    assert "\nlicense:" not in card.split("\n---\n")[0]  # no licence claimed unless given
     info = json.loads((exported / layout.EXPORT_INFO).read_text(encoding="utf-8"))
     assert info["format"] == layout.EXPORT_FORMAT and info["step"] == 50
     assert info["eval"]["mlm_accuracy"] == pytest.approx(0.256)
+
+
+def test_card_metadata_has_model_index_dataset_and_the_licence_given(run_dir, tiny_data_dir, tmp_path):
+    from huggingface_hub import ModelCard
+
+    out = tmp_path / "zh-bert-licensed"
+    assert main(["export", str(run_dir), "--out", str(out), "--license", "Apache-2.0"]) == 0
+    data = ModelCard.load(out / "README.md").data
+    assert data.license == "apache-2.0" and data.language == "zh" and data.pipeline_tag == "fill-mask"
+    results = {r.metric_name: r for r in data.eval_results}
+    assert set(results) == {"Held-out MLM accuracy", "Held-out MLM top-5 accuracy", "Held-out MLM loss"}
+    acc = results["Held-out MLM accuracy"]
+    assert acc.metric_type == "accuracy" and acc.metric_value == pytest.approx(0.256)
+    assert results["Held-out MLM loss"].metric_value == pytest.approx(6.5)
+    assert acc.task_type == "fill-mask" and acc.dataset_split == "validation"
+    meta = json.loads((tiny_data_dir / layout.DATA_META).read_text(encoding="utf-8"))
+    assert acc.dataset_name == ", ".join(s["name"] for s in meta["sources"])
+    assert acc.dataset_type == tiny_data_dir.name and data.model_name == out.name
+    info = json.loads((out / layout.EXPORT_INFO).read_text(encoding="utf-8"))
+    assert info["license"] == "apache-2.0" and info["run_name"] == run_dir.name
+
+
+def test_no_absolute_path_of_the_exporting_machine_in_any_exported_file(exported, run_dir, tiny_data_dir):
+    machine_paths = {str(run_dir.resolve()), str(tiny_data_dir.resolve()), str(run_dir.resolve().parent),
+                     str(Path.home())}
+    for path in exported.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            for where in machine_paths:
+                assert where.encode() not in content, f"{path.name} records {where}"
+
+
+def test_training_batch_accuracy_never_enters_the_model_index(tmp_path, tiny_data_dir):
+    from huggingface_hub import ModelCard
+
+    run = make_run_dir(tmp_path / "run", tiny_data_dir, steps=(10, 20), evals={10: 0.1, 20: 0.2})
+    rows = [json.loads(line) for line in (run / layout.METRICS).read_text().splitlines()]
+    (run / layout.METRICS).write_text("".join(json.dumps(r) + "\n" for r in rows if r["split"] == "train"))
+    card = ModelCard.load(export(run, tmp_path / "out") / "README.md")
+    assert not card.data.eval_results
+    assert "MLM accuracy on training batches" in card.text
+
+
+def test_a_bad_licence_is_a_one_line_error(run_dir, tmp_path, capsys):
+    assert main(["export", str(run_dir), "--out", str(tmp_path / "x"), "--license", "MIT License"]) == 2
+    err = capsys.readouterr().err
+    assert "--license" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
 
 
 def test_export_of_a_checkpoint_step(run_dir, tmp_path):
@@ -141,3 +190,15 @@ def test_curve_summary_says_whether_the_curve_flattens():
     assert "too few" in curve_summary(pts([0.1]))
     assert "step 200" in curve_summary(pts([0.0, 0.2, 0.3, 0.35, 0.37]), upto=200)
     assert "stayed at 0.0 %" in curve_summary(pts([0.0, 0.0]))
+
+
+def test_card_of_a_continued_run_names_the_starting_model(tmp_path, tiny_data_dir):
+    run = make_run_dir(tmp_path / "run", tiny_data_dir, steps=(10,), evals={10: 0.3})
+    cfg = json.loads((run / layout.RUN_CONFIG).read_text())
+    cfg["init_from"] = {"name": "bert-base-chinese", "path": str(tmp_path / "bert-base-chinese")}
+    (run / layout.RUN_CONFIG).write_text(json.dumps(cfg))
+    out = export(run, tmp_path / "adapted")
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "continued pretraining of an existing BERT model" in card
+    assert "continued from `bert-base-chinese`" in card
+    assert str(tmp_path).encode() not in b"".join(p.read_bytes() for p in out.iterdir() if p.is_file())

@@ -101,6 +101,7 @@ class Dashboard:
 
     def status(self) -> dict[str, Any]:
         """What the page's table shows, per run (JSON-able)."""
+        from bertcurve.training.checkpoint import RunLock
         from bertcurve.training.config import run_config_in
         from bertcurve.viz.figures import unique_names
 
@@ -136,10 +137,10 @@ class Dashboard:
             if run_dir is not None and (run_dir / layout.FINAL_MODEL_DIR).is_dir() and (
                     max_steps is None or step >= max_steps):
                 entry["state"] = "finished"
-            elif run_dir is not None and (run_dir / layout.LOCK_FILE).exists():
-                entry["state"] = "training"
-            else:
-                entry["state"] = "stopped" if run_dir is not None else "log"
+            elif run_dir is not None and RunLock.is_held(run_dir):
+                entry["state"] = "training"       # a live process holds the run's lock
+            else:   # killed, Ctrl-C or crashed: the lock file may remain, but nobody holds it
+                entry["state"] = "interrupted" if run_dir is not None else "log"
             runs.append(entry)
         return {"version": self.version(), "time": time.time(), "refresh_s": self.refresh_s, "runs": runs}
 
@@ -183,7 +184,7 @@ thead th { background: #eef2f6; }
 .bar { background: #e6ebf0; height: 8px; width: 120px; display: inline-block; vertical-align: middle; }
 .bar span { background: #0072B2; height: 8px; display: block; }
 .state-training { color: #009E73; font-weight: 600; } .state-finished { color: #0072B2; }
-.state-stopped, .state-waiting { color: #D55E00; }
+.state-interrupted, .state-waiting { color: #D55E00; }
 img { width: 100%; border: 1px solid #dde1e6; }
 #updated { color: #5b6472; font-size: .85em; }
 </style></head><body><main>

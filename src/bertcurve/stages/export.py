@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -126,6 +127,20 @@ def curve_summary(curve: list[EvalPoint], upto: int | None = None, what: str = "
 
 
 # ---------------------------------------------------------------- model card
+_LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.\-]*$")
+
+
+def check_license(license: str | None) -> str | None:
+    """A Hugging Face Hub licence identifier (``mit``, ``apache-2.0``, ``cc-by-4.0``...), lower-cased."""
+    if license is None:
+        return None
+    value = license.strip().lower()
+    if not _LICENSE_ID.match(value):
+        raise UserError(f"--license {license!r} is not a licence identifier; use the Hub's id such "
+                        "as mit, apache-2.0 or cc-by-sa-4.0")
+    return value
+
+
 def _data_section(data_dir: str | None) -> tuple[str, dict | None]:
     meta = None
     if isinstance(data_dir, str) and (Path(data_dir) / layout.DATA_META).is_file():
@@ -134,7 +149,8 @@ def _data_section(data_dir: str | None) -> tuple[str, dict | None]:
         except UserError:
             meta = None
     if not isinstance(meta, dict):
-        where = f" (data directory {data_dir}, not found now)" if data_dir else ""
+        # only the folder's name: the card must not carry paths of the exporting machine
+        where = f" (data directory {Path(data_dir).name}, not found now)" if data_dir else ""
         return f"not recorded{where}", None
     sources = meta.get("sources") or []
     names = ", ".join(str(s.get("name", "?")) for s in sources[:6]) or "unknown sources"
@@ -151,6 +167,62 @@ def _data_section(data_dir: str | None) -> tuple[str, dict | None]:
     return text, meta
 
 
+def _run_facts(cfg) -> dict[str, Any]:
+    """What the card states of a run's typed config (``None`` when it has none)."""
+    facts: dict[str, Any] = dict.fromkeys(("preset", "data_dir", "max_steps", "seq_len", "micro_batch",
+                                           "grad_accum", "lr", "nsp", "mask_prob", "init_from"))
+    if cfg is None:
+        return facts
+    t = cfg.train
+    facts.update(preset=cfg.preset, data_dir=cfg.data_dir, max_steps=t.optim.max_steps,
+                 seq_len=t.data.seq_len, micro_batch=t.optim.micro_batch, grad_accum=t.optim.grad_accum,
+                 lr=t.optim.lr, nsp=t.data.nsp, mask_prob=t.data.mask_prob)
+    init_from = cfg.extra.get("init_from")
+    facts["init_from"] = init_from if isinstance(init_from, dict) else None
+    return facts
+
+
+def dataset_identity(data_dir: str | None, meta: dict | None) -> tuple[str, str, list[str]]:
+    """``(type, name, hub_ids)`` of the training data for the card's ``model-index`` and ``datasets``.
+
+    ``name`` is what the data dir's card lists as its sources (file or data set names, never
+    paths); ``type`` is the Hub id when the data is one Hub data set, else the data dir's
+    folder name; ``hub_ids`` are the sources read from the Hub.
+    """
+    sources = [s for s in (meta or {}).get("sources") or [] if isinstance(s, dict)]
+    hub_ids = [str(s.get("location") or s.get("name")).partition(":")[0]
+               for s in sources if s.get("kind") == "hf-hub"]
+    name = ", ".join(str(s.get("name", "?")) for s in sources) or "unrecorded data"
+    if len(hub_ids) == 1 and len(sources) == 1:
+        kind = hub_ids[0]
+    else:
+        kind = Path(data_dir).name if isinstance(data_dir, str) and data_dir else "bertcurve-data"
+    return kind, name, hub_ids
+
+
+def card_data(name: str, point: EvalPoint | None, held_out: bool, data_dir: str | None, meta: dict | None,
+              license: str | None, example: str):
+    """The card's YAML metadata as a ``huggingface_hub.ModelCardData``, with a ``model-index``
+    of the held-out MLM accuracy, top-5 accuracy and loss (training-batch numbers are not
+    evaluation results and stay out of it)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    kind, data_name, hub_ids = dataset_identity(data_dir, meta)
+    results = []
+    if point is not None and held_out:
+        metrics = [("accuracy", "Held-out MLM accuracy", point.mlm_accuracy),
+                   ("accuracy", "Held-out MLM top-5 accuracy", point.mlm_top5_accuracy),
+                   ("loss", "Held-out MLM loss", point.loss)]
+        results = [EvalResult(task_type="fill-mask", task_name="Masked language modeling",
+                              dataset_type=kind, dataset_name=data_name, dataset_split="validation",
+                              metric_type=mtype, metric_name=mname, metric_value=round(value, 6))
+                   for mtype, mname, value in metrics if value is not None]
+    return ModelCardData(
+        language="zh", license=license, library_name="transformers", pipeline_tag="fill-mask",
+        tags=["bert", "fill-mask", "chinese", "bertcurve"], datasets=hub_ids or None,
+        model_name=name, eval_results=results or None, widget=[{"text": example}])
+
+
 def model_card(
     run_dir: Path,
     out: Path,
@@ -158,10 +230,16 @@ def model_card(
     net_config: Any,
     n_params: int,
     vocab_size: int,
+    license: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """The README.md text and the facts it states (also written to bertcurve_export.json)."""
-    cfg = load_run_config(run_dir, missing_ok=True)
-    settings = cfg.train if cfg is not None else None
+    """The README.md text and the facts it states (also written to bertcurve_export.json).
+
+    The text is a ``huggingface_hub.ModelCard``: YAML metadata (licence, data set,
+    ``model-index`` with the held-out numbers) and the Markdown body.
+    """
+    from huggingface_hub import ModelCard
+
+    run = _run_facts(load_run_config(run_dir, missing_ok=True))
     rows = read_metrics(run_dir)
     curve = eval_curve(rows)
     what = "Held-out MLM accuracy"
@@ -169,14 +247,43 @@ def model_card(
         curve, what = eval_curve(rows, "train"), "MLM accuracy on training batches (no held-out evaluation logged)"
     at = [p for p in curve if step is None or p.step <= step]
     point = at[-1] if at else None
-    data_text, meta = _data_section(cfg.data_dir if cfg is not None else None)
-    preset = cfg.preset if cfg is not None else None
-    max_steps = seq_len = micro = accum = lr = nsp = mask_prob = None
-    if settings is not None:
-        max_steps, seq_len = settings.optim.max_steps, settings.data.seq_len
-        micro, accum = settings.optim.micro_batch, settings.optim.grad_accum
-        lr, nsp, mask_prob = settings.optim.lr, settings.data.nsp, settings.data.mask_prob
+    held_out = what.startswith("Held-out")
+    data_text, meta = _data_section(run["data_dir"])
+    summary = curve_summary(curve, step, what)
+    name = out.name
+    example = "今天天气很[MASK]。"
+    facts: dict[str, Any] = {
+        "format": EXPORT_FORMAT,
+        "bertcurve_version": __version__,
+        "run_name": Path(run_dir).resolve().name,  # a name, not a path of this machine
+        "step": step,
+        "max_steps": run["max_steps"],
+        "preset": run["preset"],
+        "parameters": n_params,
+        "vocab_size": vocab_size,
+        "license": license,
+        "eval": None if point is None else {
+            "step": point.step, "split": "eval" if held_out else "train",
+            "mlm_accuracy": point.mlm_accuracy, "mlm_accuracy_se": point.mlm_accuracy_se,
+            "mlm_top5_accuracy": point.mlm_top5_accuracy, "masked_tokens": point.masked_tokens,
+            "loss": point.loss,
+        },
+        "learning_curve": summary,
+        "data": data_text,
+    }
+    body = _card_body(run, meta, point, what, step, net_config, n_params, vocab_size, data_text,
+                      summary, name, example)
+    metadata = card_data(name, point, held_out, run["data_dir"], meta, license, example)
+    card = ModelCard(f"---\n{metadata.to_yaml()}\n---\n{body}")
+    return str(card), facts
 
+
+def _card_body(run: dict, meta: dict | None, point: EvalPoint | None, what: str, step: int | None,
+               c: Any, n_params: int, vocab_size: int, data_text: str, summary: str, name: str,
+               example: str) -> str:
+    """The Markdown below the card's metadata: facts table, learning curve, how to load, limits."""
+    max_steps, preset, seq_len, mask_prob = run["max_steps"], run["preset"], run["seq_len"], run["mask_prob"]
+    micro, accum, lr, nsp = run["micro_batch"], run["grad_accum"], run["lr"], run["nsp"]
     if point is None:
         acc_line = "not measured (the run logged no evaluation up to this step)"
     else:
@@ -185,7 +292,6 @@ def model_card(
         tokens = f", {point.masked_tokens:,} masked characters" if point.masked_tokens else ""
         where = "" if point.step == step else f" (last evaluation before the exported step {step:,})"
         acc_line = f"{_pct(point.mlm_accuracy)}{se} at step {point.step:,}{tokens}{where}"
-    summary = curve_summary(curve, step, what)
     steps_text = f"{step:,}" if step is not None else "unknown"
     if isinstance(max_steps, int) and step is not None:
         steps_text += f" of {max_steps:,} planned optimizer steps"
@@ -193,6 +299,9 @@ def model_card(
     training = []
     if preset:
         training.append(f"preset `{preset}`")
+    init_from = run["init_from"]
+    if isinstance(init_from, dict) and init_from.get("name"):
+        training.append(f"continued from `{init_from['name']}`")
     if isinstance(micro, int):
         batch = micro * (accum if isinstance(accum, int) else 1)
         training.append(f"batch {batch} sequences")
@@ -202,51 +311,18 @@ def model_card(
         training.append(f"peak learning rate {lr:g}")
     if nsp is not None:
         training.append("MLM + NSP" if nsp else "MLM only")
-
-    c = net_config
     arch = (f"BERT encoder, {c.num_hidden_layers} layers, hidden {c.hidden_size}, "
             f"{c.num_attention_heads} heads, feed-forward {c.intermediate_size}, "
             f"{c.max_position_embeddings} positions; {n_params / 1e6:.2f}M parameters")
     tok_text = f"{vocab_size:,} tokens"
     if meta and meta.get("tokenization"):
         tok_text += f" ({meta['tokenization']})"
-    name = out.name
-    example = "今天天气很[MASK]。"
-
-    facts: dict[str, Any] = {
-        "format": EXPORT_FORMAT,
-        "bertcurve_version": __version__,
-        "run_dir": str(Path(run_dir).resolve()),
-        "step": step,
-        "max_steps": max_steps if isinstance(max_steps, int) else None,
-        "preset": preset,
-        "parameters": n_params,
-        "vocab_size": vocab_size,
-        "eval": None if point is None else {
-            "step": point.step, "split": "eval" if what.startswith("Held-out") else "train",
-            "mlm_accuracy": point.mlm_accuracy, "mlm_accuracy_se": point.mlm_accuracy_se,
-            "mlm_top5_accuracy": point.mlm_top5_accuracy, "masked_tokens": point.masked_tokens,
-            "loss": point.loss,
-        },
-        "learning_curve": summary,
-        "data": data_text,
-    }
-    card = f"""---
-language: zh
-library_name: transformers
-pipeline_tag: fill-mask
-tags:
-- bert
-- fill-mask
-- chinese
-- bertcurve
-widget:
-- text: "{example}"
----
-
+    origin = ("continued pretraining of an existing BERT model" if isinstance(init_from, dict)
+              else "pretrained from scratch")
+    body = f"""
 # {name}
 
-A Chinese BERT masked language model pretrained from scratch with
+A Chinese BERT masked language model {origin} with
 [bertcurve](https://pypi.org/project/bertcurve/) {__version__}. It predicts the character behind
 `[MASK]` from the characters around it.
 
@@ -260,10 +336,10 @@ A Chinese BERT masked language model pretrained from scratch with
 | {what.split(' (')[0]} | {acc_line} |
 """
     if point is not None and point.mlm_top5_accuracy is not None:
-        card += f"| Top-5 accuracy | {_pct(point.mlm_top5_accuracy)} |\n"
+        body += f"| Top-5 accuracy | {_pct(point.mlm_top5_accuracy)} |\n"
     if point is not None and point.loss is not None:
-        card += f"| Loss | {point.loss:.3f} |\n"
-    card += f"""
+        body += f"| Loss | {point.loss:.3f} |\n"
+    body += f"""
 **Learning curve.** {summary}
 
 ## How to load it
@@ -288,9 +364,9 @@ Accuracy is measured on masked characters of held-out sentences from the same co
 ({masked}); text from other domains will score lower. The tokenizer has one
 token per character (after NFKC), so `[MASK]` stands for exactly one character, and characters
 outside the vocabulary are read as `[UNK]`. Learning-curve data: `{layout.METRICS}` of the run
-directory recorded in `{EXPORT_INFO}`.
+named in `{EXPORT_INFO}`.
 """
-    return card, facts
+    return body
 
 
 # -------------------------------------------------------------------- export
@@ -312,17 +388,20 @@ def _copy_tokenizer(src: Path, dst: Path, max_positions: int) -> None:
             cfg_path.write_text(json.dumps(cfg, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
-def export(run_dir: str | Path, out: str | Path, step: int | None = None, *, force: bool = False) -> Path:
+def export(run_dir: str | Path, out: str | Path, step: int | None = None, *, force: bool = False,
+           license: str | None = None) -> Path:
     """Write ``out`` as a Hugging Face model directory with a model card; return its path.
 
     ``step`` exports the run's checkpoint of that step instead of its final
     model. ``out`` is written aside and renamed into place; an existing
-    non-empty ``out`` is replaced only with ``force=True``.
+    non-empty ``out`` is replaced only with ``force=True``. ``license`` (a Hub licence id
+    such as ``apache-2.0``) goes into the model card's metadata.
     """
     from transformers.utils import logging as hf_logging
 
     run_dir = Path(run_dir)
     out = Path(out)
+    license = check_license(license)
     if not (run_dir / layout.RUN_CONFIG).is_file() and not (run_dir / layout.METRICS).is_file():
         raise UserError(f"{run_dir} is not a run directory (no {layout.RUN_CONFIG}); "
                         "give the --out directory of `bertcurve train`")
@@ -335,7 +414,7 @@ def export(run_dir: str | Path, out: str | Path, step: int | None = None, *, for
     net.config.architectures = ["BertForMaskedLM"] if net.config.model_type == "bert" else net.config.architectures
     n_params = sum(p.numel() for p in {id(p): p for p in net.parameters()}.values())
     loc_tok = Path(lm.tokenizer_dir)
-    card, facts = model_card(run_dir, out, lm.step, net.config, n_params, len(lm.tokenizer))
+    card, facts = model_card(run_dir, out, lm.step, net.config, n_params, len(lm.tokenizer), license)
     hf_logging.disable_progress_bar()
     with staged_directory(target) as tmp:
         with warnings.catch_warnings():
@@ -360,9 +439,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="export the checkpoint of optimizer step N instead of the final model")
     parser.add_argument("--force", action="store_true",
                         help="replace --out if it holds an earlier export (never any other folder)")
+    parser.add_argument("--license", metavar="ID", default=None,
+                        help="licence of the exported weights for the model card (a Hub id: mit, "
+                             "apache-2.0, cc-by-4.0, ...); none is claimed without it")
 
 
 def run(args: argparse.Namespace) -> int:
-    out = export(args.run_dir, args.out, args.step, force=args.force)
+    out = export(args.run_dir, args.out, args.step, force=args.force, license=args.license)
     print(f"exported to {out}  (load with transformers.pipeline(\"fill-mask\", model=\"{out}\"))")
     return 0

@@ -106,13 +106,7 @@ def _lock_is_free(run_dir: Path) -> bool:
     """True when no live process trains in ``run_dir`` (its flock is free)."""
     from bertcurve.training.checkpoint import RunLock
 
-    if not (run_dir / layout.LOCK_FILE).exists():
-        return True
-    try:
-        RunLock(run_dir, warn=lambda _m: None).acquire().release()
-        return True
-    except UserError:
-        return False
+    return not RunLock.is_held(run_dir)
 
 
 def _recover(study, out: Path) -> int:

@@ -15,7 +15,7 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from bertcurve import layout
 from bertcurve.training.config import (
@@ -43,6 +43,8 @@ def train(
     resume: str | Path = "auto",
     speed: SpeedConfig | None = None,
     tensorboard: bool = False,
+    report_to: str | Sequence[str] | None = None,
+    init_from: str | Path | None = None,
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
     on_eval: Callable[[int, Mapping[str, Any]], None] | None = None,
@@ -59,13 +61,19 @@ def train(
     saves a checkpoint and returns with ``completed=False``. ``on_eval(step,
     record)`` is called with every held-out evaluation record once it is in
     metrics.jsonl; an exception it raises stops the run there (checkpoints
-    and metrics stay as they are, so the run can be continued).
+    and metrics stay as they are, so the run can be continued). ``report_to``:
+    experiment trackers that also get the metrics and config
+    (``"tensorboard,mlflow,wandb,trackio"``, ``"all"``, ``"none"``); ``tensorboard=True``
+    is short for adding ``"tensorboard"``. ``init_from``: a Hugging Face BERT masked-LM
+    directory whose weights (and shape) a fresh run starts from.
     """
     from transformers.utils import logging as hf_logging
 
     from bertcurve.data.datadir import DataDir
     from bertcurve.training.checkpoint import RunLock
     from bertcurve.training.distributed import Dist
+    from bertcurve.training.model import inspect_pretrained, with_pretrained_shape
+    from bertcurve.training.trackers import parse_report_to
     from bertcurve.training.trainer import Trainer
 
     hf_logging.disable_progress_bar()  # save_pretrained's shard bar would clutter our output
@@ -78,6 +86,8 @@ def train(
     problems = validate_speed(speed)
     if problems:
         raise UserError("invalid speed settings: " + "; ".join(problems))
+    # checked now: a missing tracker package fails before any work
+    trackers = tuple(dict.fromkeys(parse_report_to(report_to) + (("tensorboard",) if tensorboard else ())))
     run_dir = Path(out)
     resume_str = str(resume)
     if resume_str not in ("auto", "none") and not Path(resume_str).is_dir():
@@ -85,6 +95,8 @@ def train(
                         f"{layout.CHECKPOINTS_DIR}/step-N folder")
     data_dir = DataDir(data)
     tokenizer = data_dir.tokenizer()
+    pretrained = inspect_pretrained(init_from, tokenizer) if init_from is not None else None
+    overrides = with_pretrained_shape(overrides, pretrained)
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--out {run_dir} exists and is not a directory")
     created = not run_dir.exists()
@@ -95,8 +107,8 @@ def train(
     try:
         trainer = Trainer(data_dir, tokenizer, run_dir, preset=preset, config=config,
                           overrides=overrides, resume=resume_str, speed=speed,
-                          tensorboard=tensorboard, quiet=quiet, say=say, warn=warn, dist=dist,
-                          on_eval=on_eval)
+                          report_to=trackers, quiet=quiet, say=say, warn=warn, dist=dist,
+                          on_eval=on_eval, pretrained=pretrained)
         trainer.setup()
         return trainer.fit()
     finally:
@@ -125,8 +137,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "existing run) or a checkpoint folder")
     # One flag per field of the config dataclasses, help from the field's docstring.
     add_setting_arguments(parser)
+    parser.add_argument("--init-from", default=None, metavar="HF_DIR",
+                        help="continue pretraining a Hugging Face BERT masked-LM directory (weights, "
+                             "config; its vocabulary must be the data dir's); the model shape comes "
+                             "from it")
+    parser.add_argument("--report-to", default=None, metavar="NAMES",
+                        help="experiment trackers that also get the metrics and config, comma-"
+                             "separated: tensorboard, mlflow, wandb, trackio, all (those installed) "
+                             "or none (default)")
     parser.add_argument("--tensorboard", action="store_true",
-                        help="also write TensorBoard events to RUN_DIR/tensorboard (needs tensorboard)")
+                        help="same as --report-to tensorboard (events in RUN_DIR/tensorboard)")
     parser.add_argument("--quiet", action="store_true", help="print only errors and warnings")
 
 
@@ -134,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
     overrides, speed = settings_from_args(args)
     result = train(
         args.data, args.out, preset=args.preset, config=args.config, overrides=overrides,
-        resume=args.resume, speed=speed, tensorboard=args.tensorboard, quiet=args.quiet,
+        resume=args.resume, speed=speed, tensorboard=args.tensorboard, report_to=args.report_to,
+        init_from=args.init_from, quiet=args.quiet,
     )
     return 0 if result.completed else 130

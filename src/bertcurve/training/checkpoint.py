@@ -337,6 +337,25 @@ class RunLock:
         os.close(self._fd)
         self._fd = None
 
+    @staticmethod
+    def is_held(run_dir: Path) -> bool:
+        """True while a live process trains in ``run_dir``: its flock is taken (a lock file left
+        by a killed or crashed process is not). Probes with a shared lock, released at once."""
+        path = Path(run_dir) / layout.LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            return exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK)
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
+
     def __enter__(self) -> "RunLock":
         return self.acquire()
 

@@ -13,10 +13,12 @@ order of floating-point sums.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from bertcurve.errors import UserError
 from bertcurve.training.batches import Batch, QueryPositions, query_positions
 from bertcurve.training.config import ModelConfig
 from bertcurve.training.masking import IGNORE_INDEX
@@ -313,3 +315,146 @@ def param_groups(net: torch.nn.Module, weight_decay: float) -> list[dict]:
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+
+
+# ------------------------------------------------------ continued pretraining
+# BertConfig fields -> ModelConfig fields: the shape an --init-from model imposes on the run.
+_PRETRAINED_SHAPE = {
+    "hidden_size": "hidden_size",
+    "num_hidden_layers": "num_layers",
+    "num_attention_heads": "num_heads",
+    "intermediate_size": "intermediate_size",
+    "max_position_embeddings": "max_position_embeddings",
+    "hidden_dropout_prob": "hidden_dropout",
+    "attention_probs_dropout_prob": "attention_dropout",
+    "tie_word_embeddings": "tie_word_embeddings",
+}
+# Settings bert_config() leaves at BertConfig's defaults: a model must have these values for a
+# resumed run (which rebuilds the model from the config) to be the same network.
+_PRETRAINED_FIXED = {"model_type": "bert", "hidden_act": "gelu", "layer_norm_eps": 1e-12,
+                     "type_vocab_size": 2, "position_embedding_type": "absolute",
+                     "is_decoder": False, "add_cross_attention": False}
+
+
+@dataclass(frozen=True)
+class PretrainedBert:
+    """A Hugging Face BERT masked-LM directory checked against a data dir (:func:`inspect_pretrained`)."""
+
+    path: Path
+    name: str                      # the folder's name (recorded in the run config and model card)
+    settings: dict                 # ``{"model.hidden_size": 768, ...}``: the run's model shape
+    vocab_size: int
+
+
+def _pretrained_error(path: Path, why: str) -> UserError:
+    return UserError(f"--init-from {path}: {why}")
+
+
+def inspect_pretrained(path: str | Path, data_tokenizer) -> PretrainedBert:
+    """Check that ``path`` is a BERT masked-LM directory this data dir can continue training.
+
+    Refused with a reason (:class:`~bertcurve.errors.UserError`): no ``config.json``, not a
+    BERT masked-LM (or pre-training) model, settings this trainer does not reproduce,
+    weights only in a pickled file, no tokenizer, or a vocabulary other than the data
+    dir's (token by token: same ids for the same tokens). Nothing is loaded but JSON and
+    the tokenizer; the weights are read by :func:`load_pretrained`.
+    """
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = Path(path).expanduser()
+    if not (path / "config.json").is_file():
+        raise _pretrained_error(path, "no config.json here; give a Hugging Face model directory "
+                                      "(save_pretrained output, e.g. a downloaded bert-base-chinese)")
+    try:
+        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise _pretrained_error(path, f"config.json cannot be read ({str(exc).splitlines()[0]})") from None
+    archs = set(getattr(config, "architectures", None) or [])
+    if config.model_type != "bert" or not archs & {"BertForMaskedLM", "BertForPreTraining"}:
+        kind = ", ".join(sorted(archs)) or config.model_type
+        raise _pretrained_error(path, f"{kind} is not a BERT masked language model (BertForMaskedLM "
+                                      "or BertForPreTraining); only those can continue MLM pretraining")
+    for key, want in _PRETRAINED_FIXED.items():
+        have = getattr(config, key, want)
+        if have != want:
+            raise _pretrained_error(path, f"{key} is {have!r}; bertcurve trains BERT with {key}={want!r}")
+    if not any(path.glob("*.safetensors")):
+        raise _pretrained_error(path, "no .safetensors weights (pickled pytorch_model.bin files are "
+                                      "never loaded); convert them with save_pretrained(safe_serialization=True)")
+    no_tokenizer = _pretrained_error(path, "no tokenizer files (vocab.txt or tokenizer.json), so its "
+                                           "vocabulary cannot be checked against the data dir")
+    # transformers 5 builds a 5-token tokenizer from nothing rather than failing: look first
+    if not any((path / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+        raise no_tokenizer
+    try:
+        model_tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, TypeError):
+        raise no_tokenizer from None
+    ours, theirs = data_tokenizer.get_vocab(), model_tokenizer.get_vocab()
+    if ours != theirs or config.vocab_size != len(data_tokenizer):
+        differ = sum(1 for token, i in ours.items() if theirs.get(token) != i)
+        raise _pretrained_error(
+            path, f"its vocabulary ({config.vocab_size:,} tokens) is not the data dir's "
+                  f"({len(data_tokenizer):,} tokens, {differ:,} with another id or missing); prepare the "
+                  "corpus with this model's tokenizer (`bertcurve prepare ... --tokenizer DIR`)")
+    settings = {f"model.{ours_name}": getattr(config, theirs_name)
+                for theirs_name, ours_name in _PRETRAINED_SHAPE.items()}
+    return PretrainedBert(path, path.resolve().name, settings, int(config.vocab_size))
+
+
+def load_pretrained(pretrained: PretrainedBert, net: torch.nn.Module) -> None:
+    """Copy the weights of an :func:`inspect_pretrained` directory into ``net``, the run's
+    :func:`build_model` network (so checkpoints are written exactly as a fresh run's).
+
+    ``transformers`` reads the directory (legacy names such as ``LayerNorm.gamma`` included).
+    Refused when a weight of the encoder or the MLM head is missing or mis-shaped: a bare
+    ``BertModel`` or a model whose head was dropped would silently train a random head.
+    With ``--nsp`` a ``BertForMaskedLM`` directory's NSP head (and pooler) start from scratch.
+    """
+    import warnings
+
+    from transformers import BertForMaskedLM, BertForPreTraining
+    from transformers.utils import logging as hf_logging
+
+    cls = BertForPreTraining if hasattr(net.cls, "seq_relationship") else BertForMaskedLM
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the unused-weights report is judged below instead
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            source, info = cls.from_pretrained(str(pretrained.path), local_files_only=True,
+                                               use_safetensors=True, output_loading_info=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise _pretrained_error(pretrained.path, f"weights cannot be loaded ({str(exc).splitlines()[0]})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    optional = ("cls.seq_relationship.", "bert.pooler.")  # the NSP head, new when a MaskedLM dir meets --nsp
+    bad = [k for k in info.get("missing_keys", []) if not k.startswith(optional)]
+    bad += [str(k) for k in info.get("mismatched_keys", [])]
+    if not bad:
+        try:
+            missing, unexpected = net.load_state_dict(source.state_dict(), strict=False)
+        except RuntimeError as exc:  # a shape that differs
+            bad = [str(exc).splitlines()[-1].strip()]
+        else:
+            bad = [k for k in missing if not k.startswith(optional)
+                   and k not in set(getattr(net, "_tied_weights_keys", None) or {})] + list(unexpected)
+    if bad:
+        raise _pretrained_error(pretrained.path, f"weights do not fit a BERT masked LM of its config "
+                                                 f"(missing or mis-shaped: {', '.join(bad[:3])}"
+                                                 f"{', ...' if len(bad) > 3 else ''})")
+    net.tie_weights()
+
+
+def with_pretrained_shape(overrides: dict | None, pretrained: PretrainedBert | None) -> dict:
+    """``overrides`` plus the model shape of ``pretrained``; a shape option given too is refused."""
+    overrides = dict(overrides or {})
+    if pretrained is None:
+        return overrides
+    fields = {key.split(".")[-1] for key in pretrained.settings}
+    clash = sorted(k for k, v in overrides.items() if v is not None and k.split(".")[-1] in fields)
+    if clash:
+        raise _pretrained_error(pretrained.path, f"the model's shape comes from its config.json; drop "
+                                                 f"{', '.join(clash)}")
+    overrides.update(pretrained.settings)
+    return overrides

@@ -41,8 +41,7 @@ from bertcurve.training.config import SpeedConfig, build_config, shape_of, to_di
 from bertcurve.training.distributed import Dist, autocast, reads_stall, resolve_device
 from bertcurve.training.hostmem import keep_freed_memory
 from bertcurve.training.schedule import lr_at
-
-TENSORBOARD_DIR = "tensorboard"
+from bertcurve.training.trackers import Trackers, open_trackers
 
 FaultHook = Callable[[str, int], None]
 """``hook(point, step)``, called at "after-backward", "after-eval", "checkpoint-before-rename"
@@ -129,9 +128,10 @@ class Trainer:
     def __init__(self, data_dir, tokenizer, run_dir: Path, *, preset: str | None,
                  config: str | Path | Mapping[str, Any] | None,
                  overrides: Mapping[str, Any] | None, resume: str, speed: SpeedConfig,
-                 tensorboard: bool, quiet: bool, say: Callable[[str], None],
+                 report_to: tuple[str, ...], quiet: bool, say: Callable[[str], None],
                  warn: Callable[[str], None], dist: Dist,
-                 on_eval: Callable[[int, Mapping[str, Any]], None] | None = None):
+                 on_eval: Callable[[int, Mapping[str, Any]], None] | None = None,
+                 pretrained: Any = None):
         self.data_dir = data_dir
         self.tokenizer = tokenizer
         self.vocab_size = len(tokenizer)
@@ -139,7 +139,9 @@ class Trainer:
         self.preset, self.config_source, self.overrides = preset, config, overrides
         self.resume = resume
         self.speed = speed
-        self.tensorboard = tensorboard
+        self.report_to = report_to      # experiment trackers (training/trackers.py)
+        self.pretrained = pretrained    # model_lib.inspect_pretrained(...) of --init-from, or None
+        self.saved_init_from: dict | None = None
         self.quiet = quiet
         self.say, self.warn = say, warn
         self.dist = dist
@@ -150,7 +152,7 @@ class Trainer:
         self.interrupted = False
         self.pending: list[PendingStep] = []
         self.prefetcher: Prefetcher | None = None
-        self.tb = None
+        self.trackers = Trackers()
 
     # ================================================================ set up or restore
     def setup(self) -> None:
@@ -185,6 +187,8 @@ class Trainer:
             self.preset = saved.get("preset")   # a resume without --preset keeps the run's preset
         else:
             cfg = build_config(self.preset or "demo", self.config_source, self.overrides)
+        if saved is not None:
+            self.saved_init_from = saved.get("init_from")
         problems = validate(cfg, self.vocab_size)
         if problems:
             raise UserError("; ".join(problems))
@@ -264,6 +268,8 @@ class Trainer:
         seeds.seed_global_torch(cfg.seed, seeds.MODEL_INIT)
         net = model_lib.build_model(cfg.model, self.vocab_size, nsp=cfg.data.nsp,
                                     pad_token_id=self.special.pad)
+        if self.pretrained is not None and self.loaded is None:
+            model_lib.load_pretrained(self.pretrained, net)  # continued pretraining: its weights, not random ones
         self.n_params = model_lib.count_parameters(net)
         if self.loaded is not None:
             _load_weights(net, self.loaded)
@@ -351,14 +357,15 @@ class Trainer:
         """config.json, metrics.jsonl cut back to the resume point, TensorBoard; the run's clocks."""
         run_dir, loaded = self.run_dir, self.loaded
         if self.dist.is_main:
-            write_json(run_dir / layout.RUN_CONFIG, self._run_config())
+            run_config = self._run_config()
+            write_json(run_dir / layout.RUN_CONFIG, run_config)
             # Without a checkpoint the run starts over, so every old line goes (step 0 included).
             dropped = metrics_log.truncate_after(run_dir / layout.METRICS,
                                                  self.start_step if loaded is not None else -1)
             if dropped and loaded is not None:
                 self.say(f"resume: dropped {dropped} metrics line(s) newer than step {self.start_step}")
-            if self.tensorboard:
-                self.tb = _tensorboard_writer(run_dir, self.start_step)
+            self.trackers = open_trackers(self.report_to, run_dir, start_step=self.start_step)
+            self.trackers.log_config(run_config)
         self.writer = metrics_log.MetricsWriter(run_dir / layout.METRICS if self.dist.is_main else None)
         self.elapsed_before = float(loaded.meta.get("elapsed_s", 0.0)) if loaded is not None else 0.0
         self.tokens_seen = int(loaded.meta.get("tokens_seen", 0)) if loaded is not None else 0
@@ -382,7 +389,14 @@ class Trainer:
                          "fingerprint": es.fingerprint,
                          "constant_guess_accuracy": self.constant_guess},
             "world_size": self.dist.world_size,
+            **({"init_from": init_from} if (init_from := self._init_from()) else {}),
         }
+
+    def _init_from(self) -> dict | None:
+        """The Hugging Face model this run continued from (kept on resume)."""
+        if self.pretrained is not None:
+            return {"name": self.pretrained.name, "path": str(self.pretrained.path.resolve())}
+        return self.saved_init_from
 
     def elapsed(self) -> float:
         """Training seconds of the whole run, earlier sessions included."""
@@ -440,8 +454,7 @@ class Trainer:
             self.prefetcher.close()
         self.progress.close()
         self.writer.close()
-        if self.tb is not None:
-            self.tb.close()
+        self.trackers.close()
 
     def _stop_early(self) -> TrainResult:
         """After a Ctrl-C or SIGTERM: checkpoint the finished step, say how to continue."""
@@ -619,15 +632,12 @@ class Trainer:
             self.on_eval(record["step"], record)
 
     def write_record(self, record: dict[str, Any]) -> None:
-        """One line of metrics.jsonl (and TensorBoard scalars)."""
+        """One line of metrics.jsonl (and the experiment trackers')."""
         try:
             self.writer.write(record)
         except OSError as exc:
             raise _write_failure("metrics.jsonl", exc, self.last_good_step) from None
-        if self.tb is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("step",) and value is not None:
-                    self.tb.add_scalar(f"{record['split']}/{key}", value, record["step"])
+        self.trackers.log(record, record["step"])
 
     def _reached(self, point: str, step: int) -> None:
         hook = Trainer.fault_hook
@@ -735,15 +745,6 @@ def _load_weights(net: torch.nn.Module, loaded: ckpt.LoadedCheckpoint) -> None:
         raise UserError(f"checkpoint {loaded.path.name} does not match the model "
                         f"(missing {real_missing[:3]}, unexpected {list(unexpected)[:3]})")
     net.tie_weights()
-
-
-def _tensorboard_writer(run_dir: Path, start_step: int):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise UserError("--tensorboard needs the tensorboard package; "
-                        "install it with `pip install tensorboard`") from None
-    return SummaryWriter(str(run_dir / TENSORBOARD_DIR), purge_step=start_step + 1)
 
 
 def _ckpt_name(step: int | None) -> str:
