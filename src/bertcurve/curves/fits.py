@@ -401,6 +401,74 @@ def _subsample(n: int, size: int = _SUBSAMPLE) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, min(n, size)).round().astype(np.int64))
 
 
+def _fit_nonlinear(model: str, t: np.ndarray, y: np.ndarray, direction: int,
+                   limits: Limits) -> tuple[np.ndarray, tuple[str, ...], str] | str:
+    """Bounded least squares from several starts: (params, parameters at a bound, message),
+    or why it failed."""
+    spec = MODELS[model]
+    n = y.size
+    lb, ub = _bounds(model, direction, y, t, limits)
+    sub = _subsample(n)
+    starts = _starts(model, direction, t[sub], y[sub], lb, ub)
+    if not starts:
+        return "no finite starting point"
+    errors: list[str] = []
+
+    def solve(tt: np.ndarray, yy: np.ndarray, p0: np.ndarray) -> tuple[float, np.ndarray] | None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                popt, _ = optimize.curve_fit(
+                    lambda x, *q: spec.func(x, direction, *q), tt, yy, p0=p0, bounds=(lb, ub),
+                    jac=lambda x, *q: spec.jac(x, direction, *q), method="trf", max_nfev=2000,
+                )
+        except (RuntimeError, ValueError, FloatingPointError) as exc:
+            errors.append(str(exc).split("\n")[0])
+            return None
+        with np.errstate(all="ignore"):
+            sse = float(np.sum((spec.func(tt, direction, *popt) - yy) ** 2))
+        return (sse, popt) if math.isfinite(sse) else None
+
+    # Converge from each start on the subsample, then polish the best on all points: on a
+    # 100,000-point log the full-data fit then needs a few iterations instead of dozens.
+    best: tuple[float, np.ndarray] | None = None
+    for p0 in starts:
+        got = solve(t[sub], y[sub], p0) if sub.size < n else solve(t, y, p0)
+        if got is not None and (best is None or got[0] < best[0]):
+            best = got
+    if best is not None and sub.size < n:
+        polished = solve(t, y, np.clip(best[1], _inside(lb, +1), _inside(ub, -1)))
+        best = polished
+    if best is None:
+        return "the optimiser did not converge from any start" + (f" ({errors[0]})" if errors else "")
+    params = best[1]
+    at_bounds = tuple(
+        name for name, v, lo, hi in zip(spec.param_names, params, lb, ub)
+        if (math.isfinite(lo) and abs(v - lo) <= 1e-6 * max(1.0, abs(lo)))
+        or (math.isfinite(hi) and abs(v - hi) <= 1e-6 * max(1.0, abs(hi)))
+    )
+    message = "converged" + (f"; at the bound of its range: {', '.join(at_bounds)}" if at_bounds else "")
+    return params, at_bounds, message
+
+
+def _covariance(jac: np.ndarray, param_names: Sequence[str], at_bounds: tuple[str, ...], sigma2: float,
+                inflation: float) -> np.ndarray | None:
+    """The parameters' covariance, inflated for AR(1) residuals; None when the Jacobian is singular."""
+    p = len(param_names)
+    try:
+        # Fixed parameters at a bound carry no information; their rows are left out of the inverse.
+        free = [i for i, name in enumerate(param_names) if name not in at_bounds]
+        jf = jac[:, free]
+        cov_free = np.linalg.pinv(jf.T @ jf) * sigma2 * inflation
+        cov = np.zeros((p, p))
+        cov[np.ix_(free, free)] = cov_free
+        if not np.all(np.isfinite(cov)):
+            raise np.linalg.LinAlgError
+    except np.linalg.LinAlgError:
+        return None
+    return cov
+
+
 def fit_curve(model: str, steps: np.ndarray, values: np.ndarray, *, direction: int,
               limits: Limits = Limits()) -> FitResult:
     """Fit one model; never raises on a bad fit, but returns ``converged=False`` with the reason."""
@@ -431,47 +499,10 @@ def fit_curve(model: str, steps: np.ndarray, values: np.ndarray, *, direction: i
         at_bounds: tuple[str, ...] = ()
         message = "closed-form least squares"
     else:
-        lb, ub = _bounds(model, direction, y, t, limits)
-        sub = _subsample(n)
-        starts = _starts(model, direction, t[sub], y[sub], lb, ub)
-        if not starts:
-            return failed("no finite starting point")
-        errors: list[str] = []
-
-        def solve(tt: np.ndarray, yy: np.ndarray, p0: np.ndarray) -> tuple[float, np.ndarray] | None:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    popt, _ = optimize.curve_fit(
-                        lambda x, *q: spec.func(x, direction, *q), tt, yy, p0=p0, bounds=(lb, ub),
-                        jac=lambda x, *q: spec.jac(x, direction, *q), method="trf", max_nfev=2000,
-                    )
-            except (RuntimeError, ValueError, FloatingPointError) as exc:
-                errors.append(str(exc).split("\n")[0])
-                return None
-            with np.errstate(all="ignore"):
-                sse = float(np.sum((spec.func(tt, direction, *popt) - yy) ** 2))
-            return (sse, popt) if math.isfinite(sse) else None
-
-        # Converge from each start on the subsample, then polish the best on all points: on a
-        # 100,000-point log the full-data fit then needs a few iterations instead of dozens.
-        best: tuple[float, np.ndarray] | None = None
-        for p0 in starts:
-            got = solve(t[sub], y[sub], p0) if sub.size < n else solve(t, y, p0)
-            if got is not None and (best is None or got[0] < best[0]):
-                best = got
-        if best is not None and sub.size < n:
-            polished = solve(t, y, np.clip(best[1], _inside(lb, +1), _inside(ub, -1)))
-            best = polished
-        if best is None:
-            return failed("the optimiser did not converge from any start" + (f" ({errors[0]})" if errors else ""))
-        params = best[1]
-        at_bounds = tuple(
-            name for name, v, lo, hi in zip(spec.param_names, params, lb, ub)
-            if (math.isfinite(lo) and abs(v - lo) <= 1e-6 * max(1.0, abs(lo)))
-            or (math.isfinite(hi) and abs(v - hi) <= 1e-6 * max(1.0, abs(hi)))
-        )
-        message = "converged" + (f"; at the bound of its range: {', '.join(at_bounds)}" if at_bounds else "")
+        got = _fit_nonlinear(model, t, y, direction, limits)
+        if isinstance(got, str):
+            return failed(got)
+        params, at_bounds, message = got
     with np.errstate(all="ignore"):
         fitted = spec.func(t, direction, *params)
         jac = spec.jac(t, direction, *params)
@@ -484,17 +515,8 @@ def fit_curve(model: str, steps: np.ndarray, values: np.ndarray, *, direction: i
     sigma2 = sse / dof
     rho1 = lag1_autocorrelation(resid)
     inflation = (1 + max(rho1, 0.0)) / (1 - min(max(rho1, 0.0), 0.99))
-    try:
-        # Fixed parameters at a bound carry no information; their rows are left out of the inverse.
-        free = [i for i, name in enumerate(spec.param_names) if name not in at_bounds]
-        jf = jac[:, free]
-        cov_free = np.linalg.pinv(jf.T @ jf) * sigma2 * inflation
-        cov = np.zeros((p, p))
-        cov[np.ix_(free, free)] = cov_free
-        if not np.all(np.isfinite(cov)):
-            raise np.linalg.LinAlgError
-    except np.linalg.LinAlgError:
-        cov = None
+    cov = _covariance(jac, spec.param_names, at_bounds, sigma2, inflation)
+    if cov is None:
         message += "; parameter uncertainty unavailable (singular Jacobian)"
     # AIC/BIC of the Gaussian likelihood, counting the noise variance as a parameter.
     k = p + 1

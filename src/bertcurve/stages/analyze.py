@@ -276,6 +276,103 @@ def _round_step(x: float) -> int:
     return int(round(x / mag) * mag)
 
 
+def _check_target(target: float | None, limits: cv.Limits, name: str) -> None:
+    """A target must be finite and inside the metric's range."""
+    if target is None:
+        return
+    if not math.isfinite(target):
+        raise UserError("--target must be a finite number")
+    if limits.upper is not None and target > limits.upper or limits.lower is not None and target < limits.lower:
+        raise UserError(f"--target {target} is outside the range [{limits.lower}, {limits.upper}] of {name}")
+
+
+def _forecast_steps(forecast: Sequence[float], last_step: float) -> list[float]:
+    """The steps to forecast at: the ones asked for, else twice the last step (rounded)."""
+    forecast_steps = [float(s) for s in forecast] or [float(_round_step(2 * last_step))]
+    if any(not (s > 0 and math.isfinite(s)) for s in forecast_steps):
+        raise UserError("--forecast steps must be positive numbers")
+    return forecast_steps
+
+
+def _bootstrap_pearson(steps: np.ndarray, values: np.ndarray, bootstrap: int, level: float, seed: int,
+                       notes: list[str]) -> st.BootstrapInterval | None:
+    """The block-bootstrap interval of Pearson r, or None (with a note when there are too few points)."""
+    n = len(values)
+    if bootstrap > 0 and n >= MIN_BOOTSTRAP_POINTS:
+        return st.block_bootstrap_pearson(steps, values, n_resamples=bootstrap, level=level, seed=seed)
+    if bootstrap > 0:
+        notes.append(f"no block bootstrap with {n} points (needs {MIN_BOOTSTRAP_POINTS}); "
+                     f"the effective-n Fisher interval stands in")
+    return None
+
+
+def _forecast_entries(fc: CurveForecast, forecast_steps: Sequence[float], last_step: float,
+                      beyond_schedule: bool, level: float) -> list[dict]:
+    """One entry per forecast step, flagged when it extrapolates (and past a decayed schedule)."""
+    forecasts = []
+    for s in forecast_steps:
+        entry = forecast_entry(fc, s, level)
+        entry.update(extrapolation=s > last_step, beyond_lr_schedule=beyond_schedule and s > last_step)
+        forecasts.append(entry)
+    return forecasts
+
+
+def _target_block(target: float, fc: CurveForecast, steps: np.ndarray, values: np.ndarray, direction: int,
+                  level: float, speed: dict | None) -> dict:
+    """When the fitted curve reaches ``target`` (steps, band, hours), and when the log first touched it."""
+    target_info: dict[str, Any] = {"value": target, "model": fc.model, "step": None, "step_range": [None, None],
+                                   "within_log": None, "first_logged_at": None,
+                                   "hours_from_last_step": None, "hours_range": [None, None]}
+    # A single noisy value touching the target says little; the fitted curve is the answer,
+    # the first raw hit is reported beside it.
+    reached = np.nonzero(direction * (values - target) >= 0)[0]
+    if reached.size:
+        target_info["first_logged_at"] = _num(steps[reached[0]])
+    if fc.converged:
+        at = fc.steps_to_reach(target, horizon_factor=policy.HORIZON_FACTOR)
+        early, late = fc.steps_to_reach_band(target, level, horizon_factor=policy.HORIZON_FACTOR)
+        target_info["step"] = at
+        target_info["step_range"] = [early, late]
+        target_info["within_log"] = None if at is None else bool(at <= steps[-1])
+        if at is None:
+            asym, at_bound = policy.forecast_asymptote(fc)
+            word = policy.asymptote_word(direction)[0]
+            target_info["note"] = (
+                f"the forecast does not reach {target} within {policy.HORIZON_FACTOR:g}x the logged steps"
+                + (f" (its {word} is {asym:.4g}{', at the bound of its range' if at_bound else ''})"
+                   if asym is not None else "")
+            )
+        if speed is not None:
+            sps_ = speed["steps_per_second"]
+
+            def hours(x):
+                return None if x is None else max(0.0, x - steps[-1]) / sps_ / 3600
+
+            target_info["hours_from_last_step"] = hours(at)
+            target_info["hours_range"] = [hours(early), hours(late)]
+    if speed is None:
+        target_info["hours_note"] = "no throughput in the log; give --steps-per-second to get hours"
+    return target_info
+
+
+def _dependence_block(pearson: st.Correlation, diag: st.ResidualDiagnostics, trend: st.LinearTrend,
+                      boot: st.BootstrapInterval | None, best_in_sample: Any, level: float) -> dict:
+    """Why the naive interval of Pearson r is too narrow: the intervals that allow for autocorrelation."""
+    n_eff = diag.effective_sample_size
+    adj_low, adj_high = st.fisher_interval(pearson.statistic, n_eff, level)
+    dependence = {
+        **diag.to_dict(),
+        "adjusted_fisher_ci": [adj_low, adj_high],
+        "adjusted_pvalue": st.correlation_pvalue(pearson.statistic, n_eff),
+        "block_bootstrap": boot.to_dict() if boot else None,
+        "naive_ci_width": pearson.ci_high - pearson.ci_low,
+        "adjusted_ci_width": adj_high - adj_low,
+        "bootstrap_ci_width": (boot.ci_high - boot.ci_low) if boot else None,
+    }
+    dependence["explanation"] = _why_too_narrow(pearson, diag, dependence, trend, best_in_sample, level)
+    return dependence
+
+
 # ------------------------------------------------------------------ the analysis
 def analyze(
     source: str | Path,
@@ -322,16 +419,10 @@ def analyze(
     direction = policy.direction_of(name, steps, values, override=direction)
     limits = policy.limits_for(name)
     notes = list(log.notes)
-    if target is not None:
-        if not math.isfinite(target):
-            raise UserError("--target must be a finite number")
-        if limits.upper is not None and target > limits.upper or limits.lower is not None and target < limits.lower:
-            raise UserError(f"--target {target} is outside the range [{limits.lower}, {limits.upper}] of {name}")
+    _check_target(target, limits, name)
     if what_if_schedule is not None and what_if_steps is None:
         raise UserError("--what-if-schedule needs --what-if-steps N (the length of the run to predict)")
-    forecast_steps = [float(s) for s in forecast] or [float(_round_step(2 * steps[-1]))]
-    if any(not (s > 0 and math.isfinite(s)) for s in forecast_steps):
-        raise UserError("--forecast steps must be positive numbers")
+    forecast_steps = _forecast_steps(forecast, steps[-1])
 
     # -- correlation and the seed block
     pearson = st.pearson(steps, values, level)
@@ -340,21 +431,13 @@ def analyze(
     trend = st.linear_trend(steps, values, level)
     residuals = values - (trend.intercept + trend.slope * steps)
     diag = st.residual_diagnostics(residuals)
-    n_eff = diag.effective_sample_size
-    adj_low, adj_high = st.fisher_interval(pearson.statistic, n_eff, level)
-    boot = None
-    if bootstrap > 0 and n >= MIN_BOOTSTRAP_POINTS:
-        boot = st.block_bootstrap_pearson(steps, values, n_resamples=bootstrap, level=level, seed=seed)
-    elif bootstrap > 0:
-        notes.append(f"no block bootstrap with {n} points (needs {MIN_BOOTSTRAP_POINTS}); "
-                     f"the effective-n Fisher interval stands in")
+    boot = _bootstrap_pearson(steps, values, bootstrap, level, seed, notes)
 
     # -- curve fits, backtests, the forecast
     fc = policy.fit_and_choose(steps, values, direction=direction, limits=limits, level=level)
-    fits = fc.fits
     if np.any(steps <= 0):
         notes.append(f"curve fits leave out {int(np.sum(steps <= 0))} point(s) at step <= 0 (t^-c and ln t need t > 0)")
-    best_in_sample = max((f for f in fits.values() if f.converged and f.model != "linear"),
+    best_in_sample = max((f for f in fc.fits.values() if f.converged and f.model != "linear"),
                          key=lambda f: f.r_squared, default=None)
     main_fit = fc.main_fit
     trend_test = st.mann_kendall(
@@ -365,58 +448,8 @@ def analyze(
     speed = throughput(log, steps_per_second)
     lr_info = lr_confound(log, steps, values)
     beyond_schedule = bool(lr_info and lr_info["decays_to_near_zero"])
-    forecasts = []
-    for s in forecast_steps:
-        entry = forecast_entry(fc, s, level)
-        entry.update(extrapolation=s > steps[-1], beyond_lr_schedule=beyond_schedule and s > steps[-1])
-        forecasts.append(entry)
-    target_info = None
-    if target is not None:
-        target_info = {"value": target, "model": fc.model, "step": None, "step_range": [None, None],
-                       "within_log": None, "first_logged_at": None,
-                       "hours_from_last_step": None, "hours_range": [None, None]}
-        # A single noisy value touching the target says little; the fitted curve is the answer,
-        # the first raw hit is reported beside it.
-        reached = np.nonzero(direction * (values - target) >= 0)[0]
-        if reached.size:
-            target_info["first_logged_at"] = _num(steps[reached[0]])
-        if fc.converged:
-            at = fc.steps_to_reach(target, horizon_factor=policy.HORIZON_FACTOR)
-            early, late = fc.steps_to_reach_band(target, level, horizon_factor=policy.HORIZON_FACTOR)
-            target_info["step"] = at
-            target_info["step_range"] = [early, late]
-            target_info["within_log"] = None if at is None else bool(at <= steps[-1])
-            if at is None:
-                asym, at_bound = policy.forecast_asymptote(fc)
-                word = policy.asymptote_word(direction)[0]
-                target_info["note"] = (
-                    f"the forecast does not reach {target} within {policy.HORIZON_FACTOR:g}x the logged steps"
-                    + (f" (its {word} is {asym:.4g}{', at the bound of its range' if at_bound else ''})"
-                       if asym is not None else "")
-                )
-            if speed is not None:
-                sps_ = speed["steps_per_second"]
-
-                def hours(x):
-                    return None if x is None else max(0.0, x - steps[-1]) / sps_ / 3600
-
-                target_info["hours_from_last_step"] = hours(at)
-                target_info["hours_range"] = [hours(early), hours(late)]
-        if speed is None:
-            target_info["hours_note"] = "no throughput in the log; give --steps-per-second to get hours"
-
-    # -- why the naive interval is too narrow
-    naive_width = pearson.ci_high - pearson.ci_low
-    dependence = {
-        **diag.to_dict(),
-        "adjusted_fisher_ci": [adj_low, adj_high],
-        "adjusted_pvalue": st.correlation_pvalue(pearson.statistic, n_eff),
-        "block_bootstrap": boot.to_dict() if boot else None,
-        "naive_ci_width": naive_width,
-        "adjusted_ci_width": adj_high - adj_low,
-        "bootstrap_ci_width": (boot.ci_high - boot.ci_low) if boot else None,
-    }
-    dependence["explanation"] = _why_too_narrow(pearson, diag, dependence, trend, best_in_sample, level)
+    forecasts = _forecast_entries(fc, forecast_steps, steps[-1], beyond_schedule, level)
+    target_info = None if target is None else _target_block(target, fc, steps, values, direction, level, speed)
 
     result: dict[str, Any] = {
         "format": layout.ANALYSIS_FORMAT,
@@ -430,7 +463,8 @@ def analyze(
         "descriptive": st.describe(steps, values).to_dict(),
         "correlation": {"pearson": pearson.to_dict(), "spearman": spearman.to_dict(), "kendall": kendall.to_dict()},
         "linear_trend": {**trend.to_dict(), "per_1k_steps": trend.per_steps(1000.0)},
-        "dependence": dependence,
+        # why the naive interval is too narrow
+        "dependence": _dependence_block(pearson, diag, trend, boot, best_in_sample, level),
         **forecast_block(fc),
         "trend_test": trend_test.to_dict(),
         "forecasts": forecasts,

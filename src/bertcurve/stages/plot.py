@@ -87,6 +87,40 @@ def plot(
     from bertcurve.viz import figures as F
     from bertcurve.curves.logs import load_log
 
+    wanted = _wanted_figures(sources, fmt, lang, dpi, figures, target, level)
+
+    from bertcurve.layout import resolve_run
+
+    sources = [resolve_run(s) for s in sources]
+    logs = [load_log(s, step_col=step_col, metric_col=metric_col) for s in sources]
+    out_dir = Path(out).expanduser() if out is not None else default_out(sources)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file; give a folder to draw the figures into")
+    result = PlotResult(out=out_dir)
+    names = F.unique_names(logs)
+    several = len(logs) > 1
+
+    with matplotlib.rc_context(F.style()):
+        for log, name in zip(logs, names):
+            folder = out_dir / _safe_name(name) if several else out_dir
+            folder.mkdir(parents=True, exist_ok=True)
+            _draw_log_figures(result, log, name, folder, wanted, fmt=fmt, dpi=dpi, lang=lang, metric=metric,
+                              target=target, level=level, direction=direction)
+        if several and "comparison" in wanted:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            path = out_dir / f"comparison.{fmt}"
+            _save(F.comparison(logs, lang=lang, metric=metric), path, fmt, dpi)
+            result.files.append(path)
+    if not result.files:
+        raise UserError("no figure could be drawn: " + "; ".join(result.skipped))
+    return result
+
+
+def _wanted_figures(sources: Sequence[Any], fmt: str, lang: str, dpi: int, figures: Sequence[str] | None,
+                    target: float | None, level: float | None) -> tuple[str, ...]:
+    """Check plot's options; return the figures to draw."""
+    from bertcurve.viz import figures as F
+
     if not sources:
         raise UserError("give at least one log to plot (a run directory, metrics.jsonl, history JSON, ...)")
     if fmt not in FORMATS:
@@ -104,64 +138,49 @@ def plot(
         from bertcurve.curves.policy import check_level
 
         check_level(level)
+    return wanted
 
-    from bertcurve.layout import resolve_run
 
-    sources = [resolve_run(s) for s in sources]
-    logs = [load_log(s, step_col=step_col, metric_col=metric_col) for s in sources]
-    out_dir = Path(out).expanduser() if out is not None else default_out(sources)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} is a file; give a folder to draw the figures into")
-    result = PlotResult(out=out_dir)
-    names = F.unique_names(logs)
-    several = len(logs) > 1
+def _draw_log_figures(result: PlotResult, log: Any, name: str, folder: Path, wanted: Sequence[str], *, fmt: str,
+                      dpi: int, lang: str, metric: str | None, target: float | None, level: float | None,
+                      direction: str | None) -> None:
+    """Draw one log's single-log figures into ``folder``; add them (or why not) to ``result``."""
+    from bertcurve.viz import figures as F
 
-    with matplotlib.rc_context(F.style()):
-        for log, name in zip(logs, names):
-            folder = out_dir / _safe_name(name) if several else out_dir
-            folder.mkdir(parents=True, exist_ok=True)
-            cache: dict[str, Any] = {}
+    cache: dict[str, Any] = {}
 
-            def fits() -> Any:
-                # Fitting costs seconds: only when a figure needs it, once per log.
-                if "fits" not in cache:
-                    try:
-                        cache["fits"] = F.LogFits.compute(log, metric, with_loss="loss_analysis" in wanted,
-                                                          analysis=_saved_analysis(log), level=level,
-                                                          direction=direction)
-                    except UserError as exc:
-                        cache["fits"] = exc
-                if isinstance(cache["fits"], UserError):
-                    raise cache["fits"]
-                return cache["fits"]
+    def fits() -> Any:
+        # Fitting costs seconds: only when a figure needs it, once per log.
+        if "fits" not in cache:
+            try:
+                cache["fits"] = F.LogFits.compute(log, metric, with_loss="loss_analysis" in wanted,
+                                                  analysis=_saved_analysis(log), level=level,
+                                                  direction=direction)
+            except UserError as exc:
+                cache["fits"] = exc
+        if isinstance(cache["fits"], UserError):
+            raise cache["fits"]
+        return cache["fits"]
 
-            builders: dict[str, Callable[[], Any]] = {
-                "training_curves": lambda: F.training_curves(log, lang=lang),
-                "correlation_analysis": lambda: F.correlation_analysis(log, lang=lang, metric=fits().metric,
-                                                                       fit=fits().best, level=fits().level),
-                "loss_analysis": lambda: F.loss_analysis(log, lang=lang, fit=_loss_fit(fits)),
-                "forecast": lambda: F.forecast(log, lang=lang, metric=fits().metric, fit=fits().forecast,
-                                               target=target, level=fits().level),
-            }
-            for figure in SINGLE_FIGURES:
-                if figure not in wanted:
-                    continue
-                try:
-                    fig = builders[figure]()
-                except UserError as exc:
-                    result.skipped.append(f"{figure} for {name}: {exc}")
-                    continue
-                path = folder / f"{figure}.{fmt}"
-                _save(fig, path, fmt, dpi)
-                result.files.append(path)
-        if several and "comparison" in wanted:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            path = out_dir / f"comparison.{fmt}"
-            _save(F.comparison(logs, lang=lang, metric=metric), path, fmt, dpi)
-            result.files.append(path)
-    if not result.files:
-        raise UserError("no figure could be drawn: " + "; ".join(result.skipped))
-    return result
+    builders: dict[str, Callable[[], Any]] = {
+        "training_curves": lambda: F.training_curves(log, lang=lang),
+        "correlation_analysis": lambda: F.correlation_analysis(log, lang=lang, metric=fits().metric,
+                                                               fit=fits().best, level=fits().level),
+        "loss_analysis": lambda: F.loss_analysis(log, lang=lang, fit=_loss_fit(fits)),
+        "forecast": lambda: F.forecast(log, lang=lang, metric=fits().metric, fit=fits().forecast,
+                                       target=target, level=fits().level),
+    }
+    for figure in SINGLE_FIGURES:
+        if figure not in wanted:
+            continue
+        try:
+            fig = builders[figure]()
+        except UserError as exc:
+            result.skipped.append(f"{figure} for {name}: {exc}")
+            continue
+        path = folder / f"{figure}.{fmt}"
+        _save(fig, path, fmt, dpi)
+        result.files.append(path)
 
 
 def _saved_analysis(log: Any) -> dict | None:

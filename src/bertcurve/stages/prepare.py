@@ -263,90 +263,120 @@ def _sentences(paragraph: str) -> Iterable[str]:
         yield from split_latin_sentences(piece)
 
 
-def _build(staging: Path, config: PrepareConfig, sources: list[InputSource], input_info: list[dict[str, str]],
-           cache_key: str, converter: Callable[[str], str] | None, progress: bool, input_list: list[str],
-           workers: int = 1, pretrained: Any = None) -> None:
-    work = staging / ".work"
-    work.mkdir()
-    filt = Filter(config.min_chars, config.max_chars, config.min_cjk_share)
-    opts = config.read_options()
-    report = ReadReport()
-    writers = {s: _SplitWriter(work / f"{s}.txt", config.max_chars) for s in layout.SPLITS}
-    train_counts = np.zeros(0x110000, dtype=np.int64)
-    all_counts = np.zeros(0x110000, dtype=np.int64)
-    pending: dict[str, list[str]] = {"train": [], "val": []}
-    pending_chars = 0
-    seen: set[int] = set()
-    dropped = Counter()
-    domains: Counter[str] = Counter()
-    per_source = [{"documents": 0, "sentences": {"train": 0, "val": 0}} for _ in sources]
-    documents_read = sentences_split = 0
-    total_kept = 0
-    val_threshold = config.val_fraction
+class _CleaningTally:
+    """What the cleaning pass accumulates: kept sentences (via the split writers), code-point
+    counts, drop reasons, domains and per-source counts."""
 
-    def flush_counts() -> None:
-        nonlocal pending_chars
-        for split, texts in pending.items():
+    def __init__(self, config: PrepareConfig, writers: dict[str, _SplitWriter], n_sources: int) -> None:
+        self.config = config
+        self.filt = Filter(config.min_chars, config.max_chars, config.min_cjk_share)
+        self.writers = writers
+        self.train_counts = np.zeros(0x110000, dtype=np.int64)
+        self.all_counts = np.zeros(0x110000, dtype=np.int64)
+        self.pending: dict[str, list[str]] = {"train": [], "val": []}   # text not yet counted, by split
+        self.pending_chars = 0
+        self.seen: set[int] = set()
+        self.dropped: Counter[str] = Counter()
+        self.domains: Counter[str] = Counter()
+        self.per_source = [{"documents": 0, "sentences": {"train": 0, "val": 0}} for _ in range(n_sources)]
+        self.documents_read = 0
+        self.sentences_split = 0
+        self.total_kept = 0
+
+    def flush_counts(self) -> None:
+        """Count the code points of the pending text (in chunks: one call per sentence is slow)."""
+        for split, texts in self.pending.items():
             if texts:
                 blob = "".join(texts)
-                count_codepoints(blob, all_counts)
+                count_codepoints(blob, self.all_counts)
                 if split == "train":
-                    count_codepoints(blob, train_counts)
+                    count_codepoints(blob, self.train_counts)
                 texts.clear()
-        pending_chars = 0
+        self.pending_chars = 0
 
+    def keep_sentences(self, paragraphs: list[str]) -> tuple[list[str], list[int], bool]:
+        """The sentences of a document that pass the filter and are new, their lengths without
+        spaces, and whether --max-sentences is reached."""
+        kept: list[str] = []
+        lengths: list[int] = []
+        for paragraph in paragraphs:
+            for piece in _sentences(paragraph):
+                sentence = piece.strip()
+                if not sentence:
+                    continue
+                self.sentences_split += 1
+                reason = self.filt.reason(sentence)
+                if reason is not None:
+                    self.dropped[reason] += 1
+                    continue
+                # Python's 64-bit string hash: randomised per process, which is fine for
+                # dedup within one run, and 4x cheaper than a cryptographic digest.
+                key = hash(sentence)
+                if key in self.seen:
+                    self.dropped["duplicate"] += 1
+                    continue
+                self.seen.add(key)
+                kept.append(sentence)
+                lengths.append(len(sentence) - sentence.count(" "))
+                if self.config.max_sentences and self.total_kept + len(kept) >= self.config.max_sentences:
+                    return kept, lengths, True
+        return kept, lengths, False
+
+    def add_document(self, index: int, split: str, kept: list[str], lengths: list[int], domain: str | None) -> None:
+        """Write a document's kept sentences to its split and count them."""
+        self.writers[split].add_document(kept, index, lengths)
+        self.total_kept += len(kept)
+        self.per_source[index]["documents"] += 1
+        self.per_source[index]["sentences"][split] += len(kept)
+        if self.config.domain_field or domain is not None:
+            label = domain if domain is not None else "(none)"
+            if label in self.domains or len(self.domains) < MAX_DOMAINS:
+                self.domains[label] += len(kept)
+            else:
+                self.domains["(other)"] += len(kept)
+        self.pending[split].extend(kept)
+        self.pending_chars += sum(lengths)
+        if self.pending_chars >= COUNT_CHUNK_CHARS:
+            self.flush_counts()
+
+    def check_not_empty(self) -> None:
+        """Refuse a data set with nothing left, or with an empty split."""
+        config, dropped = self.config, self.dropped
+        if self.total_kept == 0:
+            raise UserError(
+                f"nothing left after filtering: {self.sentences_split:,} sentences read, "
+                f"{dropped['too_short']:,} shorter than {config.min_chars}, {dropped['too_long']:,} longer than "
+                f"{config.max_chars}, {dropped['low_cjk']:,} under {config.min_cjk_share:.0%} CJK, "
+                f"{dropped['duplicate']:,} duplicates; is this Chinese text? adjust --min-chars/--max-chars/"
+                "--min-cjk-share or check --text-field"
+            )
+        for split in layout.SPLITS:
+            if self.writers[split].sentences == 0:
+                raise UserError(
+                    f"the {split} split is empty ({self.total_kept:,} sentence(s) from {self.documents_read:,} "
+                    f"document(s) in all); give more documents or change --val-fraction (now {config.val_fraction})"
+                )
+
+
+def _clean_sources(tally: _CleaningTally, sources: list[InputSource], report: ReadReport,
+                   converter: Callable[[str], str] | None, progress: bool) -> None:
+    """Read, normalise, split, filter and deduplicate every source into the tally's split writers."""
+    config = tally.config
+    opts = config.read_options()
     total_bytes = sum(s.size_bytes() for s in sources)
     bar = _progress_bar(progress, total=total_bytes or None, unit="B", unit_scale=True, desc="清洗 cleaning")
     try:
         done = False
         for index, src in enumerate(sources):
             for doc in src.documents(opts, report, progress=bar.update):
-                documents_read += 1
+                tally.documents_read += 1
                 paragraphs = [normalize(p) for p in doc.paragraphs]
                 if converter is not None:
                     paragraphs = [normalize(converter(p)) for p in paragraphs]
-                split = "val" if is_validation_document(paragraphs, val_threshold) else "train"
-                kept: list[str] = []
-                lengths: list[int] = []
-                for paragraph in paragraphs:
-                    for piece in _sentences(paragraph):
-                        sentence = piece.strip()
-                        if not sentence:
-                            continue
-                        sentences_split += 1
-                        reason = filt.reason(sentence)
-                        if reason is not None:
-                            dropped[reason] += 1
-                            continue
-                        # Python's 64-bit string hash: randomised per process, which is fine for
-                        # dedup within one run, and 4x cheaper than a cryptographic digest.
-                        key = hash(sentence)
-                        if key in seen:
-                            dropped["duplicate"] += 1
-                            continue
-                        seen.add(key)
-                        kept.append(sentence)
-                        lengths.append(len(sentence) - sentence.count(" "))
-                        if config.max_sentences and total_kept + len(kept) >= config.max_sentences:
-                            done = True
-                            break
-                    if done:
-                        break
+                split = "val" if is_validation_document(paragraphs, config.val_fraction) else "train"
+                kept, lengths, done = tally.keep_sentences(paragraphs)
                 if kept:
-                    writers[split].add_document(kept, index, lengths)
-                    total_kept += len(kept)
-                    per_source[index]["documents"] += 1
-                    per_source[index]["sentences"][split] += len(kept)
-                    if config.domain_field or doc.domain is not None:
-                        label = doc.domain if doc.domain is not None else "(none)"
-                        if label in domains or len(domains) < MAX_DOMAINS:
-                            domains[label] += len(kept)
-                        else:
-                            domains["(other)"] += len(kept)
-                    pending[split].extend(kept)
-                    pending_chars += sum(lengths)
-                    if pending_chars >= COUNT_CHUNK_CHARS:
-                        flush_counts()
+                    tally.add_document(index, split, kept, lengths, doc.domain)
                 if done:
                     break
             verify_unchanged(src)  # truncated, appended to or replaced while read: refused, not recorded
@@ -354,27 +384,15 @@ def _build(staging: Path, config: PrepareConfig, sources: list[InputSource], inp
                 break
     finally:
         bar.close()
-        for w in writers.values():
+        for w in tally.writers.values():
             w.close()
-    flush_counts()
-    del seen
+    tally.flush_counts()
+    tally.seen = set()   # the dedup set is the largest thing held; free it before encoding
 
-    if total_kept == 0:
-        raise UserError(
-            f"nothing left after filtering: {sentences_split:,} sentences read, "
-            f"{dropped['too_short']:,} shorter than {config.min_chars}, {dropped['too_long']:,} longer than "
-            f"{config.max_chars}, {dropped['low_cjk']:,} under {config.min_cjk_share:.0%} CJK, "
-            f"{dropped['duplicate']:,} duplicates; is this Chinese text? adjust --min-chars/--max-chars/"
-            "--min-cjk-share or check --text-field"
-        )
-    for split in layout.SPLITS:
-        if writers[split].sentences == 0:
-            raise UserError(
-                f"the {split} split is empty ({total_kept:,} sentence(s) from {documents_read:,} document(s) "
-                f"in all); give more documents or change --val-fraction (now {config.val_fraction})"
-            )
 
-    tokens = _tokenization(config, train_counts, writers["train"], pretrained, progress)
+def _encode_splits(staging: Path, config: PrepareConfig, tokens: Any, writers: dict[str, _SplitWriter],
+                   total_kept: int, workers: int, progress: bool) -> dict[str, dict[str, Any]]:
+    """Encode both splits (with word starts under --whole-word); return each split's statistics."""
     marker = None
     if config.whole_word:
         marker = _WordMarker(workers if total_kept >= PARALLEL_MIN_SENTENCES else 1,
@@ -388,6 +406,22 @@ def _build(staging: Path, config: PrepareConfig, sources: list[InputSource], inp
         bar.close()
         if marker is not None:
             marker.close()
+    return split_stats
+
+
+def _build(staging: Path, config: PrepareConfig, sources: list[InputSource], input_info: list[dict[str, str]],
+           cache_key: str, converter: Callable[[str], str] | None, progress: bool, input_list: list[str],
+           workers: int = 1, pretrained: Any = None) -> None:
+    work = staging / ".work"
+    work.mkdir()
+    report = ReadReport()
+    writers = {s: _SplitWriter(work / f"{s}.txt", config.max_chars) for s in layout.SPLITS}
+    tally = _CleaningTally(config, writers, len(sources))
+    _clean_sources(tally, sources, report, converter, progress)
+    tally.check_not_empty()
+
+    tokens = _tokenization(config, tally.train_counts, writers["train"], pretrained, progress)
+    split_stats = _encode_splits(staging, config, tokens, writers, tally.total_kept, workers, progress)
 
     tokens.save(staging)
     _self_check(staging, tokens)
@@ -395,10 +429,9 @@ def _build(staging: Path, config: PrepareConfig, sources: list[InputSource], inp
     writers["train"].path.unlink()
     work.rmdir()
 
-    n_sentences_kept = total_kept
-    meta = _meta(config, sources, input_info, cache_key, tokens, split_stats, writers, train_counts, all_counts,
-                 dropped, sentences_split, documents_read, domains, per_source, report, input_list,
-                 n_sentences_kept)
+    meta = _meta(config, sources, input_info, cache_key, tokens, split_stats, writers, tally.train_counts,
+                 tally.all_counts, tally.dropped, tally.sentences_split, tally.documents_read, tally.domains,
+                 tally.per_source, report, input_list, tally.total_kept)
     write_json(staging / layout.DATA_META, meta)
     (staging / layout.DATA_CARD).write_text(render_card(meta, staging), encoding="utf-8")
     _apply_umask(staging)

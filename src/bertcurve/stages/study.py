@@ -158,6 +158,173 @@ def _same_training(run_dir: Path, requested: TrainConfig) -> list[str]:
     return diffs
 
 
+def _study_out_dir(preset: str, out: str | Path | None) -> Path:
+    """The study folder: ``out`` or studies/PRESET; refused when it holds something that is not a study."""
+    out_dir = Path(out).expanduser() if out is not None else Path("studies") / preset
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (
+            (out_dir / layout.STUDY_STATE).exists() or (out_dir / layout.STUDY_DATA_DIR).exists()
+            or (out_dir / layout.STUDY_RUN_DIR).exists()):
+        raise UserError(f"--out {out_dir} is a non-empty folder that is not a bertcurve study; "
+                        "choose a new or empty folder")
+    return out_dir
+
+
+def _study_inputs(preset: str, inputs: Sequence[str | Path], redo: Sequence[str]) -> list[str]:
+    """The corpora to prepare, after checking the preset and ``redo``."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown study preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    bad = [s for s in redo if s not in ("analyze", "plot", "report")]
+    if bad:
+        raise UserError(f"--redo accepts analyze, plot and report, not {', '.join(bad)} "
+                        "(a finished training is never redone; choose a new --out)")
+    input_list = [str(i) for i in inputs] or list(PRESETS[preset].default_inputs)
+    if not input_list:
+        raise UserError(f"preset {preset} needs a corpus: give one or more INPUT files or folders "
+                        "(e.g. `bertcurve study corpus.txt --preset seed-100k`)")
+    return input_list
+
+
+def _previous_record(record_path: Path, tell: Callable[[str], None]) -> dict:
+    """The study record of an earlier call ({} when none, or when it is damaged)."""
+    try:
+        previous = read_json(record_path, "study record") if record_path.is_file() else {}
+    except UserError as exc:  # a damaged record only costs re-running the cheap stages
+        tell(f"bertcurve: ignoring {record_path.name} ({exc}); stages after training will run again")
+        previous = {}
+    return previous if isinstance(previous, dict) else {}
+
+
+@dataclass
+class _StageRunner:
+    """Runs the stages in order, timing each and saving the study record after each one."""
+
+    result: StudyResult
+    record_path: Path
+    previous: dict
+    settings: dict          # preset, train_preset, inputs and config, written into the record
+    redo: Sequence[str]
+    tell: Callable[[str], None]
+
+    def save_record(self) -> None:
+        write_json(self.record_path, {
+            "format": STUDY_FORMAT,
+            "bertcurve_version": __version__,
+            **self.settings,
+            "hardware": hardware(),
+            "stages": [s.__dict__ for s in self.result.stages],
+            "history": (self.previous.get("history") or []) + [
+                {"stage": s.name, "status": s.status, "seconds": round(s.seconds, 3)} for s in self.result.stages],
+        })
+
+    def up_to_date(self, name: str, sig: dict, outputs: Sequence[Path]) -> bool:
+        """Done in an earlier call from the same inputs and options, and its outputs are still there."""
+        done_before = {s_["name"]: s_ for s_ in self.previous.get("stages", [])
+                       if s_.get("status") in ("done", "skipped")}
+        return (name not in self.redo and done_before.get(name, {}).get("signature") == sig
+                and all(p.exists() for p in outputs))
+
+    def stage(self, name: str, fn: Callable[[], tuple[str, str]], sig: Callable[[], dict] | None = None) -> str:
+        """Run one stage; return its status."""
+        self.tell(f"[{len(self.result.stages) + 1}/{len(STAGES)}] {name} ...")
+        started = time.perf_counter()
+        status, detail = fn()
+        rec = StageRecord(name, status, time.perf_counter() - started, detail, sig() if sig else {})
+        self.result.stages.append(rec)
+        self.save_record()
+        self.tell(f"      {status}{': ' + detail if detail else ''} ({rec.seconds:.1f} s)")
+        return status
+
+
+def _prepare_stage(input_list: list[str], data_dir: Path, quiet: bool,
+                   prepare_options: Mapping[str, Any] | None) -> tuple[str, str]:
+    """prepare itself reuses a data dir built from the same inputs and options."""
+    from bertcurve.stages.prepare import prepare
+
+    meta = data_dir / layout.DATA_META
+    before = meta.stat().st_mtime if meta.is_file() else None
+    prepare(input_list, data_dir, progress=not quiet, **dict(prepare_options or {}))
+    after = meta.stat().st_mtime if meta.is_file() else None
+    m = read_json(meta, "data set metadata")
+    sp = m.get("splits", {})
+    detail = (f"{sp.get('train', {}).get('sentences', 0):,} train / {sp.get('val', {}).get('sentences', 0):,} "
+              f"val sentences, vocabulary {m.get('vocab_size', 0):,}")
+    return ("skipped" if before is not None and before == after else "done"), detail
+
+
+def _train_stage(result: StudyResult, t_preset: str, config: str | Path | None,
+                 train_overrides: Mapping[str, Any] | None, quiet: bool,
+                 emit: Callable[[str], None]) -> tuple[str, str]:
+    """resume="auto" continues an interrupted run exactly; a finished run is only checked, never redone."""
+    from bertcurve.stages.train import train
+
+    run_dir = result.run_dir
+    if _training_finished(run_dir):
+        wanted = build_config(t_preset, config, train_overrides)
+        diffs = _same_training(run_dir, wanted)
+        if diffs:
+            raise UserError(
+                f"{run_dir} holds a finished run with other settings ({'; '.join(diffs[:4])}"
+                f"{' ...' if len(diffs) > 4 else ''}); choose a new --out for a new study")
+        return "skipped", "finished earlier"
+    res = train(result.data_dir, run_dir, preset=t_preset, config=config, overrides=train_overrides,
+                resume="auto", quiet=quiet, log=emit if not quiet else None)
+    result.final_eval = res.final_eval
+    resumed = f"resumed from step {res.resumed_from}, " if res.resumed_from else ""
+    if not res.completed:
+        return "interrupted", f"{resumed}stopped at step {res.step}/{res.max_steps}"
+    acc = res.final_eval.get("mlm_accuracy") if res.final_eval else None
+    return "done", (f"{resumed}{res.step} steps" + (f", held-out accuracy {acc:.4f}" if acc is not None else ""))
+
+
+def _run_after_training(runner: _StageRunner, lang: str, target: float | None, level: float | None) -> None:
+    """analyze, plot and report, each skipped when its inputs and options are unchanged."""
+    run_dir, data_dir = runner.result.run_dir, runner.result.data_dir
+    metrics = run_dir / layout.METRICS
+    analysis = run_dir / layout.ANALYSIS
+    fig_dir = run_dir / layout.FIGURES_DIR
+
+    def sig_analyze() -> dict:
+        return signature([metrics], target=target, level=level)
+
+    def do_analyze() -> tuple[str, str]:
+        if runner.up_to_date("analyze", sig_analyze(), [analysis]):
+            return "skipped", "up to date"
+        from bertcurve.stages.analyze import analyze
+
+        res = analyze(run_dir, target=target, **({"level": level} if level is not None else {}))
+        chosen = (res.get("chosen_model") or {}).get("model")
+        return "done", f"{res['metric']['name']}, forecasting model {chosen or 'none (too few points)'}"
+
+    def sig_plot() -> dict:
+        return signature([metrics, analysis], lang=lang, target=target, level=level)
+
+    def do_plot() -> tuple[str, str]:
+        if runner.up_to_date("plot", sig_plot(), [fig_dir / "training_curves.png"]):
+            return "skipped", "up to date"
+        from bertcurve.stages.plot import plot
+
+        res = plot([run_dir], out=fig_dir, lang=lang, target=target, level=level)
+        return "done", f"{len(res.files)} figures" + (f"; left out: {'; '.join(res.skipped)}" if res.skipped else "")
+
+    def sig_report() -> dict:
+        return signature([metrics, analysis, *fig_dir.glob("*.png"), data_dir / layout.DATA_META],
+                         lang=lang, target=target)
+
+    def do_report() -> tuple[str, str]:
+        if runner.up_to_date("report", sig_report(), [run_dir / layout.REPORT_HTML, run_dir / layout.REPORT_MD]):
+            return "skipped", "up to date"
+        from bertcurve.stages.report import report
+
+        report([run_dir], lang=lang, target=target)
+        return "done", ""
+
+    runner.stage("analyze", do_analyze, sig_analyze)
+    runner.stage("plot", do_plot, sig_plot)
+    runner.stage("report", do_report, sig_report)
+
+
 def study(
     inputs: Sequence[str | Path] = (),
     *,
@@ -188,165 +355,31 @@ def study(
     from bertcurve.viz.figures import check_lang
 
     check_lang(lang)
-    if preset not in PRESETS:
-        raise UserError(f"unknown study preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    bad = [s for s in redo if s not in ("analyze", "plot", "report")]
-    if bad:
-        raise UserError(f"--redo accepts analyze, plot and report, not {', '.join(bad)} "
-                        "(a finished training is never redone; choose a new --out)")
-    spec = PRESETS[preset]
-    input_list = [str(i) for i in inputs] or list(spec.default_inputs)
-    if not input_list:
-        raise UserError(f"preset {preset} needs a corpus: give one or more INPUT files or folders "
-                        "(e.g. `bertcurve study corpus.txt --preset seed-100k`)")
-    out_dir = Path(out).expanduser() if out is not None else Path("studies") / preset
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (
-            (out_dir / layout.STUDY_STATE).exists() or (out_dir / layout.STUDY_DATA_DIR).exists()
-            or (out_dir / layout.STUDY_RUN_DIR).exists()):
-        raise UserError(f"--out {out_dir} is a non-empty folder that is not a bertcurve study; "
-                        "choose a new or empty folder")
+    input_list = _study_inputs(preset, inputs, redo)
+    out_dir = _study_out_dir(preset, out)
     out_dir.mkdir(parents=True, exist_ok=True)
     emit = say or (lambda msg: print(msg, flush=True))
     tell = (lambda msg: None) if quiet else emit
-    data_dir = out_dir / layout.STUDY_DATA_DIR
-    run_dir = out_dir / layout.STUDY_RUN_DIR
-    result = StudyResult(out_dir, data_dir, run_dir)
+    result = StudyResult(out_dir, out_dir / layout.STUDY_DATA_DIR, out_dir / layout.STUDY_RUN_DIR)
     record_path = out_dir / layout.STUDY_STATE
-    try:
-        previous = read_json(record_path, "study record") if record_path.is_file() else {}
-    except UserError as exc:  # a damaged record only costs re-running the cheap stages
-        tell(f"bertcurve: ignoring {record_path.name} ({exc}); stages after training will run again")
-        previous = {}
-    if not isinstance(previous, dict):
-        previous = {}
-    t_preset = train_preset or spec.train_preset
+    previous = _previous_record(record_path, tell)
+    t_preset = train_preset or PRESETS[preset].train_preset
+    runner = _StageRunner(result, record_path, previous,
+                          {"preset": preset, "train_preset": t_preset, "inputs": input_list,
+                           "config": str(config) if config else None},
+                          redo, tell)
 
-    def save_record() -> None:
-        write_json(record_path, {
-            "format": STUDY_FORMAT,
-            "bertcurve_version": __version__,
-            "preset": preset,
-            "train_preset": t_preset,
-            "inputs": input_list,
-            "config": str(config) if config else None,
-            "hardware": hardware(),
-            "stages": [s.__dict__ for s in result.stages],
-            "history": (previous.get("history") or []) + [
-                {"stage": s.name, "status": s.status, "seconds": round(s.seconds, 3)} for s in result.stages],
-        })
-
-    done_before = {s_["name"]: s_ for s_ in previous.get("stages", []) if s_.get("status") in ("done", "skipped")}
-
-    def up_to_date(name: str, sig: dict, outputs: Sequence[Path]) -> bool:
-        """Done in an earlier call from the same inputs and options, and its outputs are still there."""
-        return (name not in redo and done_before.get(name, {}).get("signature") == sig
-                and all(p.exists() for p in outputs))
-
-    def stage(name: str, fn: Callable[[], tuple[str, str]], sig: Callable[[], dict] | None = None) -> None:
-        tell(f"[{len(result.stages) + 1}/{len(STAGES)}] {name} ...")
-        started = time.perf_counter()
-        status, detail = fn()
-        rec = StageRecord(name, status, time.perf_counter() - started, detail, sig() if sig else {})
-        result.stages.append(rec)
-        save_record()
-        tell(f"      {status}{': ' + detail if detail else ''} ({rec.seconds:.1f} s)")
-
-    # -- 1. prepare (prepare itself reuses a data dir built from the same inputs and options)
-    def do_prepare() -> tuple[str, str]:
-        from bertcurve.stages.prepare import prepare
-
-        meta = data_dir / layout.DATA_META
-        before = meta.stat().st_mtime if meta.is_file() else None
-        prepare(input_list, data_dir, progress=not quiet, **dict(prepare_options or {}))
-        after = meta.stat().st_mtime if meta.is_file() else None
-        m = read_json(meta, "data set metadata")
-        sp = m.get("splits", {})
-        detail = (f"{sp.get('train', {}).get('sentences', 0):,} train / {sp.get('val', {}).get('sentences', 0):,} "
-                  f"val sentences, vocabulary {m.get('vocab_size', 0):,}")
-        return ("skipped" if before is not None and before == after else "done"), detail
-
-    stage("prepare", do_prepare)
-
-    # -- 2. train (resume="auto" continues an interrupted run exactly)
-    def do_train() -> tuple[str, str]:
-        from bertcurve.stages.train import train
-
-        if _training_finished(run_dir):
-            wanted = build_config(t_preset, config, train_overrides)
-            diffs = _same_training(run_dir, wanted)
-            if diffs:
-                raise UserError(
-                    f"{run_dir} holds a finished run with other settings ({'; '.join(diffs[:4])}"
-                    f"{' ...' if len(diffs) > 4 else ''}); choose a new --out for a new study")
-            return "skipped", "finished earlier"
-        res = train(data_dir, run_dir, preset=t_preset, config=config, overrides=train_overrides,
-                    resume="auto", quiet=quiet, log=emit if not quiet else None)
-        result.final_eval = res.final_eval
-        resumed = f"resumed from step {res.resumed_from}, " if res.resumed_from else ""
-        if not res.completed:
-            return "interrupted", f"{resumed}stopped at step {res.step}/{res.max_steps}"
-        acc = res.final_eval.get("mlm_accuracy") if res.final_eval else None
-        return "done", (f"{resumed}{res.step} steps" + (f", held-out accuracy {acc:.4f}" if acc is not None else ""))
-
-    stage("train", do_train)
-    if result.stages[-1].status == "interrupted":
+    runner.stage("prepare", lambda: _prepare_stage(input_list, result.data_dir, quiet, prepare_options))
+    status = runner.stage("train", lambda: _train_stage(result, t_preset, config, train_overrides, quiet, emit))
+    if status == "interrupted":
         tell(f"\ntraining was interrupted; run the same command again to resume it:\n"
              f"  bertcurve study {' '.join(input_list) if inputs else ''}".rstrip()
              + (f" --preset {preset}" if preset != "demo" else "") + f" --out {out_dir}")
         return result
-
-    metrics = run_dir / layout.METRICS
-    analysis = run_dir / layout.ANALYSIS
-    fig_dir = run_dir / layout.FIGURES_DIR
-
-    # -- 3. analyze
-    def sig_analyze() -> dict:
-        return signature([metrics], target=target, level=level)
-
-    def do_analyze() -> tuple[str, str]:
-        if up_to_date("analyze", sig_analyze(), [analysis]):
-            return "skipped", "up to date"
-        from bertcurve.stages.analyze import analyze
-
-        res = analyze(run_dir, target=target, **({"level": level} if level is not None else {}))
-        chosen = (res.get("chosen_model") or {}).get("model")
-        return "done", f"{res['metric']['name']}, forecasting model {chosen or 'none (too few points)'}"
-
-    stage("analyze", do_analyze, sig_analyze)
-
-    # -- 4. plot
-    def sig_plot() -> dict:
-        return signature([metrics, analysis], lang=lang, target=target, level=level)
-
-    def do_plot() -> tuple[str, str]:
-        if up_to_date("plot", sig_plot(), [fig_dir / "training_curves.png"]):
-            return "skipped", "up to date"
-        from bertcurve.stages.plot import plot
-
-        res = plot([run_dir], out=fig_dir, lang=lang, target=target, level=level)
-        return "done", f"{len(res.files)} figures" + (f"; left out: {'; '.join(res.skipped)}" if res.skipped else "")
-
-    stage("plot", do_plot, sig_plot)
-
-    # -- 5. report
-    def sig_report() -> dict:
-        return signature([metrics, analysis, *fig_dir.glob("*.png"), data_dir / layout.DATA_META],
-                         lang=lang, target=target)
-
-    def do_report() -> tuple[str, str]:
-        if up_to_date("report", sig_report(), [run_dir / layout.REPORT_HTML, run_dir / layout.REPORT_MD]):
-            return "skipped", "up to date"
-        from bertcurve.stages.report import report
-
-        report([run_dir], lang=lang, target=target)
-        return "done", ""
-
-    stage("report", do_report, sig_report)
+    _run_after_training(runner, lang, target, level)
     result.completed = True
     if result.final_eval is None:
-        result.final_eval = _last_eval(metrics)
+        result.final_eval = _last_eval(result.run_dir / layout.METRICS)
     tell(_where(result))
     return result
 

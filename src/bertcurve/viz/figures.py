@@ -9,7 +9,7 @@ chosen by :mod:`bertcurve.viz.fonts`. Saving is :mod:`bertcurve.stages.plot`'s j
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -278,16 +278,9 @@ def new_figure(width: float, height: float, nrows: int = 1, ncols: int = 1, **kw
 
 
 # ------------------------------------------------------------------ figure 1: training curves
-def training_curves(log: TrainingLog, *, lang: str = "both") -> Figure:
-    """The seed's 4-in-1 done right: MLM accuracy (held-out and batch), NSP or held-out
-    loss, loss, and the learning rate on a log axis."""
-    lang = check_lang(lang)
+def _panel_mlm_accuracy(ax_acc: Any, log: TrainingLog, lang: str) -> None:
+    """(a) MLM accuracy (held-out and batch), else another tool's main metric."""
     ser = log.series
-    fig, axes = new_figure(14, 9.5, 2, 2)
-    max_step = _max_step(log)
-    ax_acc, ax_b, ax_loss, ax_lr = axes[0, 0], axes[0, 1], axes[1, 0], axes[1, 1]
-
-    # (a) MLM accuracy
     ax_acc.set_title(title("MLM accuracy", "MLM 准确率", lang))
     has_acc = False
     if "train_mlm_accuracy" in ser:
@@ -332,7 +325,10 @@ def training_curves(log: TrainingLog, *, lang: str = "both") -> Figure:
         else:
             _empty(ax_acc, label("no MLM accuracy in this log", "日志中没有 MLM 准确率", lang))
 
-    # (b) NSP accuracy when logged, else the held-out loss
+
+def _panel_nsp_or_eval_loss(ax_b: Any, log: TrainingLog, lang: str) -> None:
+    """(b) NSP accuracy when logged, else the held-out loss."""
+    ser = log.series
     nsp = [n for n in ("train_nsp_accuracy", "eval_nsp_accuracy") if n in ser]
     if nsp:
         ax_b.set_title(title("Next-sentence prediction (NSP) accuracy", "下一句预测 (NSP) 准确率", lang))
@@ -366,7 +362,10 @@ def training_curves(log: TrainingLog, *, lang: str = "both") -> Figure:
         _empty(ax_b, label("neither NSP accuracy nor held-out loss logged",
                            "日志中既无 NSP 准确率也无验证集损失", lang))
 
-    # (c) loss
+
+def _panel_loss(ax_loss: Any, log: TrainingLog, lang: str) -> None:
+    """(c) training and held-out loss."""
+    ser = log.series
     ax_loss.set_title(title("Loss", "损失", lang))
     if "train_loss" in ser or "eval_loss" in ser:
         if "train_loss" in ser:
@@ -379,7 +378,10 @@ def training_curves(log: TrainingLog, *, lang: str = "both") -> Figure:
     else:
         _empty(ax_loss, label("no loss in this log", "日志中没有损失", lang))
 
-    # (d) learning rate (log axis), else throughput
+
+def _panel_lr(ax_lr: Any, log: TrainingLog, lang: str) -> None:
+    """(d) learning rate (log axis), else throughput."""
+    ser = log.series
     if "lr" in ser and np.any(ser["lr"].values > 0):
         s = ser["lr"]
         ax_lr.set_title(title("Learning-rate schedule (log axis)", "学习率调度（对数轴）", lang))
@@ -405,6 +407,20 @@ def training_curves(log: TrainingLog, *, lang: str = "both") -> Figure:
     else:
         ax_lr.set_title(title("Learning-rate schedule", "学习率调度", lang))
         _empty(ax_lr, label("no learning rate in this log", "日志中没有学习率", lang))
+
+
+def training_curves(log: TrainingLog, *, lang: str = "both") -> Figure:
+    """The seed's 4-in-1 done right: MLM accuracy (held-out and batch), NSP or held-out
+    loss, loss, and the learning rate on a log axis."""
+    lang = check_lang(lang)
+    fig, axes = new_figure(14, 9.5, 2, 2)
+    max_step = _max_step(log)
+    ax_acc, ax_b, ax_loss, ax_lr = axes[0, 0], axes[0, 1], axes[1, 0], axes[1, 1]
+
+    _panel_mlm_accuracy(ax_acc, log, lang)
+    _panel_nsp_or_eval_loss(ax_b, log, lang)
+    _panel_loss(ax_loss, log, lang)
+    _panel_lr(ax_lr, log, lang)
 
     for ax in axes.flat:
         if ax.lines or ax.collections:   # an empty panel keeps no ticks (no "0.0002k")
@@ -651,50 +667,9 @@ def comparison(logs: Sequence[TrainingLog], *, lang: str = "both", metric: str |
 
 
 # ------------------------------------------------------------------ figure 2: correlation analysis
-def correlation_analysis(log: TrainingLog, *, lang: str = "both", metric: str | None = None, fit: Any = None,
-                         level: float = policy.DEFAULT_LEVEL) -> Figure:
-    """Scatter of the metric over steps with the seed's linear fit and the best
-    learning-curve fit (``fit``); residuals of both; and the residual
-    autocorrelation that makes the naive p-value of Pearson r far too confident."""
-    from statsmodels.tsa.stattools import acf
-
-    from bertcurve.curves import stats
-
-    lang = check_lang(lang)
-    metric = metric or log.default_metric()
-    s = log.metric(metric, min_points=4, allow_constant=False)
-    x = s.steps.astype(float)
-    y = s.values
-    r = stats.pearson(x, y, level)
-    trend = stats.linear_trend(x, y, level)
-    linear = trend.intercept + trend.slope * x
-    resid_lin = y - linear
-    diag = stats.residual_diagnostics(resid_lin)
-    resid_fit = y - fit.predict(x) if fit is not None else None
-
-    fig, axes = new_figure(18, 6.2, 1, 3, width_ratios=[1.2, 1, 0.85])
-    ax_s, ax_r, ax_acf = axes[0]
-    max_step = float(x[-1])
-    dense = len(x) > 300
-    ms = 9 if dense else 22
-
-    # (a) scatter + linear fit + learning-curve fit
-    ax_s.set_title(title("Steps vs metric: linear fit and learning-curve fit", "步数与指标：线性拟合与学习曲线拟合", lang))
-    ax_s.scatter(*thin(x, y), s=ms, color=C_TRAIN_SMOOTH, alpha=0.45, lw=0, label=metric_label(metric, lang))
-    ax_s.plot(x[[0, -1]], linear[[0, -1]], color=C_LINEAR, lw=2, ls="--",
-              label=label(f"linear fit (r = {r.statistic:.4f}, R² = {trend.r_squared:.4f})",
-                          f"线性拟合（r = {r.statistic:.4f}，R² = {trend.r_squared:.4f}）", lang))
-    if fit is not None:
-        grid = np.linspace(x[0], x[-1], 400)
-        ax_s.plot(grid, fit.predict(grid), color=C_FIT, lw=2.4, label=fit_label(fit, lang))
-    if is_accuracy(metric):
-        _percent(ax_s)
-    ax_s.set_ylabel(metric_label(metric, lang))
-    ax_s.legend(loc="best", fontsize=8.5)
-    n_eff = diag.effective_sample_size
-    p_eff = stats.correlation_pvalue(r.statistic, n_eff)
-    lo, hi = stats.fisher_interval(r.statistic, n_eff)
-    # (b) residuals over steps
+def _draw_residuals(ax_r: Any, x: np.ndarray, resid_lin: np.ndarray, resid_fit: np.ndarray | None,
+                    diag: Any, metric: str, ms: float, lang: str) -> None:
+    """(b) the residuals of the linear fit (and of the learning-curve fit) over steps."""
     ax_r.set_title(title("Residuals over steps", "残差随步数的变化", lang))
     ax_r.scatter(*thin(x, resid_lin), s=ms, color=C_LINEAR, alpha=0.35, lw=0,
                  label=label("linear fit", "线性拟合", lang))
@@ -713,7 +688,15 @@ def correlation_analysis(log: TrainingLog, *, lang: str = "both", metric: str | 
                           "残差呈弯曲带状而非随机云：直线模型形状不对", lang), loc="upper right", warn=True,
               color="#8B1A1A")
 
-    # (c) residual autocorrelation
+
+def _draw_residual_autocorrelation(ax_acf: Any, x: np.ndarray, resid_lin: np.ndarray,
+                                   resid_fit: np.ndarray | None, r: Any, diag: Any, level: float,
+                                   lang: str) -> None:
+    """(c) residual autocorrelation, with the naive and the effective-n statistics of Pearson r."""
+    from statsmodels.tsa.stattools import acf
+
+    from bertcurve.curves import stats
+
     nlags = int(min(40, max(1, len(x) // 4)))
     lags = np.arange(1, nlags + 1)
     band = 1.96 / np.sqrt(len(x))
@@ -747,6 +730,48 @@ def correlation_analysis(log: TrainingLog, *, lang: str = "both", metric: str | 
     ax_acf.set_ylabel(label("Autocorrelation", "自相关系数", lang))
     ax_acf.set_ylim(-1, 1)
     ax_acf.legend(loc="upper right")
+
+
+def correlation_analysis(log: TrainingLog, *, lang: str = "both", metric: str | None = None, fit: Any = None,
+                         level: float = policy.DEFAULT_LEVEL) -> Figure:
+    """Scatter of the metric over steps with the seed's linear fit and the best
+    learning-curve fit (``fit``); residuals of both; and the residual
+    autocorrelation that makes the naive p-value of Pearson r far too confident."""
+    from bertcurve.curves import stats
+
+    lang = check_lang(lang)
+    metric = metric or log.default_metric()
+    s = log.metric(metric, min_points=4, allow_constant=False)
+    x = s.steps.astype(float)
+    y = s.values
+    r = stats.pearson(x, y, level)
+    trend = stats.linear_trend(x, y, level)
+    linear = trend.intercept + trend.slope * x
+    resid_lin = y - linear
+    diag = stats.residual_diagnostics(resid_lin)
+    resid_fit = y - fit.predict(x) if fit is not None else None
+
+    fig, axes = new_figure(18, 6.2, 1, 3, width_ratios=[1.2, 1, 0.85])
+    ax_s, ax_r, ax_acf = axes[0]
+    max_step = float(x[-1])
+    dense = len(x) > 300
+    ms = 9 if dense else 22
+
+    # (a) scatter + linear fit + learning-curve fit
+    ax_s.set_title(title("Steps vs metric: linear fit and learning-curve fit", "步数与指标：线性拟合与学习曲线拟合", lang))
+    ax_s.scatter(*thin(x, y), s=ms, color=C_TRAIN_SMOOTH, alpha=0.45, lw=0, label=metric_label(metric, lang))
+    ax_s.plot(x[[0, -1]], linear[[0, -1]], color=C_LINEAR, lw=2, ls="--",
+              label=label(f"linear fit (r = {r.statistic:.4f}, R² = {trend.r_squared:.4f})",
+                          f"线性拟合（r = {r.statistic:.4f}，R² = {trend.r_squared:.4f}）", lang))
+    if fit is not None:
+        grid = np.linspace(x[0], x[-1], 400)
+        ax_s.plot(grid, fit.predict(grid), color=C_FIT, lw=2.4, label=fit_label(fit, lang))
+    if is_accuracy(metric):
+        _percent(ax_s)
+    ax_s.set_ylabel(metric_label(metric, lang))
+    ax_s.legend(loc="best", fontsize=8.5)
+    _draw_residuals(ax_r, x, resid_lin, resid_fit, diag, metric, ms, lang)
+    _draw_residual_autocorrelation(ax_acf, x, resid_lin, resid_fit, r, diag, level, lang)
 
     for ax in (ax_s, ax_r):
         _steps_axis(ax, max_step, lang)
@@ -858,6 +883,87 @@ def _steps_per_hour(log: TrainingLog) -> float | None:
     return None
 
 
+def _forecast_horizon(reach: float | None, last: float) -> float:
+    """How far right the forecast panel reaches: 3x the log, or past the target step (at most 50x)."""
+    horizon = 3.0 * last
+    if reach is not None and reach > last:
+        horizon = min(max(horizon, reach * 1.25), 50.0 * last)
+    return horizon
+
+
+def _note_target_reach(ax: Any, fit: Any, target: float, level: float, last: float, per_hour: float | None,
+                       fmt: Callable[[float], str], lang: str) -> None:
+    """Mark where the forecast reaches ``target`` (with its band and the hours left), or say why it does not."""
+    reach = fit.steps_to_reach(target, horizon_factor=policy.HORIZON_FACTOR)
+    early, late = fit.steps_to_reach_band(target, level, horizon_factor=policy.HORIZON_FACTOR)
+    if reach is not None:
+        if early is not None and late is not None:
+            ax.axvspan(early, late, color="#000000", alpha=0.06, lw=0)
+        ax.axvline(reach, color="#000000", lw=1.5)
+        rng_en = rng_zh = ""
+        if early is not None and late is not None:
+            rng_en = f" ({level:.0%}: {early:,.0f}–{late:,.0f})"
+            rng_zh = f"（{level:.0%}：{early:,.0f}–{late:,.0f}）"
+        hours_en = hours_zh = ""
+        if per_hour and reach > last:
+            more = (reach - last) / per_hour
+            hours_en = f"\n≈ {more_time(more)} at the measured speed"
+            hours_zh = f"\n按实测速度还需约 {more:,.1f} 小时"
+        text = block(f"reaches {fmt(target)} at step ≈ {reach:,.0f}{rng_en}{hours_en}",
+                     f"约在第 {reach:,.0f} 步达到 {fmt(target)}{rng_zh}{hours_zh}", lang)
+        _note(ax, text, loc="center right")
+    else:
+        asym, asym_at_bound = policy.forecast_asymptote(fit)
+        word_en, word_zh = policy.asymptote_word(fit.direction)
+        why_en = why_zh = ""
+        if asym is not None and not asym_at_bound:
+            why_en = f": the fitted {word_en} is {fmt(asym)}"
+            why_zh = f"：拟合{word_zh}为 {fmt(asym)}"
+        h = f"{policy.HORIZON_FACTOR:g}"
+        _note(ax, block(f"{fmt(target)} is not reached within {h}× the logged steps{why_en}",
+                        f"在 {h} 倍已记录步数内达不到 {fmt(target)}{why_zh}", lang), loc="center right", warn=True,
+              color="#8B1A1A")
+
+
+def _draw_forecast_backtest(ax_bt: Any, fit: Any, s: Series, metric: str, fmt: Callable[[float], str],
+                            ylim: tuple[float, float], lang: str) -> None:
+    """The chosen model and the straight line fitted on the first half only, scored on the second half."""
+    from bertcurve.curves import fits as curves
+
+    x = s.steps.astype(float)
+    direction = fit.direction
+    ax_bt.set_title(title("Backtest: fitted on the first half only", "回测：仅用前一半数据拟合", lang))
+    cutoff = x[0] + 0.5 * (x[-1] - x[0])
+    train = x <= cutoff
+    ax_bt.scatter(*thin(x[train], s.values[train]), s=8, color=C_TRAIN, alpha=0.5, lw=0,
+                  label=label("used for the fit", "用于拟合", lang))
+    ax_bt.scatter(*thin(x[~train], s.values[~train]), s=8, color=C_GREY, alpha=0.35, lw=0,
+                  label=label("held back (to predict)", "留出（待预测）", lang))
+    grid_bt = np.linspace(max(x[0], 1.0), x[-1], 300)
+    limits = fit.limits
+    for model, color, style in ((fit.model, C_FIT, "-"), ("linear", C_LINEAR, ":")):
+        if model == "linear" and fit.model == "linear":
+            continue
+        if int(train.sum()) < 6:
+            break
+        half = curves.fit_curve(model, s.steps[train], s.values[train], direction=direction, limits=limits)
+        if not half.converged:
+            continue
+        err = half.predict(x[~train]) - s.values[~train]
+        rmse = float(np.sqrt(np.mean(err ** 2))) if len(err) else float("nan")
+        en, zh = _MODEL_WORDS.get(model, (model, model))
+        ax_bt.plot(grid_bt, half.predict(grid_bt), color=color, lw=2, ls=style,
+                   label=label(f"{en}: RMSE on held-back part {fmt(rmse)}", f"{zh}：留出部分 RMSE {fmt(rmse)}", lang))
+    ax_bt.axvline(cutoff, color=C_GREY, lw=1, ls="-.")
+    # A curve fitted on half the points can shoot off before the first logged step: keep the data in view.
+    ax_bt.set_ylim(*ylim)
+    ax_bt.set_ylabel(metric_label(metric, lang))
+    if is_accuracy(metric):
+        _percent(ax_bt)
+    ax_bt.legend(loc="lower right" if direction > 0 else "upper right", fontsize=8.5)
+    _steps_axis(ax_bt, float(x[-1]), lang)
+
+
 def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None, fit: Any = None,
              target: float | None = None, level: float | None = None) -> Figure:
     """Observed curve, the forecast (the analysis's combination of curve families) and its
@@ -867,8 +973,6 @@ def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None,
     ``fit``: the :class:`~bertcurve.curves.forecast.CurveForecast` to draw (default: computed as
     ``bertcurve analyze`` does). ``level``: the interval's confidence level (default: the
     forecast's own)."""
-    from bertcurve.curves import fits as curves
-
     lang = check_lang(lang)
     metric = metric or log.default_metric()
     s = log.metric(metric, min_points=6, allow_constant=False)
@@ -879,16 +983,11 @@ def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None,
         raise UserError(f"no learning-curve model could be fitted to {metric} of {log.name}; "
                         "a forecast needs a longer or less noisy log")
     direction = fit.direction
-    limits = fit.limits
     x = s.steps.astype(float)
     if target is None:
         target = policy.default_target(metric, tail_mean(s.values), direction)
-    reach = fit.steps_to_reach(target, horizon_factor=policy.HORIZON_FACTOR)
-    early, late = fit.steps_to_reach_band(target, level, horizon_factor=policy.HORIZON_FACTOR)
     last = float(x[-1])
-    horizon = 3.0 * last
-    if reach is not None and reach > last:
-        horizon = min(max(horizon, reach * 1.25), 50.0 * last)
+    horizon = _forecast_horizon(fit.steps_to_reach(target, horizon_factor=policy.HORIZON_FACTOR), last)
 
     fig, axes = new_figure(17, 6.2, 1, 2, width_ratios=[1.7, 1])
     ax, ax_bt = axes[0]
@@ -916,36 +1015,11 @@ def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None,
     fmt = (lambda v: f"{v:.1%}") if is_accuracy(metric) else (lambda v: f"{v:.3g}")
     ax.axhline(target, color="#000000", lw=1.2, ls="--",
                label=label(f"target {fmt(target)}", f"目标 {fmt(target)}", lang))
-    asym, asym_at_bound = policy.forecast_asymptote(fit)
-    word_en, word_zh = policy.asymptote_word(direction)
-    per_hour = _steps_per_hour(log)
-    if reach is not None:
-        if early is not None and late is not None:
-            ax.axvspan(early, late, color="#000000", alpha=0.06, lw=0)
-        ax.axvline(reach, color="#000000", lw=1.5)
-        rng_en = rng_zh = ""
-        if early is not None and late is not None:
-            rng_en = f" ({level:.0%}: {early:,.0f}–{late:,.0f})"
-            rng_zh = f"（{level:.0%}：{early:,.0f}–{late:,.0f}）"
-        hours_en = hours_zh = ""
-        if per_hour and reach > last:
-            more = (reach - last) / per_hour
-            hours_en = f"\n≈ {more_time(more)} at the measured speed"
-            hours_zh = f"\n按实测速度还需约 {more:,.1f} 小时"
-        text = block(f"reaches {fmt(target)} at step ≈ {reach:,.0f}{rng_en}{hours_en}",
-                     f"约在第 {reach:,.0f} 步达到 {fmt(target)}{rng_zh}{hours_zh}", lang)
-        _note(ax, text, loc="center right")
-    else:
-        why_en = why_zh = ""
-        if asym is not None and not asym_at_bound:
-            why_en = f": the fitted {word_en} is {fmt(asym)}"
-            why_zh = f"：拟合{word_zh}为 {fmt(asym)}"
-        h = f"{policy.HORIZON_FACTOR:g}"
-        _note(ax, block(f"{fmt(target)} is not reached within {h}× the logged steps{why_en}",
-                        f"在 {h} 倍已记录步数内达不到 {fmt(target)}{why_zh}", lang), loc="center right", warn=True,
-              color="#8B1A1A")
+    _note_target_reach(ax, fit, target, level, last, _steps_per_hour(log), fmt, lang)
     # A level pinned at its bound (e.g. a loss floor at 0) is not an estimate; do not draw it as one.
+    asym, asym_at_bound = policy.forecast_asymptote(fit)
     if asym is not None and np.isfinite(asym) and not asym_at_bound:
+        word_en, word_zh = policy.asymptote_word(direction)
         ax.axhline(asym, color=C_FIT, lw=1, ls=":")
         ax.text(0.01, asym, label(f"{word_en} {fmt(asym)}", f"{word_zh} {fmt(asym)}", lang), color=C_FIT,
                 fontsize=9, transform=ax.get_yaxis_transform(), va="bottom")
@@ -960,38 +1034,7 @@ def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None,
     # Past the end of the log, below a rising curve (above a falling one), the plot is empty.
     ax.legend(loc="lower right" if direction > 0 else "upper right", fontsize=8.5)
     _steps_axis(ax, horizon, lang)
-
-    # (b) backtest: the chosen model and the straight line fitted on the first half only.
-    ax_bt.set_title(title("Backtest: fitted on the first half only", "回测：仅用前一半数据拟合", lang))
-    cutoff = x[0] + 0.5 * (x[-1] - x[0])
-    train = x <= cutoff
-    ax_bt.scatter(*thin(x[train], s.values[train]), s=8, color=C_TRAIN, alpha=0.5, lw=0,
-                  label=label("used for the fit", "用于拟合", lang))
-    ax_bt.scatter(*thin(x[~train], s.values[~train]), s=8, color=C_GREY, alpha=0.35, lw=0,
-                  label=label("held back (to predict)", "留出（待预测）", lang))
-    grid_bt = np.linspace(max(x[0], 1.0), x[-1], 300)
-    limits = fit.limits
-    for model, color, style in ((fit.model, C_FIT, "-"), ("linear", C_LINEAR, ":")):
-        if model == "linear" and fit.model == "linear":
-            continue
-        if int(train.sum()) < 6:
-            break
-        half = curves.fit_curve(model, s.steps[train], s.values[train], direction=direction, limits=limits)
-        if not half.converged:
-            continue
-        err = half.predict(x[~train]) - s.values[~train]
-        rmse = float(np.sqrt(np.mean(err ** 2))) if len(err) else float("nan")
-        en, zh = _MODEL_WORDS.get(model, (model, model))
-        ax_bt.plot(grid_bt, half.predict(grid_bt), color=color, lw=2, ls=style,
-                   label=label(f"{en}: RMSE on held-back part {fmt(rmse)}", f"{zh}：留出部分 RMSE {fmt(rmse)}", lang))
-    ax_bt.axvline(cutoff, color=C_GREY, lw=1, ls="-.")
-    # A curve fitted on half the points can shoot off before the first logged step: keep the data in view.
-    ax_bt.set_ylim(*ax.get_ylim())
-    ax_bt.set_ylabel(metric_label(metric, lang))
-    if is_accuracy(metric):
-        _percent(ax_bt)
-    ax_bt.legend(loc="lower right" if direction > 0 else "upper right", fontsize=8.5)
-    _steps_axis(ax_bt, float(x[-1]), lang)
+    _draw_forecast_backtest(ax_bt, fit, s, metric, fmt, ax.get_ylim(), lang)
     _suptitle(fig, "Forecast", "预测", lang, log.name)
     return fig
 
