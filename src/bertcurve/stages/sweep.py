@@ -166,9 +166,8 @@ def sweep(
     """
     import optuna
 
-    from bertcurve.stages.train import train
     from bertcurve.training.config import build_config
-    from bertcurve.tuning import SCHEDULE_ATTR, parse_space, read_space_file, schedule_of, trial_record
+    from bertcurve.tuning import parse_space, read_space_file
 
     if pruner not in PRUNERS:
         raise UserError(f"--pruner must be one of {', '.join(PRUNERS)} (got {pruner!r})")
@@ -187,7 +186,7 @@ def sweep(
     _check_out(out, {"data": str(data.resolve()), "space": {k: v for k, v in mapping.items()},
                      "objective": objective, "preset": preset, "overrides": fixed})
     url, store = _storage(storage, out)
-    key, direction = OBJECTIVES[objective]
+    direction = OBJECTIVES[objective][1]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=STUDY_NAME, storage=store, direction=direction, load_if_exists=True,
                                 sampler=optuna.samplers.TPESampler(seed=seed),
@@ -198,49 +197,7 @@ def sweep(
     say(f"sweep {out}: {done} of {trials} trial(s) finished" + (f", {queued} resumed" if queued else "")
         + f"; storage {url}")
 
-    def objective_fn(trial: optuna.Trial) -> float:
-        run_rel = trial.user_attrs.get("run_dir") or f"{TRIALS_DIR}/trial-{trial.number:04d}"
-        trial.set_user_attr("run_dir", run_rel)
-        run_dir = out / run_rel
-        values = {p.name: p.suggest(trial) for p in params}
-        cfg = build_config(preset, overrides={**fixed, **values})
-        trial.set_user_attr(SCHEDULE_ATTR, schedule_of(cfg))
-        reported: dict[str, Any] = {}
-
-        def on_eval(step: int, record: Mapping[str, Any]) -> None:
-            value = record.get(key)
-            if step <= 0 or value is None:
-                return
-            trial.report(float(value), step)
-            reported["step"] = step
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at step {step}")
-
-        say(f"trial {trial.number}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
-        try:
-            result = train(data, run_dir, preset=preset, overrides={**fixed, **values}, resume="auto",
-                           quiet=True, on_eval=on_eval)
-        except optuna.TrialPruned:
-            forecast = getattr(study.pruner, "forecasts", {}).get(trial.number)
-            trial_record(run_dir, "pruned", trial=trial.number, step=reported.get("step"), forecast=forecast)
-            trial.set_user_attr("steps", reported.get("step"))
-            say(f"trial {trial.number}: pruned at step {reported.get('step'):,}"
-                + (f" (forecast {forecast['value']:.4f}, interval up to {forecast['high']:.4f}, best "
-                   f"{forecast['best']:.4f})" if forecast and direction == "maximize" else ""))
-            raise
-        except UserError as exc:
-            trial.set_user_attr("error", str(exc))
-            trial_record(run_dir, "failed", trial=trial.number, error=str(exc))
-            say(f"trial {trial.number}: failed: {exc}")
-            raise
-        if not result.completed:
-            trial.set_user_attr("interrupted", True)
-            raise KeyboardInterrupt
-        value = float((result.final_eval or {}).get(key, float("nan")))
-        trial.set_user_attr("steps", result.step)
-        trial_record(run_dir, "complete", trial=trial.number, step=result.step, value=value)
-        say(f"trial {trial.number}: {objective} {value:.4f} after {result.step:,} steps")
-        return value
+    objective_fn = _Objective(study, out, data, preset, fixed, params, objective, say)
 
     def enough(study: optuna.Study, _trial: Any) -> None:
         if _finished(study) >= trials:
@@ -260,6 +217,68 @@ def sweep(
             f"({', '.join(f'{k}={_fmt(v)}' for k, v in result.best['params'].items())}); "
             f"{result.steps_trained:,} training steps in all")
     return result
+
+
+class _Objective:
+    """One Optuna trial: an ordinary ``train`` run in SWEEP/trials/trial-NNNN, reporting every
+    held-out evaluation to Optuna and stopping where the pruner says."""
+
+    def __init__(self, study, out: Path, data: Path, preset: str | None, fixed: dict[str, Any],
+                 params: list, objective: str, say) -> None:
+        self.study, self.out, self.data, self.preset = study, out, data, preset
+        self.fixed, self.params, self.objective, self.say = fixed, params, objective, say
+        self.key, direction = OBJECTIVES[objective]
+        self.maximize = direction == "maximize"
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        from bertcurve.stages.train import train
+        from bertcurve.training.config import build_config
+        from bertcurve.tuning import SCHEDULE_ATTR, schedule_of, trial_record
+
+        run_rel = trial.user_attrs.get("run_dir") or f"{TRIALS_DIR}/trial-{trial.number:04d}"
+        trial.set_user_attr("run_dir", run_rel)
+        run_dir = self.out / run_rel
+        values = {p.name: p.suggest(trial) for p in self.params}
+        cfg = build_config(self.preset, overrides={**self.fixed, **values})
+        trial.set_user_attr(SCHEDULE_ATTR, schedule_of(cfg))
+        reported: dict[str, Any] = {}
+
+        def on_eval(step: int, record: Mapping[str, Any]) -> None:
+            value = record.get(self.key)
+            if step <= 0 or value is None:
+                return
+            trial.report(float(value), step)
+            reported["step"] = step
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {step}")
+
+        self.say(f"trial {trial.number}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
+        try:
+            result = train(self.data, run_dir, preset=self.preset, overrides={**self.fixed, **values}, resume="auto",
+                           quiet=True, on_eval=on_eval)
+        except optuna.TrialPruned:
+            forecast = getattr(self.study.pruner, "forecasts", {}).get(trial.number)
+            trial_record(run_dir, "pruned", trial=trial.number, step=reported.get("step"), forecast=forecast)
+            trial.set_user_attr("steps", reported.get("step"))
+            self.say(f"trial {trial.number}: pruned at step {reported.get('step'):,}"
+                + (f" (forecast {forecast['value']:.4f}, interval up to {forecast['high']:.4f}, best "
+                   f"{forecast['best']:.4f})" if forecast and self.maximize else ""))
+            raise
+        except UserError as exc:
+            trial.set_user_attr("error", str(exc))
+            trial_record(run_dir, "failed", trial=trial.number, error=str(exc))
+            self.say(f"trial {trial.number}: failed: {exc}")
+            raise
+        if not result.completed:
+            trial.set_user_attr("interrupted", True)
+            raise KeyboardInterrupt
+        value = float((result.final_eval or {}).get(self.key, float("nan")))
+        trial.set_user_attr("steps", result.step)
+        trial_record(run_dir, "complete", trial=trial.number, step=result.step, value=value)
+        self.say(f"trial {trial.number}: {self.objective} {value:.4f} after {result.step:,} steps")
+        return value
 
 
 def summarize(study, out: Path, url: str) -> SweepResult:
