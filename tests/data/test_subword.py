@@ -80,20 +80,10 @@ def test_id_dtype_is_uint16_while_the_vocabulary_fits():
 
 def _bert_base_chinese_like(path, extra: int = 0):
     """A tiny tokenizer folder laid out like bert-base-chinese: [PAD]=0, [unusedN], [UNK]=100..[MASK]=103."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    from bert_style_tokenizer import save_bert_style_tokenizer
 
-    tokens = ["[PAD]"] + [f"[unused{i}]" for i in range(1, 100)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokens += list("我们在年使用训练模型今天好。,") + ["20", "##24", "Py", "##thon"]
-    tokens += [f"##x{i}" for i in range(extra)]
-    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(handle_chinese_chars=True, lowercase=False)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-                                                       special_tokens=[("[CLS]", 101), ("[SEP]", 102)])
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                            sep_token="[SEP]", mask_token="[MASK]").save_pretrained(str(path))
-    return path
+    pieces = list("我们在年使用训练模型今天好。,") + ["20", "##24", "Py", "##thon"] + [f"##x{i}" for i in range(extra)]
+    return save_bert_style_tokenizer(path, pieces)
 
 
 def test_a_bert_base_chinese_style_folder_keeps_its_ids(tmp_path):

@@ -109,20 +109,10 @@ def test_traditional_chinese_with_and_without_to_simplified(tmp_path, tokenizer)
 
 def _bert_style_folder(path: Path, extra: int) -> Path:
     """A tokenizer folder with bert-base-chinese's layout ([UNK]=100..[MASK]=103) and ``extra`` more pieces."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    from bert_style_tokenizer import save_bert_style_tokenizer
 
     chars = sorted(set(ENGLISH.read_text(encoding="utf-8").replace("\n", "").replace(" ", "")))
-    tokens = ["[PAD]"] + [f"[unused{i}]" for i in range(1, 100)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokens += chars + [f"##{c}" for c in chars] + [f"##z{i}" for i in range(extra)]
-    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(handle_chinese_chars=True, lowercase=False)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-                                                       special_tokens=[("[CLS]", 101), ("[SEP]", 102)])
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                            sep_token="[SEP]", mask_token="[MASK]").save_pretrained(str(path))
-    return path
+    return save_bert_style_tokenizer(path, chars + [f"##{c}" for c in chars] + [f"##z{i}" for i in range(extra)])
 
 
 @pytest.mark.parametrize("extra, dtype", [(0, "uint16"), (70_000, "uint32")])
