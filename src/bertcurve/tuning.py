@@ -21,7 +21,7 @@ import numpy as np
 from bertcurve.curves import schedule_law as law
 from bertcurve.errors import UserError
 from bertcurve.training.config import build_config
-from bertcurve.training.schedule import lr_at
+from bertcurve.training.schedule import rates_per_step
 
 # Trial user attribute holding the trial's learning-rate schedule (for the forecast pruner).
 SCHEDULE_ATTR = "lr_schedule"
@@ -146,11 +146,7 @@ def schedule_of(cfg: Any) -> dict[str, Any]:
 
 def rates_of(schedule: Mapping[str, Any]) -> np.ndarray:
     """Learning rate at every step 0..max_steps of a stored schedule."""
-    extra = {k: schedule[k] for k in ("decay_fraction", "decay_shape") if k in schedule}
-    return np.array([lr_at(s, peak_lr=float(schedule["lr"]), warmup_steps=int(schedule["warmup_steps"]),
-                           max_steps=int(schedule["max_steps"]), schedule=str(schedule["schedule"]),
-                           min_lr_ratio=float(schedule.get("min_lr_ratio", 0.0)), **extra)
-                     for s in range(int(schedule["max_steps"]) + 1)])
+    return np.array(rates_per_step(schedule))
 
 
 def forecast_final(steps: np.ndarray, values: np.ndarray, schedule: Mapping[str, Any], *,

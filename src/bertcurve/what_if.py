@@ -45,14 +45,10 @@ def lr_per_step(log: TrainingLog) -> tuple[np.ndarray, str, str]:
     train = config.get("train") if isinstance(config, dict) else None
     optim = train.get("optim") if isinstance(train, dict) else None
     if isinstance(optim, dict) and {"lr", "warmup_steps", "max_steps"} <= set(optim):
-        from bertcurve.training.schedule import lr_at
+        from bertcurve.training.schedule import rates_per_step
 
         shape = str(optim.get("schedule", "cosine"))
-        last = int(optim["max_steps"])
-        rates = np.array([lr_at(s, peak_lr=float(optim["lr"]), warmup_steps=int(optim["warmup_steps"]),
-                                max_steps=last, schedule=shape,
-                                min_lr_ratio=float(optim.get("min_lr_ratio", 0.0)))
-                          for s in range(last + 1)])
+        rates = np.array(rates_per_step(optim))
         return rates, shape, "the run's config"
     series = log.series.get("lr")
     if series is None or len(series) < 3:
@@ -101,6 +97,9 @@ def what_if(log: TrainingLog, max_steps: int, shape: str | None = None,
         raise UserError(f"--what-if-schedule must be one of {', '.join(SHAPES)} (got {shape!r})")
     rates, run_shape, rate_source = lr_per_step(log)
     shape = shape or run_shape
+    if shape not in SHAPES:
+        raise UserError(f"the run's {shape} schedule cannot be stretched to another length; choose the "
+                        f"decay of the predicted run with --what-if-schedule ({', '.join(SHAPES)})")
     found = _points(log, LOSSES)
     if found is None:
         raise UserError(f"{log.path}: --what-if-steps needs at least {law.MIN_POINTS} loss values "

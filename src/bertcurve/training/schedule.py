@@ -106,3 +106,15 @@ def rates_agree_through(step: int, old: dict, new: dict) -> bool:
                 for c in (old, new)]
         return step <= min(ends)
     return False
+
+
+def rates_per_step(optim) -> list[float]:
+    """Learning rate of every step 0..max_steps for optimizer settings given as a mapping
+    (``OptimConfig`` fields as saved in config.json): what-if forecasts and the sweep's pruner
+    rebuild a run's schedule with it."""
+    extra = {k: optim[k] for k in ("decay_fraction", "decay_shape") if k in optim}
+    last = int(optim["max_steps"])
+    return [lr_at(s, peak_lr=float(optim["lr"]), warmup_steps=int(optim["warmup_steps"]), max_steps=last,
+                  schedule=str(optim.get("schedule", "cosine")),
+                  min_lr_ratio=float(optim.get("min_lr_ratio", 0.0)), **extra)
+            for s in range(last + 1)]
