@@ -160,14 +160,10 @@ def forecast_final(steps: np.ndarray, values: np.ndarray, schedule: Mapping[str,
         fit = law.fit_law(steps, values, rates, rising=rising, bootstrap=40, bounds=bounds)
     except ValueError:
         return None
-    backtest = law.backtest_error(steps, values, rates, rising=rising, bounds=bounds)
-    if backtest is None:
+    got = law.forecast_at(fit, steps, values, rates, rates, last, level=level, bounds=bounds)
+    if got.backtest is None:
         return None
-    areas = law.schedule_areas(rates, fit.momentum)
-    extra = law.model_error_sd(backtest, last - float(np.max(steps)))
-    value = float(fit.predict(areas, [last])[0])
-    lo, hi = law.prediction_interval(fit, areas, [last], level, extra_sd=extra)
-    return value, float(lo[0]), float(hi[0])
+    return got.value, got.low, got.high
 
 
 def _pruner_base():

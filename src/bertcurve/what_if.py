@@ -114,10 +114,10 @@ def what_if(log: TrainingLog, max_steps: int, shape: str | None = None,
         loss_fit = law.fit_law(steps, values, rates, bootstrap=BOOTSTRAP, bounds=LOSS_BOUNDS)
     except ValueError as exc:
         raise UserError(f"{log.path}: the schedule law could not be fitted ({exc})") from None
-    horizon = max(0.0, max_steps - float(steps.max()))
-    loss_extra = _extra_sd(steps, values, rates, False, horizon, shape != run_shape, loss_fit)
     held_out = loss_name.startswith("eval")
-    loss_pred = _predict(loss_fit, new_rates, max_steps, level, loss_extra, held_out, LOSS_BOUNDS)
+    shape_changed = shape != run_shape
+    loss_pred = _prediction(loss_fit, steps, values, rates, new_rates, max_steps, level, held_out,
+                            shape_changed, LOSS_BOUNDS)
     curve_steps = np.unique(np.linspace(1, max_steps, CURVE_POINTS).astype(int))
     curve = {loss_name: loss_fit.predict(law.schedule_areas(new_rates, loss_fit.momentum), curve_steps)}
     predictions = {loss_name: loss_pred}
@@ -127,8 +127,7 @@ def what_if(log: TrainingLog, max_steps: int, shape: str | None = None,
     if found is not None:
         acc_name, *acc = found
         acc_pred, acc_curve, accuracy_method, acc_fit = _accuracy(
-            log, acc, loss, rates, new_rates, max_steps, curve_steps, level, horizon, shape != run_shape,
-            loss_fit, held_out)
+            log, acc, loss, rates, new_rates, max_steps, curve_steps, level, shape_changed, loss_fit, held_out)
         predictions[acc_name] = acc_pred
         curve[acc_name] = acc_curve
         fits[acc_name] = acc_fit
@@ -148,26 +147,14 @@ def what_if(log: TrainingLog, max_steps: int, shape: str | None = None,
     }
 
 
-def _extra_sd(steps, values, rates, rising, horizon, shape_changed, fit) -> float:
-    """Model error beyond the fit's own: the run's backtest grown to the horizon, plus the
-    published cross-schedule error when the decay shape changes."""
-    bounds = ACCURACY_BOUNDS if rising else LOSS_BOUNDS
-    extra = law.model_error_sd(law.backtest_error(steps, values, rates, rising=rising, bounds=bounds), horizon)
-    if shape_changed:
-        centre = abs(fit.sign * fit.params[0])
-        extra = math.hypot(extra, law.SHAPE_CHANGE_REL_SD * centre)
-    return extra
-
-
-def _predict(fit: law.LawFit, new_rates: np.ndarray, at: int, level: float, extra_sd: float,
-             held_out: bool, bounds: tuple[float | None, float | None]) -> dict:
+def _prediction(fit: law.LawFit, steps, values, rates, new_rates, at: int, level: float, held_out: bool,
+                shape_changed: bool, bounds: tuple[float | None, float | None]) -> dict:
     """Value and interval at step ``at``. A held-out evaluation's interval includes its
     measurement noise; a training-batch metric's is for the curve (the mean over batches),
     since a single batch's value is not what anyone asks about."""
-    areas = law.schedule_areas(new_rates, fit.momentum)
-    value = float(fit.predict(areas, [at])[0])
-    lo, hi = law.prediction_interval(fit, areas, [at], level, extra_sd=extra_sd, observation=held_out)
-    return {"value": value, "pi": _clip([float(lo[0]), float(hi[0])], bounds)}
+    got = law.forecast_at(fit, steps, values, rates, new_rates, at, level=level, observation=held_out,
+                          shape_changed=shape_changed, bounds=bounds)
+    return {"value": got.value, "pi": [got.low, got.high]}
 
 
 def _clip(pi: list[float], bounds: tuple[float | None, float | None]) -> list[float]:
@@ -176,8 +163,7 @@ def _clip(pi: list[float], bounds: tuple[float | None, float | None]) -> list[fl
     return [min(max(v, low), high) for v in pi]
 
 
-def _accuracy(log, acc, loss, rates, new_rates, max_steps, curve_steps, level, horizon, shape_changed,
-              loss_fit, held_out):
+def _accuracy(log, acc, loss, rates, new_rates, max_steps, curve_steps, level, shape_changed, loss_fit, held_out):
     """Accuracy at N: the law fitted to accuracy directly, or the loss prediction mapped through
     the run's own loss-accuracy relation; whichever predicted the run's last tenth better
     from its first part (backtest) is used."""
@@ -195,15 +181,15 @@ def _accuracy(log, acc, loss, rates, new_rates, max_steps, curve_steps, level, h
         mapped_err is None or relation is None
         or (direct_err is not None and abs(direct_err[0]) <= abs(mapped_err[0])))
     if use_direct:
-        extra = _extra_sd(steps, values, rates, True, horizon, shape_changed, direct_fit)
-        pred = _predict(direct_fit, new_rates, max_steps, level, extra, held_out, ACCURACY_BOUNDS)
+        pred = _prediction(direct_fit, steps, values, rates, new_rates, max_steps, level, held_out,
+                           shape_changed, ACCURACY_BOUNDS)
         curve = direct_fit.predict(law.schedule_areas(new_rates, direct_fit.momentum), curve_steps)
         return pred, curve, "law fitted to accuracy (smaller backtest error)", direct_fit.as_dict()
     if relation is None:
         raise UserError(f"{log.path}: the schedule law fits neither the accuracy nor its relation to the loss")
     slope, intercept = relation
-    loss_pred = _predict(loss_fit, new_rates, max_steps, level,
-                         _extra_sd(*loss, rates, False, horizon, shape_changed, loss_fit), held_out, LOSS_BOUNDS)
+    loss_pred = _prediction(loss_fit, *loss, rates, new_rates, max_steps, level, held_out, shape_changed,
+                            LOSS_BOUNDS)
     mapped_extra = abs(mapped_err[0]) if mapped_err else 0.0
     ends = sorted(intercept + slope * np.asarray(loss_pred["pi"]))
     value = intercept + slope * loss_pred["value"]

@@ -228,6 +228,43 @@ def prediction_interval(fit: LawFit, areas: ScheduleAreas, steps: Sequence[int],
     return centre - half, centre + half
 
 
+@dataclass(frozen=True)
+class LawForecast:
+    """The law's prediction at one step: value, interval, and what the interval is made of."""
+
+    value: float
+    low: float
+    high: float
+    extra_sd: float                          # model error beyond the fit's own (backtest, shape change)
+    backtest: tuple[float, float] | None     # (error, horizon) of the run's own backtest, if possible
+
+
+def forecast_at(fit: LawFit, steps: Sequence[int], values: Sequence[float], lr_per_step: Sequence[float],
+                new_lr_per_step: Sequence[float], at: int, *, level: float, observation: bool = True,
+                shape_changed: bool = False,
+                bounds: tuple[float | None, float | None] = (None, None)) -> LawForecast:
+    """Predict the metric at step ``at`` of the schedule ``new_lr_per_step`` from ``fit``
+    (fitted to ``values`` at ``steps`` of ``lr_per_step``), with an honest interval.
+
+    The interval combines the fit's bootstrap spread, the evaluation noise (``observation``)
+    and the model error: the run's own backtest error grown to this horizon, plus the
+    published cross-schedule error when the decay shape changes. It is clipped to
+    ``bounds``, the metric's possible values.
+    """
+    rising = fit.sign < 0
+    backtest = backtest_error(steps, values, lr_per_step, rising=rising, bounds=bounds)
+    extra = model_error_sd(backtest, max(0.0, at - float(np.max(steps))))
+    if shape_changed:
+        extra = math.hypot(extra, SHAPE_CHANGE_REL_SD * abs(fit.params[0]))
+    areas = schedule_areas(new_lr_per_step, fit.momentum)
+    value = float(fit.predict(areas, [at])[0])
+    lo, hi = prediction_interval(fit, areas, [at], level, extra_sd=extra, observation=observation)
+    low = -math.inf if bounds[0] is None else bounds[0]
+    high = math.inf if bounds[1] is None else bounds[1]
+    return LawForecast(value=value, low=min(max(float(lo[0]), low), high),
+                       high=min(max(float(hi[0]), low), high), extra_sd=extra, backtest=backtest)
+
+
 # ------------------------------------------------------------------ schedules to predict
 
 def stretched_schedule(lr_per_step: Sequence[float], new_last_step: int, shape: str,
