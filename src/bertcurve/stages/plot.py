@@ -168,7 +168,8 @@ def _draw_log_figures(result: PlotResult, log: Any, name: str, folder: Path, wan
                                                                fit=fits().best, level=fits().level),
         "loss_analysis": lambda: F.loss_analysis(log, lang=lang, fit=_loss_fit(fits)),
         "forecast": lambda: F.forecast(log, lang=lang, metric=fits().metric, fit=fits().forecast,
-                                       target=target, level=fits().level),
+                                       target=target, level=fits().level,
+                                       what_if=(_saved_analysis(log) or {}).get("what_if")),
     }
     for figure in SINGLE_FIGURES:
         if figure not in wanted:

@@ -965,14 +965,16 @@ def _draw_forecast_backtest(ax_bt: Any, fit: Any, s: Series, metric: str, fmt: C
 
 
 def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None, fit: Any = None,
-             target: float | None = None, level: float | None = None) -> Figure:
+             target: float | None = None, level: float | None = None,
+             what_if: Mapping[str, Any] | None = None) -> Figure:
     """Observed curve, the forecast (the analysis's combination of curve families) and its
     calibrated interval, the target line and the step (with its plausible range) at which the
     forecast reaches it; beside it, a backtest: the leading family fitted on the first half only.
 
     ``fit``: the :class:`~bertcurve.curves.forecast.CurveForecast` to draw (default: computed as
     ``bertcurve analyze`` does). ``level``: the interval's confidence level (default: the
-    forecast's own)."""
+    forecast's own). ``what_if``: the ``what_if`` block of analysis.json; when it predicts this
+    metric, its curve (a new run of that length) and interval are drawn too."""
     lang = check_lang(lang)
     metric = metric or log.default_metric()
     s = log.metric(metric, min_points=6, allow_constant=False)
@@ -988,6 +990,9 @@ def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None,
         target = policy.default_target(metric, tail_mean(s.values), direction)
     last = float(x[-1])
     horizon = _forecast_horizon(fit.steps_to_reach(target, horizon_factor=policy.HORIZON_FACTOR), last)
+    what_if_curve = _what_if_curve(what_if, metric)
+    if what_if_curve is not None:
+        horizon = max(horizon, 1.04 * what_if_curve[2])
 
     fig, axes = new_figure(17, 6.2, 1, 2, width_ratios=[1.7, 1])
     ax, ax_bt = axes[0]
@@ -1025,6 +1030,8 @@ def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None,
                 fontsize=9, transform=ax.get_yaxis_transform(), va="bottom")
     lo_y = min(float(np.nanmin(s.values)), target)
     hi_y = max(float(np.nanmax(s.values)), target)
+    if what_if_curve is not None:
+        lo_y, hi_y = _draw_what_if(ax, what_if, metric, what_if_curve, fmt, lang, lo_y, hi_y)
     pad = 0.12 * (hi_y - lo_y or 1.0)
     ax.set_ylim(lo_y - pad, hi_y + pad)
     ax.set_xlim(0, horizon)
@@ -1037,6 +1044,38 @@ def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None,
     _draw_forecast_backtest(ax_bt, fit, s, metric, fmt, ax.get_ylim(), lang)
     _suptitle(fig, "Forecast", "预测", lang, log.name)
     return fig
+
+
+C_WHAT_IF = "#332288"
+
+
+def _what_if_curve(what_if: Mapping[str, Any] | None, metric: str) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """(steps, values, max_steps) of the what-if run's predicted curve of ``metric``, if any."""
+    if not isinstance(what_if, Mapping) or metric not in (what_if.get("predictions") or {}):
+        return None
+    points = [(p["step"], p[metric]) for p in what_if.get("curve") or () if metric in p]
+    if len(points) < 2:
+        return None
+    steps, values = np.array(points, dtype=float).T
+    return steps, values, int(what_if["max_steps"])
+
+
+def _draw_what_if(ax: Any, what_if: Mapping[str, Any], metric: str, curve: tuple[np.ndarray, np.ndarray, int],
+                  fmt: Callable[[float], str], lang: str, lo_y: float, hi_y: float) -> tuple[float, float]:
+    """The schedule-aware answer: the whole predicted curve of a new run and its end with its
+    interval. Returns the y-range widened to hold the interval."""
+    steps, values, max_steps = curve
+    pred = what_if["predictions"][metric]
+    low, high = pred["pi"]
+    shape = what_if.get("schedule", "")
+    ax.plot(steps, values, color=C_WHAT_IF, lw=1.6, ls="-.",
+            label=label(f"what-if: a new {shape} run of {max_steps:,} steps (schedule-aware law)",
+                        f"假设：新训练 {max_steps:,} 步、{shape} 学习率计划（学习率感知规律）", lang))
+    ax.errorbar([max_steps], [pred["value"]], yerr=[[pred["value"] - low], [high - pred["value"]]],
+                fmt="D", color=C_WHAT_IF, ms=6, capsize=4, lw=1.4)
+    ax.annotate(f"{fmt(pred['value'])} [{fmt(low)}, {fmt(high)}]", (max_steps, pred["value"]),
+                textcoords="offset points", xytext=(-6, 8), ha="right", fontsize=9, color=C_WHAT_IF)
+    return min(lo_y, low), max(hi_y, high)
 
 
 # ------------------------------------------------------------------ live overview (dashboard)
