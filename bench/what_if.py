@@ -116,15 +116,19 @@ def step_extrapolation(steps, values, at_steps, direction: int = -1) -> float:
 
 DEMO_RUNS = {          # name -> train overrides (demo preset, seed 0)
     "cos400": {"max_steps": 400},
-    "lin400": {"max_steps": 400, "schedule": "linear"},
-    "const400": {"max_steps": 400, "schedule": "constant"},
     "cos1200": {"max_steps": 1200},
+    "cos800": {"max_steps": 800},
+    "lin800": {"max_steps": 800, "schedule": "linear"},
+    "const800": {"max_steps": 800, "schedule": "constant"},
+    "cos2400": {"max_steps": 2400},
 }
 DEMO_CASES = [         # (fit on, predict, --what-if-schedule, label)
+    ("cos800", "cos2400", None, "demo: cosine 800 -> cosine 2400 (3x)"),
     ("cos400", "cos1200", None, "demo: cosine 400 -> cosine 1200 (3x)"),
-    ("lin400", "cos1200", "cosine", "demo: linear 400 -> cosine 1200"),
-    ("const400", "cos1200", "cosine", "demo: constant 400 -> cosine 1200"),
+    ("lin800", "cos2400", "cosine", "demo: linear 800 -> cosine 2400"),
+    ("const800", "cos2400", "cosine", "demo: constant 800 -> cosine 2400"),
 ]
+FLOOR_CASE = "cos800"  # the floors are checked on the 3x case that starts past the plateau
 
 
 def train_demo_runs(runs: Path, data: Path | None) -> None:
@@ -140,7 +144,7 @@ def train_demo_runs(runs: Path, data: Path | None) -> None:
         if (runs / name / "final").is_dir():
             continue
         print(f"training {name} ...", flush=True)
-        every = 25 if overrides["max_steps"] <= 400 else 100
+        every = 25 if overrides["max_steps"] <= 400 else 50 if overrides["max_steps"] <= 800 else 100
         train(data, runs / name, preset="demo", quiet=True,
               overrides={"seed": 0, "eval_every": every, "eval_tokens": 10_000, **overrides})
 
@@ -177,7 +181,7 @@ def demo_part(runs: Path, data: Path | None, level: float) -> bool:
             print(f"{r['case']:44s} {r['actual']:8.4f} {r['law']:8.4f} {r['law_err']:8.4f} "
                   f"[{r['pi'][0]:.4f}, {r['pi'][1]:.4f}] {'yes' if r['covered'] else 'NO':>3s} "
                   f"{r['plain']:9.4f} {r['plain_err']:8.4f}")
-            if fit_on == "cos400":
+            if fit_on == FLOOR_CASE:
                 limit_ok = (r["law_err"] <= 0.02 * r["actual"] if r["metric"] == "eval_loss"
                             else r["law_err"] <= 0.015)
                 floors_ok &= limit_ok and r["covered"] and r["law_err"] < r["plain_err"]
