@@ -1,6 +1,7 @@
 """Benchmark bertcurve's forecasts on real, published learning curves (issue 15).
 
     python bench/forecast.py [--curves ../shared/curves] [--fractions 0.3 0.5] [--only NAME ...]
+                             [--no-schedule] [--json FILE]
 
 For each curve listed in CURVES/index.json (read in place, never copied), and each fraction f:
 fit on the points up to f of the step range, forecast the mean of the last 10 % of the step
@@ -17,6 +18,13 @@ exponential saturation, log-linear, linear) on the same points. Then:
 Floors (issue 15): >= 80 % no worse, worst ratio <= 2, mean ratio <= 1.0, coverage 85-98 %.
 Logs are read with bertcurve's own readers (``load_log``), by the metric and step key the index
 names, so the benchmark also exercises them.
+
+Where the index says the log records its learning rate (``has_lr``), the whole run's logged rate
+is passed as the *planned* schedule (``fit_and_choose(schedule=...)``): a user forecasting a run
+in progress knows the schedule of the remaining steps from its config, and these runs followed
+their planned schedules, so the logged rate of the unseen part stands for that plan. Nothing else
+of the unseen part is used. ``--no-schedule`` forecasts from the steps alone, as for a log whose
+plan is unknown (the five logs without a logged rate are always forecast that way).
 """
 
 from __future__ import annotations
@@ -39,14 +47,20 @@ PLAIN_FAMILIES = ("power_law", "exp_saturation", "log_linear", "linear")
 FLOORS = {"no_worse_share": 0.80, "worst_ratio": 2.0, "mean_ratio": 1.0, "coverage": (0.85, 0.98)}
 
 
-def load_curve(root: Path, entry: dict) -> tuple[np.ndarray, np.ndarray, str]:
-    """Steps and values of the index entry's metric, through bertcurve's readers."""
+def load_curve(root: Path, entry: dict) -> tuple[np.ndarray, np.ndarray, str, np.ndarray | None]:
+    """Steps and values of the index entry's metric, through bertcurve's readers, and the run's
+    learning rate per step when the log records it (else None)."""
+    from bertcurve.curves import schedule_law as law
     from bertcurve.curves.logs import load_log
 
     log = load_log(root / entry["file"], metric_col=entry.get("read_metric"))
     name = entry.get("read_metric") or log.default_metric()
     s = log.metric(name)
-    return s.steps.astype(np.float64), s.values.astype(np.float64), name
+    lr = log.series.get("lr")
+    schedule = None
+    if entry.get("has_lr") and lr is not None and len(lr) >= 3:
+        schedule = law.lr_from_log(lr.steps, lr.values, int(max(lr.last_step, s.last_step)))
+    return s.steps.astype(np.float64), s.values.astype(np.float64), name, schedule
 
 
 def plain_fit(model: str, steps: np.ndarray, values: np.ndarray, direction: int):
@@ -81,7 +95,8 @@ def plain_fit(model: str, steps: np.ndarray, values: np.ndarray, direction: int)
     return lambda s: spec.func(np.asarray(s) / cv.STEP_UNIT, direction, *popt)
 
 
-def one_case(steps, values, name: str, fraction: float, direction: int, level: float) -> dict:
+def one_case(steps, values, name: str, fraction: float, direction: int, level: float,
+             schedule: np.ndarray | None = None) -> dict:
     from bertcurve.curves import policy
 
     first, last = float(steps[0]), float(steps[-1])
@@ -89,7 +104,8 @@ def one_case(steps, values, name: str, fraction: float, direction: int, level: f
     region = steps >= first + 0.9 * (last - first)
     actual = float(np.mean(values[region]))
     limits = policy.limits_for(name)
-    fc = policy.fit_and_choose(steps[train], values[train], direction=direction, limits=limits, level=level)
+    fc = policy.fit_and_choose(steps[train], values[train], direction=direction, limits=limits, level=level,
+                               schedule=schedule)
     pred = float(np.mean(fc.predict(steps[region])))
     band = fc.interval(steps[region], level)
     lo, hi = float(np.mean(band.low)), float(np.mean(band.high))
@@ -111,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--level", type=float, default=0.95)
     parser.add_argument("--only", nargs="+", default=None, help="names of index entries to run")
     parser.add_argument("--json", type=Path, default=None, help="also write every case to this file")
+    parser.add_argument("--no-schedule", action="store_true",
+                        help="forecast from steps only, even where the log records its learning rate")
     args = parser.parse_args(argv)
     from bertcurve.curves import policy
 
@@ -122,11 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     for entry in index:
         if args.only and entry["name"] not in args.only:
             continue
-        steps, values, name = load_curve(args.curves, entry)
+        steps, values, name, schedule = load_curve(args.curves, entry)
+        if args.no_schedule:
+            schedule = None
         direction = policy.direction_of(name, steps, values, override=entry.get("direction"))
         accuracy = policy.is_accuracy(name) or (direction > 0 and values.max() <= 1)
         for frac in args.fractions:
-            c = one_case(steps, values, name, frac, direction, args.level)
+            c = one_case(steps, values, name, frac, direction, args.level, schedule)
             tol = 0.003 if accuracy else 0.005 * abs(c["actual"])
             finite = [e for e in c["plain"].values() if math.isfinite(e)]
             best = min(finite) if finite else math.inf

@@ -113,3 +113,92 @@ def test_interval_scales_with_level_and_covers_the_forecast():
     assert narrow.low[0] <= centre <= narrow.high[0]
     assert wide.high[0] - wide.low[0] > narrow.high[0] - narrow.low[0] > 0
     assert abs(sum(fc.weights.values()) - 1) < 1e-9
+
+
+# -- the planned learning-rate schedule (schedule-aware law as a candidate) --------------------
+def _law_curve(schedule: np.ndarray, steps: np.ndarray, rng: np.random.Generator, c: float = 2e-4) -> np.ndarray:
+    """A loss that follows the annealing law exactly (L0 2.5, A 2, alpha 0.4, C ``c``, momentum 0.999),
+    plus a little autocorrelated noise."""
+    from bertcurve.curves import schedule_law as law
+
+    areas = law.schedule_areas(schedule, 0.999)
+    idx = steps.astype(int)
+    return law.law_value((2.5, 2.0, 0.4, c), areas.forward[idx], areas.annealing[idx]) \
+        + ar1(steps.size, 0.3, 0.002, rng)
+
+
+def _cosine(last: int, warmup: int = 200) -> np.ndarray:
+    s = np.arange(last + 1, dtype=float)
+    out = 1e-3 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * np.clip((s - warmup) / (last - warmup), 0, 1))))
+    out[:warmup + 1] = 1e-3 * s[:warmup + 1] / warmup
+    return out
+
+
+def test_a_known_schedule_makes_the_law_a_candidate_and_foresees_the_decay():
+    # A cosine run seen up to half its steps: the law, which reads the planned decay, forecasts the
+    # end far better than any curve of steps alone, and the combination follows it.
+    rng = np.random.default_rng(7)
+    schedule = _cosine(20000)
+    steps = np.arange(100, 20001, 100).astype(float)
+    y = _law_curve(schedule, steps, rng)
+    seen = steps <= 10000
+    end = steps >= 18000
+    with_plan = policy.fit_and_choose(steps[seen], y[seen], direction=-1, limits=policy.limits_for("loss"),
+                                      schedule=schedule)
+    without = policy.fit_and_choose(steps[seen], y[seen], direction=-1, limits=policy.limits_for("loss"))
+    truth = float(np.mean(y[end]))
+    err_with = abs(float(np.mean(with_plan.predict(steps[end]))) - truth)
+    err_without = abs(float(np.mean(without.predict(steps[end]))) - truth)
+    assert "schedule_law" in with_plan.weights and "schedule_law" in {r["model"] for r in with_plan.ranking}
+    assert err_with < 0.5 * err_without
+    band = with_plan.interval(steps[end])
+    assert np.all(band.low <= y[end].mean() + 0.01) and np.all(band.high >= y[end].mean() - 0.01)
+
+
+def test_unseen_cooldown_widens_the_better_edge_of_the_interval():
+    # Warm-up-stable-decay: seen only in its stable phase, the cooldown's gain is unknown; the
+    # interval at the end reaches down towards the fitted limit instead of ending above the truth
+    # (a cooldown worth about 0.05, which leaves the loss above the law's limit L0).
+    rng = np.random.default_rng(8)
+    last = 20000
+    schedule = np.full(last + 1, 1e-3)
+    schedule[:201] = np.linspace(0, 1e-3, 201)
+    schedule[16000:] = np.linspace(1e-3, 1e-5, last + 1 - 16000)
+    steps = np.arange(100, last + 1, 100).astype(float)
+    y = _law_curve(schedule, steps, rng, c=5e-5)
+    seen = steps <= 10000
+    fc = policy.fit_and_choose(steps[seen], y[seen], direction=-1, limits=policy.limits_for("loss"),
+                               schedule=schedule)
+    end = steps[steps >= 19000]
+    assert y[steps >= 19000].mean() < fc.predict(end).mean() - 0.03   # the forecast cannot see the gain
+    assert fc.unseen_annealing(end).all() and not fc.unseen_annealing(np.array([12000.0])).any()
+    band = fc.interval(end)
+    assert np.all(band.low <= y[steps >= 19000])
+    plain = policy.fit_and_choose(steps[seen], y[seen], direction=-1, limits=policy.limits_for("loss"))
+    assert band.low.mean() < plain.interval(end).low.mean()
+
+
+def test_the_law_needs_enough_points_and_says_so():
+    schedule = _cosine(3000)
+    steps = np.arange(200, 3001, 200).astype(float)     # 15 points: too few for the law
+    y = _law_curve(schedule, steps, np.random.default_rng(9))
+    fc = policy.fit_and_choose(steps, y, direction=-1, limits=policy.limits_for("loss"), schedule=schedule)
+    row = {r["model"]: r for r in fc.ranking}["schedule_law"]
+    assert "schedule_law" not in fc.weights
+    assert not row["full_fit_converged"] and "needed" in row["full_fit_message"]
+    assert "schedule_law" in fc.reason
+
+
+def test_a_forecast_with_a_schedule_survives_its_json_round_trip():
+    from bertcurve.curves.forecast import CurveForecast
+
+    rng = np.random.default_rng(10)
+    schedule = _cosine(20000)
+    steps = np.arange(100, 12001, 100).astype(float)
+    y = _law_curve(schedule, steps, rng)
+    fc = policy.fit_and_choose(steps, y, direction=-1, limits=policy.limits_for("loss"), schedule=schedule)
+    assert fc.weights.get("schedule_law", 0) > 0
+    back = CurveForecast.from_dict(fc.to_dict(), [f.to_dict() for f in fc.fits.values()])
+    at = np.array([14000.0, 19000.0])
+    assert back.predict(at) == pytest.approx(fc.predict(at), rel=1e-3)
+    assert back.interval(at).low == pytest.approx(fc.interval(at).low, rel=1e-3)

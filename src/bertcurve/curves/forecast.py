@@ -17,6 +17,11 @@ How it works (docs/analysis.md has the reasoning):
    held-out points as |error| / ln(step / cut-off) (a normalised conformal score); the
    ``level`` quantile of those scores times ``ln(step / last step)`` gives the out-of-sample
    half-width at a forecast step, added in quadrature to the fit's own delta-method half-width.
+5. With the run's planned learning-rate schedule (``schedule=``, from its config), the
+   schedule-aware law (:mod:`bertcurve.curves.schedule_law`) is one more candidate, fitted and
+   backtested like the families (it needs :data:`LAW_MIN_POINTS` points). Where the schedule
+   anneals after the fitted points and those points saw no annealing, the gain is not identified
+   by the log, and the interval's better edge reaches to the law's limit (:meth:`CurveForecast.interval`).
 """
 
 from __future__ import annotations
@@ -43,6 +48,113 @@ COMBINED = 3
 #: Backtests use at most this many evenly spaced points (they judge the curve's shape; a
 #: 100,000-point log would otherwise be refitted 35 times on every point).
 BACKTEST_MAX_POINTS = 5000
+#: The schedule law is fitted (on a cut-off or on all points) only with at least this many points:
+#: ten per parameter, the usual rule for a nonlinear fit. On fewer, noisy points its four
+#: parameters extrapolate wildly (on bench/forecast.py a 38-point log got a loss forecast 0.7 below
+#: the truth), and its backtests have too few cut-offs to notice before it carries weight.
+LAW_MIN_POINTS = 40
+#: The fitted points "saw no annealing" when their lowest planned rate is at least this share of
+#: the peak: then the law's annealing coefficient is not identified by the log.
+SEEN_ANNEALING = 0.9
+#: ... and a forecast step is past unseen annealing when its planned rate is below this share of
+#: the lowest rate the fitted points saw (see CurveForecast.interval).
+UNSEEN_ANNEALING = 0.5
+
+
+#: Name of the schedule-aware candidate in weights, rankings and backtests.
+SCHEDULE_LAW = "schedule_law"
+#: A planned schedule is stored in analysis.json as at most this many (step, rate) knots.
+SCHEDULE_KNOTS = 2000
+
+
+@dataclass(frozen=True)
+class ScheduleLawFit:
+    """The schedule-aware law (:mod:`bertcurve.curves.schedule_law`) as one more forecasting
+    family: the metric as a function of the learning-rate areas S1 and S2 of the run's planned
+    schedule, so a decay after the fitted points is foreseen. Quacks like a FitResult where the
+    forecast needs it (``predict``, ``confidence_interval``, ``converged``, ``message``)."""
+
+    model: str
+    converged: bool
+    message: str
+    law: object | None = field(default=None, repr=False)         # schedule_law.LawFit
+    areas: object | None = field(default=None, repr=False)       # schedule_law.ScheduleAreas
+    schedule: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    n: int = 0
+    lower: float | None = None
+    upper: float | None = None
+
+    def predict(self, steps: Sequence[float] | np.ndarray) -> np.ndarray:
+        """The law at ``steps`` (NaN past the end of the planned schedule or without a fit)."""
+        s = np.asarray(steps, dtype=np.float64).reshape(-1)
+        out = np.full(s.shape, np.nan)
+        if not self.converged:
+            return out
+        idx = np.round(s).astype(np.int64)
+        ok = (idx >= 1) & (idx <= self.areas.last_step)
+        if ok.any():
+            out[ok] = self.law.predict(self.areas, idx[ok])
+        return _clip(out, Limits(self.lower, self.upper))
+
+    def confidence_interval(self, steps: Sequence[float] | np.ndarray, level: float = DEFAULT_LEVEL) -> Band:
+        """The law's own uncertainty about the curve: the standard error of a mean of its residuals
+        over its four parameters' worth of points (the out-of-sample part of the forecast interval
+        carries the rest)."""
+        from scipy import stats as sps
+
+        centre = self.predict(steps)
+        if not self.converged:
+            return Band(centre, centre, level)
+        q = sps.t.ppf(0.5 + level / 2, max(self.n - 4, 1))
+        half = q * self.law.residual_sd * math.sqrt(4.0 / max(self.n, 4))
+        return Band(centre - half, centre + half, level)
+
+    def to_dict(self) -> dict:
+        knots = np.unique(np.linspace(0, self.schedule.size - 1, min(self.schedule.size, SCHEDULE_KNOTS))
+                          .round().astype(np.int64)) if self.schedule.size else np.zeros(0, dtype=np.int64)
+        return {"model": self.model, "converged": self.converged, "message": self.message, "n": self.n,
+                "law": self.law.as_dict() if self.converged else None,
+                "sign": self.law.sign if self.converged else None,
+                "schedule_knots": [[int(i), float(self.schedule[i])] for i in knots],
+                "lower": self.lower, "upper": self.upper}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ScheduleLawFit":
+        from bertcurve.curves import schedule_law as law
+
+        knots = np.asarray(d.get("schedule_knots") or [], dtype=np.float64).reshape(-1, 2)
+        schedule = law.lr_from_log(knots[:, 0], knots[:, 1], int(knots[-1, 0])) if len(knots) else np.zeros(0)
+        if not d.get("converged") or not d.get("law") or not len(knots):
+            return cls(SCHEDULE_LAW, False, d.get("message", ""), schedule=schedule)
+        p = d["law"]
+        sign = float(d.get("sign") or 1.0)
+        fit = law.LawFit(params=(sign * p["L0"], sign * p["A"], p["alpha"], sign * p["C"]),
+                         momentum=float(p["momentum"]), sign=sign, residual_sd=float(p["residual_sd"]),
+                         n_points=int(p["points"]))
+        return cls(SCHEDULE_LAW, True, d.get("message", ""), law=fit,
+                   areas=law.schedule_areas(schedule, fit.momentum), schedule=schedule, n=int(d.get("n", 0)),
+                   lower=d.get("lower"), upper=d.get("upper"))
+
+
+def fit_schedule_law(steps: np.ndarray, values: np.ndarray, schedule: np.ndarray, *, direction: int,
+                     limits: Limits = Limits()) -> ScheduleLawFit:
+    """Fit the schedule-aware law to the points; never raises, says why when it cannot."""
+    from bertcurve.curves import schedule_law as law
+
+    base = dict(schedule=schedule, lower=limits.lower, upper=limits.upper)
+    s = np.asarray(steps, dtype=np.float64)
+    keep = (s >= 1) & (s <= schedule.size - 1)
+    n = int(keep.sum())
+    if n < LAW_MIN_POINTS:
+        return ScheduleLawFit(SCHEDULE_LAW, False, f"{n} point(s) inside the planned schedule, "
+                              f"{LAW_MIN_POINTS} needed for the law's four parameters", n=n, **base)
+    try:
+        fit = law.fit_law(np.round(s[keep]).astype(np.int64), np.asarray(values, dtype=np.float64)[keep], schedule,
+                          rising=direction > 0, bootstrap=0, bounds=(limits.lower, limits.upper))
+    except ValueError as exc:
+        return ScheduleLawFit(SCHEDULE_LAW, False, str(exc), n=n, **base)
+    return ScheduleLawFit(SCHEDULE_LAW, True, f"converged (momentum {fit.momentum})", law=fit,
+                          areas=law.schedule_areas(schedule, fit.momentum), n=n, **base)
 
 
 @dataclass(frozen=True)
@@ -61,12 +173,18 @@ class CurveForecast:
     calibration: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
     first_step: float = math.nan
     last_step: float = math.nan
+    schedule_fit: ScheduleLawFit | None = None   # the schedule-aware candidate, when a schedule was given
 
     # -- what it says -----------------------------------------------------------------
     @property
     def model(self) -> str | None:
-        """The family with the largest weight (the one the text names), or None."""
-        return max(self.weights, key=self.weights.get) if self.weights else None
+        """The curve family (of ``fits``) with the largest weight (the one the text names), or None."""
+        curves = {m: w for m, w in self.weights.items() if m in self.fits}
+        return max(curves, key=curves.get) if curves else None
+
+    def member(self, name: str):
+        """The fitted family or schedule law called ``name`` in the weights."""
+        return self.schedule_fit if name == SCHEDULE_LAW else self.fits[name]
 
     @property
     def converged(self) -> bool:
@@ -79,7 +197,7 @@ class CurveForecast:
     def _raw_kilo(self, t: np.ndarray) -> np.ndarray:
         out = np.zeros_like(t, dtype=np.float64)
         for m, w in self.weights.items():
-            out = out + w * self.fits[m].predict(t * STEP_UNIT)
+            out = out + w * self.member(m).predict(t * STEP_UNIT)
         return out
 
     def predict(self, steps: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -98,18 +216,65 @@ class CurveForecast:
         q = conformal_quantile(self.calibration, level)
         own = np.zeros_like(s)
         for m, w in self.weights.items():
-            band = self.fits[m].confidence_interval(s, level)
+            band = self.member(m).confidence_interval(s, level)
             with np.errstate(invalid="ignore"):
                 half = np.nan_to_num((band.high - band.low) / 2, nan=0.0)
             own = own + w * half
         return np.sqrt((q * ahead) ** 2 + own ** 2)
 
     def interval(self, steps: Sequence[float] | np.ndarray, level: float | None = None) -> Band:
-        """The forecast interval at ``steps`` for the curve's (mean) value."""
+        """The forecast interval at ``steps`` for the curve's (mean) value.
+
+        Where the planned schedule anneals further than the fitted points ever saw, the gain of
+        that annealing is not identified by the log (no curve of steps sees it, and the law's
+        annealing coefficient is unknown without it): the interval's better edge then reaches to
+        the fitted asymptote (the level of an endless run at the peak rate, which annealing is
+        taken not to pass), instead of pretending the gain is known to be small.
+        """
         level = self.level if level is None else level
-        centre = self.predict(steps)
-        half = self.half_width(steps, level)
-        return Band(_clip(centre - half, self.limits), _clip(centre + half, self.limits), level)
+        s = np.asarray(steps, dtype=np.float64).reshape(-1)
+        centre = self.predict(s)
+        half = self.half_width(s, level)
+        low, high = centre - half, centre + half
+        reach = self.unseen_annealing(s)
+        best = self.annealing_reach() if reach.any() else math.nan
+        if math.isfinite(best):
+            if self.direction < 0:
+                low = np.where(reach, np.minimum(low, best), low)
+            else:
+                high = np.where(reach, np.maximum(high, best), high)
+        return Band(_clip(low, self.limits), _clip(high, self.limits), level)
+
+    def unseen_annealing(self, steps: np.ndarray) -> np.ndarray:
+        """Per step: did the fitted points see no annealing (their lowest planned rate at least
+        SEEN_ANNEALING x the peak) while the planned rate there falls below UNSEEN_ANNEALING x that
+        rate? All False without a planned schedule."""
+        s = np.asarray(steps, dtype=np.float64).reshape(-1)
+        sched = self.schedule_fit.schedule if self.schedule_fit is not None else np.zeros(0)
+        if sched.size < 2 or not math.isfinite(self.last_step):
+            return np.zeros(s.shape, dtype=bool)
+        hi = min(int(self.last_step), sched.size - 1)
+        lo = int(np.argmax(sched[:hi + 1]))     # after the warm-up's peak: a rising rate is not annealing
+        lo = max(lo, int(self.first_step) if math.isfinite(self.first_step) else 1, 1)
+        if hi < lo:
+            return np.zeros(s.shape, dtype=bool)
+        seen = float(np.min(sched[lo:hi + 1]))
+        if not seen >= SEEN_ANNEALING * float(np.max(sched[:hi + 1])):
+            return np.zeros(s.shape, dtype=bool)
+        idx = np.clip(np.round(s).astype(np.int64), 0, sched.size - 1)
+        return (s > self.last_step) & (sched[idx] < UNSEEN_ANNEALING * seen)
+
+    def annealing_reach(self) -> float:
+        """How far unseen annealing may take the metric: the schedule law's limit L0 when it was
+        fitted, else the power law's asymptote, else the metric's bound (or the forecast itself)."""
+        law = self.schedule_fit
+        if law is not None and law.converged:
+            return float(law.law.sign * law.law.params[0])
+        power = self.fits.get("power_law")
+        if power is not None and power.converged:
+            return float(power.params[0])
+        bound = self.limits.lower if self.direction < 0 else self.limits.upper
+        return float(bound) if bound is not None else math.nan
 
     def steps_to_reach(self, target: float, *, horizon_factor: float) -> float | None:
         """First step at which the forecast reaches ``target``, searched up to ``horizon_factor`` x the last step."""
@@ -145,6 +310,7 @@ class CurveForecast:
             "direction": self.direction,
             "lower": self.limits.lower,
             "upper": self.limits.upper,
+            **({"schedule_law": self.schedule_fit.to_dict()} if self.schedule_fit is not None else {}),
         }
 
     @classmethod
@@ -152,13 +318,15 @@ class CurveForecast:
                   ranking: Sequence[dict] = ()) -> "CurveForecast":
         """Rebuild from analysis.json's ``forecaster`` block and its ``fits``."""
         fitted = {f["model"]: FitResult.from_dict(f) for f in fits}
+        sched = ScheduleLawFit.from_dict(d["schedule_law"]) if d.get("schedule_law") else None
+        known = set(fitted) | ({SCHEDULE_LAW} if sched is not None and sched.converged else set())
         return cls(
             direction=int(d["direction"]), limits=Limits(d.get("lower"), d.get("upper")), level=float(d["level"]),
             fits=fitted, backtests=[Backtest(**b) for b in backtests],
-            weights={m: float(w) for m, w in (d.get("weights") or {}).items() if m in fitted},
+            weights={m: float(w) for m, w in (d.get("weights") or {}).items() if m in known},
             ranking=list(ranking), rule=d.get("rule", ""), reason=d.get("reason", ""),
             calibration=np.asarray(d.get("calibration_scores") or [], dtype=np.float64),
-            first_step=float(d["first_step"]), last_step=float(d["last_step"]),
+            first_step=float(d["first_step"]), last_step=float(d["last_step"]), schedule_fit=sched,
         )
 
 
@@ -196,7 +364,13 @@ def _split(steps: np.ndarray, fraction: float) -> tuple[float, np.ndarray]:
     return cutoff, steps <= cutoff
 
 
-def _backtests(steps, values, *, direction, limits, fractions, families, level):
+def _fit_member(m: str, steps, values, *, direction, limits, schedule):
+    if m == SCHEDULE_LAW:
+        return fit_schedule_law(steps, values, schedule, direction=direction, limits=limits)
+    return fit_curve(m, steps, values, direction=direction, limits=limits)
+
+
+def _backtests(steps, values, *, direction, limits, fractions, families, level, schedule=None):
     """Fit each family up to each cut-off; return the Backtest rows and the fits by (fraction, family)."""
     rows: list[Backtest] = []
     split_fits: dict[tuple[float, str], FitResult] = {}
@@ -205,8 +379,8 @@ def _backtests(steps, values, *, direction, limits, fractions, families, level):
         test = ~train
         n_train, n_test = int(train.sum()), int(test.sum())
         for m in families:
-            fit = fit_curve(m, steps[train], values[train], direction=direction, limits=limits) \
-                if n_test else None
+            fit = _fit_member(m, steps[train], values[train], direction=direction, limits=limits,
+                              schedule=schedule) if n_test else None
             if fit is None or not fit.converged:
                 why = "no held-out point after the cut-off" if fit is None else fit.message
                 rows.append(Backtest(m, frac, cutoff, n_train, n_test, False, message=why))
@@ -214,14 +388,14 @@ def _backtests(steps, values, *, direction, limits, fractions, families, level):
             split_fits[(frac, m)] = fit
             pred = fit.predict(steps[test])
             err = pred - values[test]
-            band = fit.prediction_interval(steps[test], level)
+            band = fit.prediction_interval(steps[test], level) if isinstance(fit, FitResult) else None
             tail = max(1, int(round(0.05 * n_test)))
-            inside = (values[test] >= band.low) & (values[test] <= band.high)
+            inside = None if band is None else (values[test] >= band.low) & (values[test] <= band.high)
             rows.append(Backtest(
                 m, frac, cutoff, n_train, n_test, True,
                 rmse=float(np.sqrt(np.mean(err ** 2))), mae=float(np.mean(np.abs(err))), bias=float(np.mean(err)),
                 end_error=float(np.mean(pred[-tail:]) - np.mean(values[test][-tail:])),
-                coverage=float(np.mean(inside)) if np.all(np.isfinite(band.low)) else None,
+                coverage=float(np.mean(inside)) if band is not None and np.all(np.isfinite(band.low)) else None,
             ))
     return rows, split_fits
 
@@ -274,20 +448,32 @@ def _calibration(steps, values, fractions, weights, split_fits, direction, limit
 
 def build_forecast(steps: np.ndarray, values: np.ndarray, *, direction: int, limits: Limits = Limits(),
                    level: float = DEFAULT_LEVEL, fractions: Sequence[float] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
-                   families: Sequence[str] | None = None) -> CurveForecast:
-    """Fit, backtest, weigh and calibrate (see the module docstring)."""
+                   families: Sequence[str] | None = None, schedule: Sequence[float] | None = None) -> CurveForecast:
+    """Fit, backtest, weigh and calibrate (see the module docstring).
+
+    ``schedule``: the run's planned learning rate at every optimizer step 0..N (N at least the
+    last step to forecast), e.g. from its config; with it the schedule-aware law is one more
+    candidate of the combination, judged on the same backtests.
+    """
     steps = np.asarray(steps, dtype=np.float64)
     values = np.asarray(values, dtype=np.float64)
     families = list(families or models_for(direction))
     fits = fit_all(steps, values, direction=direction, limits=limits, models=families)
+    sched_fit = None
+    candidates = list(families)
+    if schedule is not None:
+        schedule = np.asarray(schedule, dtype=np.float64)
+        sched_fit = fit_schedule_law(steps, values, schedule, direction=direction, limits=limits)
+        candidates.append(SCHEDULE_LAW)
+    members = {**fits, **({SCHEDULE_LAW: sched_fit} if sched_fit is not None else {})}
     bt_steps, bt_values = steps, values
     if steps.size > BACKTEST_MAX_POINTS:
         keep = np.unique(np.linspace(0, steps.size - 1, BACKTEST_MAX_POINTS).round().astype(np.int64))
         bt_steps, bt_values = steps[keep], values[keep]
     rows, split_fits = _backtests(bt_steps, bt_values, direction=direction, limits=limits, fractions=fractions,
-                                  families=families, level=level)
-    scores, imputed = _scores(bt_steps, bt_values, fractions, families, split_fits)
-    usable = {m: sc for m, sc in scores.items() if fits[m].converged}
+                                  families=candidates, level=level, schedule=schedule)
+    scores, imputed = _scores(bt_steps, bt_values, fractions, candidates, split_fits)
+    usable = {m: sc for m, sc in scores.items() if members[m].converged}
     converged = [m for m in families if fits[m].converged]
     if usable:
         floor = 1e-12 + 1e-9 * max(usable.values())
@@ -303,14 +489,14 @@ def build_forecast(steps: np.ndarray, values: np.ndarray, *, direction: int, lim
         raw, rule = {}, "none"
     total = sum(raw.values())
     weights = {m: w / total for m, w in sorted(raw.items(), key=lambda kv: -kv[1])} if total > 0 else {}
-    ranking = _ranking(families, fits, rows, scores, imputed, weights)
+    ranking = _ranking(candidates, members, rows, scores, imputed, weights)
     reason = _reason(rule, weights, ranking, fractions)
     calib = _calibration(bt_steps, bt_values, fractions, weights, split_fits, direction, limits)
     pos = steps[steps > 0]
     return CurveForecast(direction=direction, limits=limits, level=level, fits=fits, backtests=rows,
                          weights=weights, ranking=ranking, rule=rule, reason=reason, calibration=calib,
                          first_step=float(pos[0]) if pos.size else math.nan,
-                         last_step=float(steps[-1]))
+                         last_step=float(steps[-1]), schedule_fit=sched_fit)
 
 
 def _ranking(families, fits, rows, scores, imputed, weights) -> list[dict]:

@@ -150,6 +150,8 @@ def forecast_asymptote(fc) -> tuple[float | None, bool]:
     weighted = {m: w for m, w in fc.weights.items() if w >= 0.01}
     if not weighted:
         return None, False
+    if any(m not in fc.fits for m in weighted):
+        return None, False    # the schedule law's level depends on the schedule, not a single asymptote
     levels = {m: asymptote(fc.fits[m]) for m in weighted}
     if any(v is None for v in levels.values()):
         return None, False
@@ -179,11 +181,15 @@ def default_target(name: str, last: float, direction: int) -> float:
 
 
 def fit_and_choose(steps: np.ndarray, values: np.ndarray, *, direction: int, limits: Limits = Limits(),
-                   level: float = DEFAULT_LEVEL, fractions: Sequence[float] = BACKTEST_FRACTIONS):
+                   level: float = DEFAULT_LEVEL, fractions: Sequence[float] = BACKTEST_FRACTIONS,
+                   schedule: Sequence[float] | None = None):
     """Fit every family, backtest them, and build the forecast every verb uses.
 
-    Returns a :class:`bertcurve.curves.forecast.CurveForecast`.
+    ``schedule`` is the run's planned learning rate per optimizer step (0..N), when known: the
+    schedule-aware law then joins the candidates. Returns a
+    :class:`bertcurve.curves.forecast.CurveForecast`.
     """
     from bertcurve.curves.forecast import build_forecast
 
-    return build_forecast(steps, values, direction=direction, limits=limits, level=level, fractions=fractions)
+    return build_forecast(steps, values, direction=direction, limits=limits, level=level, fractions=fractions,
+                          schedule=schedule)
