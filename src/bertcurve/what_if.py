@@ -36,20 +36,33 @@ LOSS_BOUNDS = _bounds("eval_loss")
 ACCURACY_BOUNDS = _bounds("eval_mlm_accuracy")
 
 
+def _planned_optim(log: TrainingLog) -> dict | None:
+    """The optimizer settings of a bertcurve run's config.json, when the log has them."""
+    config = log.meta.get("config") if isinstance(log.meta, dict) else None
+    train = config.get("train") if isinstance(config, dict) else None
+    optim = train.get("optim") if isinstance(train, dict) else None
+    return optim if isinstance(optim, dict) and {"lr", "warmup_steps", "max_steps"} <= set(optim) else None
+
+
+def planned_schedule(log: TrainingLog) -> np.ndarray | None:
+    """The learning rate the run planned for every optimizer step 0..max_steps (from its
+    config), or None when the log does not say what the rest of its schedule would be."""
+    optim = _planned_optim(log)
+    if optim is None:
+        return None
+    from bertcurve.training.schedule import rates_per_step
+
+    return np.array(rates_per_step(optim))
+
+
 def lr_per_step(log: TrainingLog) -> tuple[np.ndarray, str, str]:
     """The run's learning rate at every step, its decay shape, and where both came from.
 
     A bertcurve run's config gives the exact schedule; other logs need a logged ``lr``.
     """
-    config = log.meta.get("config") if isinstance(log.meta, dict) else None
-    train = config.get("train") if isinstance(config, dict) else None
-    optim = train.get("optim") if isinstance(train, dict) else None
-    if isinstance(optim, dict) and {"lr", "warmup_steps", "max_steps"} <= set(optim):
-        from bertcurve.training.schedule import rates_per_step
-
-        shape = str(optim.get("schedule", "cosine"))
-        rates = np.array(rates_per_step(optim))
-        return rates, shape, "the run's config"
+    optim = _planned_optim(log)
+    if optim is not None:
+        return planned_schedule(log), str(optim.get("schedule", "cosine")), "the run's config"
     series = log.series.get("lr")
     if series is None or len(series) < 3:
         raise UserError(

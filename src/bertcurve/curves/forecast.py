@@ -85,13 +85,15 @@ class ScheduleLawFit:
     upper: float | None = None
 
     def predict(self, steps: Sequence[float] | np.ndarray) -> np.ndarray:
-        """The law at ``steps`` (NaN past the end of the planned schedule or without a fit)."""
+        """The law at ``steps`` (NaN before step 1 or without a fit). Past the end of the planned
+        schedule the run has stopped, so the law holds its value there: steps the plan does not
+        contain buy nothing (a longer run is a different plan: ``analyze --what-if-steps``)."""
         s = np.asarray(steps, dtype=np.float64).reshape(-1)
         out = np.full(s.shape, np.nan)
         if not self.converged:
             return out
-        idx = np.round(s).astype(np.int64)
-        ok = (idx >= 1) & (idx <= self.areas.last_step)
+        idx = np.minimum(np.round(s).astype(np.int64), self.areas.last_step)
+        ok = idx >= 1
         if ok.any():
             out[ok] = self.law.predict(self.areas, idx[ok])
         return _clip(out, Limits(self.lower, self.upper))

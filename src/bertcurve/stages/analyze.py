@@ -31,6 +31,7 @@ from bertcurve.progress import more_time
 from bertcurve.fsutil import write_result_json
 from bertcurve.curves.logs import Series, TrainingLog, load_log
 from bertcurve.training.config import run_config_in
+from bertcurve.what_if import planned_schedule
 
 MIN_POINTS = policy.MIN_POINTS
 MIN_BOOTSTRAP_POINTS = 20   # fewer points make a handful of blocks and a meaningless percentile interval
@@ -105,7 +106,8 @@ def loss_curve(log: TrainingLog, metric: str, forecast_steps: Sequence[float], l
         keep = np.unique(np.linspace(0, len(series) - 1, LOSS_CURVE_MAX_POINTS).round().astype(np.int64))
         thinned = f"fitted on {keep.size:,} of {len(series):,} evenly spaced points"
         steps, values = steps[keep], values[keep]
-    fc = policy.fit_and_choose(steps, values, direction=-1, limits=policy.limits_for(name), level=level)
+    fc = policy.fit_and_choose(steps, values, direction=-1, limits=policy.limits_for(name), level=level,
+                               schedule=planned_schedule(log))
     block = forecast_block(fc)
     return {
         "metric": name,
@@ -434,7 +436,8 @@ def analyze(
     boot = _bootstrap_pearson(steps, values, bootstrap, level, seed, notes)
 
     # -- curve fits, backtests, the forecast
-    fc = policy.fit_and_choose(steps, values, direction=direction, limits=limits, level=level)
+    fc = policy.fit_and_choose(steps, values, direction=direction, limits=limits, level=level,
+                               schedule=planned_schedule(log))
     if np.any(steps <= 0):
         notes.append(f"curve fits leave out {int(np.sum(steps <= 0))} point(s) at step <= 0 (t^-c and ln t need t > 0)")
     best_in_sample = max((f for f in fc.fits.values() if f.converged and f.model != "linear"),

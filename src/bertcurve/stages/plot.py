@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 from bertcurve import layout
 from bertcurve.errors import UserError
 from bertcurve.fsutil import atomic_write_bytes
+from bertcurve.what_if import planned_schedule
 
 FORMATS = ("png", "svg")
 SINGLE_FIGURES = ("training_curves", "correlation_analysis", "loss_analysis", "forecast")
@@ -155,7 +156,7 @@ def _draw_log_figures(result: PlotResult, log: Any, name: str, folder: Path, wan
             try:
                 cache["fits"] = F.LogFits.compute(log, metric, with_loss="loss_analysis" in wanted,
                                                   analysis=_saved_analysis(log), level=level,
-                                                  direction=direction)
+                                                  direction=direction, schedule=planned_schedule(log))
             except UserError as exc:
                 cache["fits"] = exc
         if isinstance(cache["fits"], UserError):

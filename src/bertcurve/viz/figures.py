@@ -835,13 +835,14 @@ class LogFits:
     @classmethod
     def compute(cls, log: TrainingLog, metric: str | None = None, *, with_loss: bool = True,
                 analysis: dict | None = None, level: float | None = None,
-                direction: str | None = None) -> "LogFits":
+                direction: str | None = None, schedule: Any = None) -> "LogFits":
         """The forecast of ``metric`` (and of the loss, ``with_loss``).
 
         ``analysis``: an analysis.json of this log; when it is about the same metric its fits and
         forecast are used as they are (figures then match the report, and nothing is refitted).
         ``level``: the confidence level (default: the analysis's, else policy.DEFAULT_LEVEL).
-        ``direction``: "up"/"down" when the metric's name does not say.
+        ``direction``: "up"/"down" when the metric's name does not say. ``schedule``: the run's
+        planned learning rate per step, when known (the schedule law then joins the candidates).
         """
         from bertcurve.curves.forecast import CurveForecast
 
@@ -858,7 +859,7 @@ class LogFits:
         else:
             sign = policy.direction_of(metric, s.steps, s.values, override=direction)
             fc = policy.fit_and_choose(s.steps.astype(float), s.values, direction=sign,
-                                       limits=policy.limits_for(metric), level=level)
+                                       limits=policy.limits_for(metric), level=level, schedule=schedule)
         loss_fit = None
         loss_name = "train_loss" if "train_loss" in log.series else "eval_loss" if "eval_loss" in log.series else None
         if loss_name == metric or policy.direction_from_name(metric) == -1:
@@ -869,7 +870,8 @@ class LogFits:
         elif with_loss and loss_name and len(log.series[loss_name]) >= 8:
             ls = log.series[loss_name]
             loss_fit = policy.fit_and_choose(ls.steps.astype(float), ls.values, direction=-1,
-                                             limits=policy.limits_for(loss_name), level=level).main_fit
+                                             limits=policy.limits_for(loss_name), level=level,
+                                             schedule=schedule).main_fit
         return cls(metric, fc.direction, fc.fits, fc.main_fit, fc.reason, loss_fit, fc, level)
 
 
