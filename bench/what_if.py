@@ -1,13 +1,13 @@
 """Validate the schedule-aware law (``bertcurve analyze --what-if-steps``): our own demo runs
 on the CPU, and published curves.
 
-Part 1 (``--demo``, CPU, about 15 minutes on 2 idle cores the first time): trains the demo
-preset with cosine, linear and constant schedules of 400 steps and a cosine schedule three
-times as long (1,200 steps), all with seed 0 and a held-out set of 10,000 masked tokens, then
-asks ``what_if`` what the 3x longer cosine run will reach from each short run and compares
-with what it did reach. Beside it: the plain curve against steps (the family ``bertcurve
-analyze`` picks by backtest) extrapolated to the same step. Trained runs stay in ``--runs``;
-a rerun only re-reads them. ``tests/fixtures/what_if/`` holds their metrics.jsonl files.
+Part 1 (``--demo``, CPU, 20-25 minutes on 2 idle cores the first time): trains the demo
+preset (seed 0, a held-out set of 10,000 masked tokens) with cosine schedules of 400, 1,200, 800
+and 2,400 steps and linear and constant ones of 800, then asks ``what_if`` what each 3x longer
+cosine run will reach from a shorter run and compares with what it did reach. Beside it: the
+plain curve against steps (the family combination ``bertcurve analyze`` uses) extrapolated to
+the same step. Trained runs stay in ``--runs``; a rerun only re-reads them.
+``tests/fixtures/what_if/`` holds their metrics.jsonl files.
 
 Part 2: each case fits the law on one run's held-out loss and its logged learning rate, then
 predicts another run of the same model and data under another schedule or a longer horizon,
