@@ -20,7 +20,7 @@ import numpy as np
 
 from bertcurve.curves import schedule_law as law
 from bertcurve.errors import UserError
-from bertcurve.training.config import build_config
+from bertcurve.training.config import build_config, settings
 from bertcurve.training.schedule import rates_per_step
 
 # Trial user attribute holding the trial's learning-rate schedule (for the forecast pruner).
@@ -80,9 +80,14 @@ def parse_space(mapping: Mapping[str, Any], preset: str | None = None,
     """
     problems: list[str] = []
     params: list[Param] = []
+    fixed_keys = {setting_key(k): k for k in (fixed or {})}
     for name, spec in mapping.items():
         if not isinstance(name, str):
             problems.append(f"{name!r}: setting names are strings")
+            continue
+        if setting_key(name) in fixed_keys:
+            problems.append(f"{name} is searched here and also fixed ({fixed_keys[setting_key(name)]}); "
+                            "drop it from the space or from the fixed settings")
             continue
         param = _parse_param(name, spec, problems)
         if param is not None:
@@ -97,6 +102,18 @@ def parse_space(mapping: Mapping[str, Any], preset: str | None = None,
     if problems:
         raise UserError("invalid search space: " + "; ".join(problems))
     return params
+
+
+def setting_key(name: str) -> str:
+    """The dotted name of a train setting given plainly or dotted (``lr`` -> ``optim.lr``),
+    resolved as the training config resolves it (first section that has the field); an
+    unknown name comes back unchanged."""
+    if "." in name or name == "seed":
+        return name
+    for s in settings():
+        if s.section != "speed" and s.key.rsplit(".", 1)[-1] == name:
+            return s.key
+    return name
 
 
 def _parse_param(name: str, spec: Any, problems: list[str]) -> Param | None:
