@@ -50,12 +50,18 @@ class _Trial:
 
 
 class _Study:
-    def __init__(self, best):
-        self._best = best
+    def __init__(self, best=None, finished=()):
+        self._finished = list(finished) or [type("T", (), {"value": best, "number": 0})()]
         self.direction = optuna.study.StudyDirection.MAXIMIZE
 
     def get_trials(self, deepcopy=False, states=()):
-        return [type("T", (), {"value": self._best})()]
+        return self._finished
+
+
+class _Finished(_Trial):
+    def __init__(self, number, schedule, values):
+        super().__init__(number, schedule, values)
+        self.value = values[max(values)]
 
 
 def _accuracy_curve(schedule, floor, steps):
@@ -80,6 +86,43 @@ def test_the_forecast_pruner_stops_a_hopeless_trial_and_keeps_a_promising_one():
     # never before min_fraction of the steps, never without a finished trial to beat
     early = {int(s): v for s, v in zip(steps[:6], bad[:6])}
     assert not pruner.prune(_Study(best_final), _Trial(3, schedule, early))
+
+
+def _break_curve(schedule, steps, late_gain):
+    """Accuracy on a plateau at 0.05 up to step 150, then rising by ``late_gain`` to the end:
+    the shape the law cannot foresee from the plateau."""
+    rng = np.random.default_rng(int(late_gain * 1000))
+    rise = np.clip((steps - 150) / (schedule["max_steps"] - 150), 0, None) ** 0.7
+    return 0.05 + late_gain * rise + rng.normal(0, 0.001, len(steps))
+
+
+def test_before_its_own_backtest_the_forecast_pruner_borrows_the_error_of_finished_trials():
+    schedule = {"lr": 1e-3, "warmup_steps": 20, "max_steps": 400, "schedule": "cosine", "min_lr_ratio": 0.0}
+    steps = np.arange(10, 401, 10)
+    early = steps <= 100    # a quarter of the steps: no backtest on the trial itself yet
+    finished = [_Finished(i, schedule, dict(zip(steps.tolist(), _accuracy_curve(schedule, floor, steps))))
+                for i, floor in enumerate((1.0, 1.1, 1.2))]
+    bad = _accuracy_curve(schedule, 1.8, steps[early])
+    pruner = ForecastPruner()
+    assert pruner.prune(_Study(finished=finished), _Trial(5, schedule, dict(zip(steps[early].tolist(), bad))))
+    assert pruner.forecasts[5]["error_from"] == "finished trials"
+    close = _accuracy_curve(schedule, 1.05, steps[early])
+    assert not pruner.prune(_Study(finished=finished), _Trial(6, schedule, dict(zip(steps[early].tolist(), close))))
+    # one finished trial is not enough to measure the law's error
+    assert not pruner.prune(_Study(finished=finished[:1]), _Trial(7, schedule, dict(zip(steps[early].tolist(), bad))))
+
+
+def test_the_forecast_pruner_keeps_a_plateaued_trial_when_finished_trials_broke_out_of_the_same_plateau():
+    schedule = {"lr": 1e-3, "warmup_steps": 20, "max_steps": 400, "schedule": "cosine", "min_lr_ratio": 0.0}
+    steps = np.arange(10, 401, 10)
+    finished = [_Finished(i, schedule, dict(zip(steps.tolist(), _break_curve(schedule, steps, gain))))
+                for i, gain in enumerate((0.05, 0.08, 0.1))]
+    # this trial sits on the same plateau at a third of its steps; it may break out as they did
+    flat = _break_curve(schedule, steps, 0.12)[steps <= 130]
+    pruner = ForecastPruner()
+    assert not pruner.prune(_Study(finished=finished), _Trial(9, schedule, dict(zip(steps[steps <= 130].tolist(),
+                                                                                     flat))))
+    assert pruner.forecasts[9]["high"] > 0.15
 
 
 SPACE = "lr: {low: 1.0e-3, high: 4.0e-3, log: true}\nwarmup_steps: [3, 6]\n"
