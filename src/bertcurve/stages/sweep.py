@@ -108,8 +108,8 @@ def _check_out(out: Path, settings: dict[str, Any]) -> None:
         keys = ("data", "space", "objective", "preset", "overrides")
         # overrides are compared by dotted name: `--set max_steps=` and `--max-steps` agree
         saved["overrides"] = _canonical(saved.get("overrides") or {})
-        changed = [k for k in keys if saved.get(k) != {**settings, "overrides": _canonical(
-            settings.get("overrides") or {})}.get(k)]
+        current = {**settings, "overrides": _canonical(settings.get("overrides") or {})}
+        changed = [k for k in keys if saved.get(k) != current.get(k)]
         if changed:
             raise UserError(f"{out} holds another sweep (different {', '.join(changed)}); "
                             "choose another --out or repeat the same settings to continue it")
