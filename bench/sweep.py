@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (data / "meta.json").is_file():
             prepare(["demo"], data, progress=False)
     results: dict[str, list[tuple[float, int, float]]] = {"none": [], "median": [], "forecast": []}
+    replayed: list[int] = []   # trials replayed per seed
     for seed in seeds:
         trials = train_all(data, args.work, seed, args.trials, args.steps, train_missing=not args.replay_only)
         if len(trials) < 2:
@@ -126,12 +127,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if len(trials) < args.trials:
             print(f"seed {seed}: replaying the {len(trials)} trained trial(s) of {args.trials}")
+        replayed.append(len(trials))
         for name in results:
             results[name].append(replay(trials, name, seed))
     if not results["none"]:
         return 1
     full = [spent for _, spent, _ in results["none"]]
-    print(f"\n{len(full)} sweep seed(s) x {args.trials} trials x {args.steps} steps (demo preset, random search)")
+    print(f"\n{len(full)} sweep seed(s) x {'/'.join(map(str, replayed))} trials x {args.steps} steps "
+          "(demo preset, random search)")
     print(f"{'pruner':10s} {'best acc (mean ± se over seeds)':>32s} {'steps spent':>12s} {'share':>7s} "
           f"{'within 1 SE of unpruned best':>30s}")
     for name, rows in results.items():
