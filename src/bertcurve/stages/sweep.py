@@ -399,7 +399,7 @@ def write_sweep_report(study, out: Path, result: SweepResult, objective: str, la
         scores = _importances(study)
         if scores:
             save(SF.importances(scores, lang=lang), "sweep_importances.png",
-                 F.label("Parameter importances (fANOVA)", "参数重要性（fANOVA）", lang))
+                 F.label("Parameter importances (Optuna)", "参数重要性（Optuna）", lang))
     doc = Doc(title=F.label(f"Sweep {out.name}", f"超参数搜索 {out.name}", lang))
     doc.h2(F.label("Best trial", "最佳试验", lang), "best")
     if result.best:
@@ -435,15 +435,22 @@ def _searched_log(study, name: str) -> bool:
 
 
 def _importances(study) -> dict[str, float]:
-    """fANOVA importances; empty when fewer than two finished trials or nothing varied."""
+    """Optuna's parameter importances; empty when fewer than two finished trials, nothing
+    varied, or the evaluator's library is missing."""
+    import warnings
+
     import optuna
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) < 2:
         return {}
     try:
-        return dict(optuna.importance.get_param_importances(study))
-    except (RuntimeError, ValueError, ZeroDivisionError):
+        # Optuna's default evaluator (fANOVA up to Optuna 4, which needs scikit-learn; PED-ANOVA
+        # from 5); its warnings (e.g. all trials equal) are about the figure, not the sweep
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return dict(optuna.importance.get_param_importances(study))
+    except (RuntimeError, ValueError, ZeroDivisionError, ImportError):
         return {}
 
 
