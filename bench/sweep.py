@@ -32,8 +32,9 @@ SPACE = {"lr": {"low": 5e-4, "high": 4e-3, "log": True},
          "mask_prob": [0.15, 0.2, 0.3]}
 
 
-def train_all(data: Path, work: Path, seed: int, trials: int, steps: int) -> list[dict]:
-    """Every trial of one random-search sweep, trained to the end (or read back when done)."""
+def train_all(data: Path, work: Path, seed: int, trials: int, steps: int, train_missing: bool = True) -> list[dict]:
+    """Every trial of one random-search sweep, trained to the end (or read back when done);
+    without ``train_missing``, only the trials before the first untrained one."""
     import optuna
 
     from bertcurve.curves.logs import load_log
@@ -50,6 +51,8 @@ def train_all(data: Path, work: Path, seed: int, trials: int, steps: int) -> lis
         values = {p.name: p.suggest(trial) for p in params}
         run = work / f"seed{seed}" / f"trial-{i:03d}"
         if not (run / "final").is_dir():
+            if not train_missing:
+                break
             print(f"  seed {seed} trial {i}: training {values}", flush=True)
             train(data, run, preset="demo", overrides={**fixed, **values}, quiet=True)
         log = load_log(run)
@@ -102,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--work", type=Path, default=Path("bench-sweep"))
     parser.add_argument("--data", type=Path, default=None, help="a prepared data dir (default: the demo corpus)")
+    parser.add_argument("--replay-only", action="store_true",
+                        help="train nothing: replay the trials --work already holds (of each seed, those "
+                             "before the first untrained one)")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -113,12 +119,22 @@ def main(argv: list[str] | None = None) -> int:
         if not (data / "meta.json").is_file():
             prepare(["demo"], data, progress=False)
     results: dict[str, list[tuple[float, int, float]]] = {"none": [], "median": [], "forecast": []}
+    replayed: list[int] = []   # trials replayed per seed
     for seed in seeds:
-        trials = train_all(data, args.work, seed, args.trials, args.steps)
+        trials = train_all(data, args.work, seed, args.trials, args.steps, train_missing=not args.replay_only)
+        if len(trials) < 2:
+            print(f"seed {seed}: {len(trials)} trained trial(s) in {args.work}, too few to replay")
+            continue
+        if len(trials) < args.trials:
+            print(f"seed {seed}: replaying the {len(trials)} trained trial(s) of {args.trials}")
+        replayed.append(len(trials))
         for name in results:
             results[name].append(replay(trials, name, seed))
+    if not results["none"]:
+        return 1
     full = [spent for _, spent, _ in results["none"]]
-    print(f"\n{len(seeds)} sweep seed(s) x {args.trials} trials x {args.steps} steps (demo preset, random search)")
+    print(f"\n{len(full)} sweep seed(s) x {'/'.join(map(str, replayed))} trials x {args.steps} steps "
+          "(demo preset, random search)")
     print(f"{'pruner':10s} {'best acc (mean ± se over seeds)':>32s} {'steps spent':>12s} {'share':>7s} "
           f"{'within 1 SE of unpruned best':>30s}")
     for name, rows in results.items():

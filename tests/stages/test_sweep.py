@@ -1,4 +1,5 @@
-"""bertcurve sweep: the space file, the forecast pruner's decision, a sweep that survives a kill."""
+"""bertcurve sweep: the space file, train flags, the forecast pruner's decision, a sweep that
+survives a kill and a Ctrl-C."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,12 +50,18 @@ class _Trial:
 
 
 class _Study:
-    def __init__(self, best):
-        self._best = best
+    def __init__(self, best=None, finished=()):
+        self._finished = list(finished) or [type("T", (), {"value": best, "number": 0})()]
         self.direction = optuna.study.StudyDirection.MAXIMIZE
 
     def get_trials(self, deepcopy=False, states=()):
-        return [type("T", (), {"value": self._best})()]
+        return self._finished
+
+
+class _Finished(_Trial):
+    def __init__(self, number, schedule, values):
+        super().__init__(number, schedule, values)
+        self.value = values[max(values)]
 
 
 def _accuracy_curve(schedule, floor, steps):
@@ -82,13 +88,94 @@ def test_the_forecast_pruner_stops_a_hopeless_trial_and_keeps_a_promising_one():
     assert not pruner.prune(_Study(best_final), _Trial(3, schedule, early))
 
 
+def _break_curve(schedule, steps, late_gain):
+    """Accuracy on a plateau at 0.05 up to step 150, then rising by ``late_gain`` to the end:
+    the shape the law cannot foresee from the plateau."""
+    rng = np.random.default_rng(int(late_gain * 1000))
+    rise = np.clip((steps - 150) / (schedule["max_steps"] - 150), 0, None) ** 0.7
+    return 0.05 + late_gain * rise + rng.normal(0, 0.001, len(steps))
+
+
+def test_before_its_own_backtest_the_forecast_pruner_borrows_the_error_of_finished_trials():
+    schedule = {"lr": 1e-3, "warmup_steps": 20, "max_steps": 400, "schedule": "cosine", "min_lr_ratio": 0.0}
+    steps = np.arange(10, 401, 10)
+    early = steps <= 100    # a quarter of the steps: no backtest on the trial itself yet
+    finished = [_Finished(i, schedule, dict(zip(steps.tolist(), _accuracy_curve(schedule, floor, steps))))
+                for i, floor in enumerate((1.0, 1.1, 1.2))]
+    bad = _accuracy_curve(schedule, 1.8, steps[early])
+    pruner = ForecastPruner()
+    assert pruner.prune(_Study(finished=finished), _Trial(5, schedule, dict(zip(steps[early].tolist(), bad))))
+    assert pruner.forecasts[5]["error_from"] == "finished trials"
+    close = _accuracy_curve(schedule, 1.05, steps[early])
+    assert not pruner.prune(_Study(finished=finished), _Trial(6, schedule, dict(zip(steps[early].tolist(), close))))
+    # one finished trial measures the law's error too loosely (its spread's upper bound is
+    # 8 times the error seen) to prune at a quarter of the steps
+    assert not pruner.prune(_Study(finished=finished[:1]), _Trial(7, schedule, dict(zip(steps[early].tolist(), bad))))
+
+
+def test_the_forecast_pruner_keeps_a_plateaued_trial_when_finished_trials_broke_out_of_the_same_plateau():
+    schedule = {"lr": 1e-3, "warmup_steps": 20, "max_steps": 400, "schedule": "cosine", "min_lr_ratio": 0.0}
+    steps = np.arange(10, 401, 10)
+    finished = [_Finished(i, schedule, dict(zip(steps.tolist(), _break_curve(schedule, steps, gain))))
+                for i, gain in enumerate((0.05, 0.08, 0.1))]
+    # this trial sits on the same plateau at a third of its steps; it may break out as they did
+    flat = _break_curve(schedule, steps, 0.12)[steps <= 130]
+    pruner = ForecastPruner()
+    assert not pruner.prune(_Study(finished=finished), _Trial(9, schedule, dict(zip(steps[steps <= 130].tolist(),
+                                                                                     flat))))
+    assert pruner.forecasts[9]["high"] > 0.15
+    # also when only one trial has finished (its own backtest alone would prune it)
+    assert not pruner.prune(_Study(finished=finished[2:]), _Trial(10, schedule, dict(zip(steps[steps <= 130].tolist(),
+                                                                                          flat))))
+
+
 SPACE = "lr: {low: 1.0e-3, high: 4.0e-3, log: true}\nwarmup_steps: [3, 6]\n"
 
 
-def _sweep_cmd(data, out, space, trials, *extra):
+def _sweep_cmd(data, out, space, trials, *extra, steps=20, every=4):
     return [sys.executable, "-m", "bertcurve", "sweep", "--data", str(data), "--out", str(out), "--space", str(space),
-            "--trials", str(trials), "--preset", "tiny", "--set", "max_steps=20", "--set", "eval_every=4",
-            "--set", "save_every=4", *extra]
+            "--trials", str(trials), "--preset", "tiny", "--max-steps", str(steps), "--eval-every", str(every),
+            "--save-every", str(every), *extra]
+
+
+def _parse(*argv):
+    import argparse
+
+    from bertcurve.stages import sweep as stage
+
+    parser = argparse.ArgumentParser()
+    stage.add_arguments(parser)
+    return stage._fixed_settings(parser.parse_args(["--data", "d", "--out", "o", "--space", "s", "--trials", "2",
+                                                    *argv]))
+
+
+def test_train_flags_fix_settings_for_every_trial_and_set_is_the_same():
+    fixed, speed = _parse("--max-steps", "60", "--eval-every", "10", "--mask-prob", "0.2", "--untied",
+                          "--set", "warmup_steps=7", "--set", "max_steps=60", "--threads", "1")
+    assert fixed == {"optim.max_steps": 60, "eval.eval_every": 10, "data.mask_prob": 0.2,
+                     "model.tie_word_embeddings": False, "optim.warmup_steps": 7}
+    assert speed.threads == 1
+    with pytest.raises(UserError, match="optim.max_steps is given twice"):
+        _parse("--max-steps", "60", "--set", "max_steps=80")
+
+
+def test_a_setting_both_fixed_and_searched_is_refused_in_one_line_and_nothing_is_written(
+        tiny_data_dir, tmp_path, capsys):
+    from bertcurve.cli import main
+
+    space = tmp_path / "space.yaml"
+    space.write_text("lr: {low: 1.0e-3, high: 4.0e-3}\nmask_prob: [0.15, 0.3]\n", encoding="utf-8")
+    out = tmp_path / "sweep"
+    code = main(["sweep", "--data", str(tiny_data_dir), "--out", str(out), "--space", str(space), "--trials", "2",
+                 "--preset", "tiny", "--lr", "1e-3", "--set", "data.mask_prob=0.2"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "lr is searched here and also fixed (optim.lr)" in err
+    assert "mask_prob is searched here and also fixed (data.mask_prob)" in err
+    assert not out.exists()
+    # the held-out mask rate is another setting: fixing it while searching the training one is fine
+    assert [p.name for p in parse_space({"mask_prob": [0.15, 0.3]}, "tiny", {"eval.mask_prob": 0.15})] == [
+        "mask_prob"]
 
 
 @pytest.mark.slow
@@ -132,10 +219,62 @@ def test_another_sweep_in_the_same_folder_is_refused(tiny_data_dir, tmp_path):
     from bertcurve.stages.sweep import _check_out
 
     out = tmp_path / "sweep"
-    _check_out(out, {"data": "d", "space": {"lr": [1]}, "objective": "accuracy", "preset": None, "overrides": {}})
+    _check_out(out, {"data": "d", "space": {"lr": [1]}, "objective": "accuracy", "preset": None,
+                     "overrides": {"max_steps": 20}})
+    # the same sweep continued with the train flag instead of `--set max_steps=20`
+    _check_out(out, {"data": "d", "space": {"lr": [1]}, "objective": "accuracy", "preset": None,
+                     "overrides": {"optim.max_steps": 20}})
+    with pytest.raises(UserError, match="different overrides"):
+        _check_out(out, {"data": "d", "space": {"lr": [1]}, "objective": "accuracy", "preset": None,
+                         "overrides": {"optim.max_steps": 40}})
     with pytest.raises(UserError, match="another sweep"):
         _check_out(out, {"data": "d", "space": {"lr": [2]}, "objective": "accuracy", "preset": None, "overrides": {}})
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "keep.txt").write_text("mine")
     with pytest.raises(UserError, match="not a bertcurve sweep"):
         _check_out(tmp_path / "other", {})
+
+
+def _study(out):
+    return optuna.load_study(study_name="bertcurve-sweep", storage=f"sqlite:///{out / 'optuna.db'}")
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_the_study_consistent_and_the_same_command_finishes_it(tiny_data_dir, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE, encoding="utf-8")
+    out = tmp_path / "sweep"
+    cmd = _sweep_cmd(tiny_data_dir, out, space, 3, "--pruner", "none", steps=60, every=10)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # Ctrl-C in the middle of the second trial, once it has saved a checkpoint
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if list((out / "trials").glob("trial-0001/checkpoints/step-*")):
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stdout + stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    assert "run the same command again" in stderr
+    TS = optuna.trial.TrialState
+    trials = _study(out).trials
+    assert [t.state for t in trials] == [TS.COMPLETE, TS.FAIL]     # nothing left RUNNING
+    assert trials[1].user_attrs["interrupted"] and trials[1].user_attrs["run_dir"] == "trials/trial-0001"
+    first = out / "trials" / "trial-0000"
+    finished = {name: (first / name).read_bytes() for name in ("metrics.jsonl", "trial.json")}
+
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 of 3 trial(s) finished, 1 resumed" in done.stdout
+    trials = _study(out).trials
+    complete = [t for t in trials if t.state == TS.COMPLETE]
+    assert len(complete) == 3 and [t.state for t in trials].count(TS.RUNNING) == 0
+    run_dirs = [t.user_attrs["run_dir"] for t in complete]
+    # the interrupted trial resumed its own run dir (as Optuna trial 2); the last is trial 3
+    assert run_dirs == ["trials/trial-0000", "trials/trial-0001", "trials/trial-0003"]
+    assert complete[1].params == trials[1].params
+    for rel in run_dirs:
+        assert json.loads((out / rel / "trial.json").read_text())["step"] == 60
+    assert {name: (first / name).read_bytes() for name in finished} == finished   # not trained again

@@ -2,7 +2,12 @@
 
     bertcurve sweep --data DATA --out SWEEP --space SPACE.yaml --trials N
                     [--preset P] [--pruner forecast|median|hyperband|none]
-                    [--storage URL] [--objective accuracy|loss] [--set KEY=VALUE ...]
+                    [--storage URL] [--objective accuracy|loss] [--sampler-seed S]
+                    [train overrides: --max-steps N --eval-every N --lr X ... | --set KEY=VALUE]
+
+Train overrides are the flags of ``bertcurve train`` and fix a setting for every trial;
+``--set KEY=VALUE`` does the same for any setting by name. A setting cannot be both fixed
+and searched by the space.
 
 Each trial trains ``SWEEP/trials/trial-NNNN`` (a run dir: analyze, plot, compare and the
 dashboard work on it). The study lives in ``SWEEP/optuna.db`` (SQLite) unless ``--storage``
@@ -17,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from bertcurve import layout
 from bertcurve.errors import UserError
+from bertcurve.training.config import SpeedConfig, add_setting_arguments, settings
 
 PRUNERS = ("forecast", "median", "hyperband", "none")
 OBJECTIVES = {"accuracy": ("mlm_accuracy", "maximize"), "loss": ("loss", "minimize")}
@@ -45,8 +52,10 @@ class SweepResult:
 
 def _storage(url: str | None, out: Path):
     """An Optuna storage: SQLite in the sweep dir by default; RDB URLs and journal files."""
+    import warnings
+
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import RDBStorage
 
     if url is None:
         url = f"sqlite:///{(out / DB_FILE).resolve()}"
@@ -58,11 +67,18 @@ def _storage(url: str | None, out: Path):
     if "://" not in url:
         raise UserError(f"--storage {url!r}: expected a database URL (sqlite:///PATH, postgresql://..., "
                         "mysql://...) or journal:PATH")
+    # Heartbeats let a worker that died (even by SIGKILL) be noticed by the others; its trial
+    # is failed and retried with the same parameters in the same run dir. Optuna 4.9 renamed
+    # the retry callback; heartbeats are "experimental" (stable since Optuna 2.8).
     try:
-        # Heartbeats let a worker that died (even by SIGKILL) be noticed by the others; its
-        # trial is failed and retried with the same parameters in the same run dir.
-        return url, RDBStorage(url, heartbeat_interval=30, grace_period=120,
-                               failed_trial_callback=RetryFailedTrialCallback(max_retry=3))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
+                retry = {"heartbeat_stale_trial_callback":
+                         optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)}
+            else:
+                retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=3)}
+            return url, RDBStorage(url, heartbeat_interval=30, grace_period=120, **retry)
     except (optuna.exceptions.StorageInternalError, ImportError, ValueError) as exc:
         raise UserError(f"--storage {url}: cannot open it ({exc})") from None
 
@@ -90,7 +106,10 @@ def _check_out(out: Path, settings: dict[str, Any]) -> None:
         except (OSError, ValueError):
             raise UserError(f"{marker} is unreadable; choose another --out") from None
         keys = ("data", "space", "objective", "preset", "overrides")
-        changed = [k for k in keys if saved.get(k) != settings.get(k)]
+        # overrides are compared by dotted name: `--set max_steps=` and `--max-steps` agree
+        saved["overrides"] = _canonical(saved.get("overrides") or {})
+        current = {**settings, "overrides": _canonical(settings.get("overrides") or {})}
+        changed = [k for k in keys if saved.get(k) != current.get(k)]
         if changed:
             raise UserError(f"{out} holds another sweep (different {', '.join(changed)}); "
                             "choose another --out or repeat the same settings to continue it")
@@ -100,6 +119,12 @@ def _check_out(out: Path, settings: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"format": SWEEP_FORMAT, **settings}, indent=1, ensure_ascii=False) + "\n",
                       encoding="utf-8")
+
+
+def _canonical(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    from bertcurve.tuning import setting_key
+
+    return {setting_key(str(k)): v for k, v in overrides.items()}
 
 
 def _lock_is_free(run_dir: Path) -> bool:
@@ -154,6 +179,7 @@ def sweep(
     storage: str | None = None,
     objective: str = "accuracy",
     overrides: Mapping[str, Any] | None = None,
+    speed: SpeedConfig | None = None,
     seed: int = 0,
     quiet: bool = False,
     report: bool = True,
@@ -161,8 +187,11 @@ def sweep(
     """Run an Optuna search of ``trials`` finished trials (see the module docstring).
 
     ``space``: a YAML/JSON file or a mapping of settings to ``{low, high[, log]}`` or lists
-    of choices. ``overrides``: fixed train settings for every trial. Continuing an existing
-    SWEEP never repeats or loses finished trials.
+    of choices. ``overrides``: fixed train settings for every trial (none of them searched
+    by the space); ``speed``: how every trial runs (changes speed only). ``seed``: the
+    sampler's. Continuing an existing SWEEP never repeats or loses finished trials; a
+    Ctrl-C fails the running trial in the study (it resumes on the next run of the same
+    command) and raises KeyboardInterrupt.
     """
     import optuna
 
@@ -175,7 +204,7 @@ def sweep(
         raise UserError(f"--objective must be accuracy or loss (got {objective!r})")
     if not isinstance(trials, int) or trials < 1:
         raise UserError(f"--trials must be a positive number (got {trials!r})")
-    fixed = dict(overrides or {})
+    fixed = _canonical(overrides or {})
     base = build_config(preset, overrides=fixed)
     mapping = space if isinstance(space, Mapping) else read_space_file(space)
     params = parse_space(mapping, preset, fixed)
@@ -187,7 +216,9 @@ def sweep(
                      "objective": objective, "preset": preset, "overrides": fixed})
     url, store = _storage(storage, out)
     direction = OBJECTIVES[objective][1]
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna logs every failed trial with its traceback (a Ctrl-C, a trial's bad settings); the
+    # sweep says what happened to each trial in one line instead
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(study_name=STUDY_NAME, storage=store, direction=direction, load_if_exists=True,
                                 sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=_pruner(pruner, base.optim.max_steps))
@@ -197,7 +228,7 @@ def sweep(
     say(f"sweep {out}: {done} of {trials} trial(s) finished" + (f", {queued} resumed" if queued else "")
         + f"; storage {url}")
 
-    objective_fn = _Objective(study, out, data, preset, fixed, params, objective, say)
+    objective_fn = _Objective(study, out, data, preset, fixed, params, objective, say, speed)
 
     def enough(study: optuna.Study, _trial: Any) -> None:
         if _finished(study) >= trials:
@@ -207,7 +238,8 @@ def sweep(
         try:
             study.optimize(objective_fn, callbacks=[enough], catch=(UserError,), gc_after_trial=True)
         except KeyboardInterrupt:
-            raise UserError(f"sweep interrupted; run the same command again to continue it ({out})") from None
+            objective_fn.mark_interrupted()
+            raise
     result = summarize(study, out, url)
     if report:
         result.report = write_sweep_report(study, out, result, objective)
@@ -224,13 +256,24 @@ class _Objective:
     held-out evaluation to Optuna and stopping where the pruner says."""
 
     def __init__(self, study, out: Path, data: Path, preset: str | None, fixed: dict[str, Any],
-                 params: list, objective: str, say) -> None:
+                 params: list, objective: str, say, speed=None) -> None:
         self.study, self.out, self.data, self.preset = study, out, data, preset
         self.fixed, self.params, self.objective, self.say = fixed, params, objective, say
+        self.speed = speed
+        self.current = None   # the trial this process runs now
         self.key, direction = OBJECTIVES[objective]
         self.maximize = direction == "maximize"
 
     def __call__(self, trial) -> float:
+        self.current = trial
+        try:
+            return self._run(trial)
+        except KeyboardInterrupt:
+            # marked now, before Optuna fails the trial: a finished trial's attributes are frozen
+            trial.set_user_attr("interrupted", True)
+            raise
+
+    def _run(self, trial) -> float:
         import optuna
 
         from bertcurve.stages.train import train
@@ -257,7 +300,7 @@ class _Objective:
         self.say(f"trial {trial.number}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
         try:
             result = train(self.data, run_dir, preset=self.preset, overrides={**self.fixed, **values}, resume="auto",
-                           quiet=True, on_eval=on_eval)
+                           speed=self.speed, quiet=True, on_eval=on_eval)
         except optuna.TrialPruned:
             forecast = getattr(self.study.pruner, "forecasts", {}).get(trial.number)
             trial_record(run_dir, "pruned", trial=trial.number, step=reported.get("step"), forecast=forecast)
@@ -271,14 +314,26 @@ class _Objective:
             trial_record(run_dir, "failed", trial=trial.number, error=str(exc))
             self.say(f"trial {trial.number}: failed: {exc}")
             raise
-        if not result.completed:
-            trial.set_user_attr("interrupted", True)
+        if not result.completed:   # Ctrl-C or SIGTERM: the run saved a checkpoint and stopped
             raise KeyboardInterrupt
         value = float((result.final_eval or {}).get(self.key, float("nan")))
         trial.set_user_attr("steps", result.step)
         trial_record(run_dir, "complete", trial=trial.number, step=result.step, value=value)
         self.say(f"trial {trial.number}: {self.objective} {value:.4f} after {result.step:,} steps")
         return value
+
+    def mark_interrupted(self) -> None:
+        """After a Ctrl-C: a trial of this process that Optuna left RUNNING (the interrupt
+        hit outside the objective) is failed and marked ``interrupted``, so that no trial
+        stays RUNNING and the next run of the sweep resumes it; finished trials are left alone."""
+        import optuna
+
+        if self.current is None:
+            return
+        storage, trial_id = self.study._storage, self.current._trial_id
+        if storage.get_trial(trial_id).state == optuna.trial.TrialState.RUNNING:
+            storage.set_trial_user_attr(trial_id, "interrupted", True)
+            storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
 
 
 def summarize(study, out: Path, url: str) -> SweepResult:
@@ -344,7 +399,7 @@ def write_sweep_report(study, out: Path, result: SweepResult, objective: str, la
         scores = _importances(study)
         if scores:
             save(SF.importances(scores, lang=lang), "sweep_importances.png",
-                 F.label("Parameter importances (fANOVA)", "参数重要性（fANOVA）", lang))
+                 F.label("Parameter importances (Optuna)", "参数重要性（Optuna）", lang))
     doc = Doc(title=F.label(f"Sweep {out.name}", f"超参数搜索 {out.name}", lang))
     doc.h2(F.label("Best trial", "最佳试验", lang), "best")
     if result.best:
@@ -380,15 +435,22 @@ def _searched_log(study, name: str) -> bool:
 
 
 def _importances(study) -> dict[str, float]:
-    """fANOVA importances; empty when fewer than two finished trials or nothing varied."""
+    """Optuna's parameter importances; empty when fewer than two finished trials, nothing
+    varied, or the evaluator's library is missing."""
+    import warnings
+
     import optuna
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) < 2:
         return {}
     try:
-        return dict(optuna.importance.get_param_importances(study))
-    except (RuntimeError, ValueError, ZeroDivisionError):
+        # Optuna's default evaluator (fANOVA up to Optuna 4, which needs scikit-learn; PED-ANOVA
+        # from 5); its warnings (e.g. all trials equal) are about the figure, not the sweep
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return dict(optuna.importance.get_param_importances(study))
+    except (RuntimeError, ValueError, ZeroDivisionError, ImportError):
         return {}
 
 
@@ -424,13 +486,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--objective", default="accuracy", choices=list(OBJECTIVES),
                         help="final held-out MLM accuracy (maximised, default) or loss (minimised)")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", dest="sets",
-                        help="fixed train setting for every trial (repeatable), e.g. --set max_steps=400")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sampler")
+                        help="fixed train setting for every trial by name (repeatable), e.g. --set lr=1e-3; "
+                             "the same as the train flags below")
+    parser.add_argument("--sampler-seed", type=int, default=0, metavar="S",
+                        help="seed of Optuna's TPE sampler (--seed is the trials' training seed)")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
+    # the flags of `bertcurve train`: each fixes one setting for every trial
+    add_setting_arguments(parser)
+
+
+def _fixed_settings(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    """Train flags and ``--set`` pairs as one mapping of dotted names, and the speed settings;
+    a setting given both ways with different values is refused."""
+    from bertcurve.training.config import settings_from_args
+
+    flags, speed = settings_from_args(args)
+    fixed = _canonical(flags)
+    for key, value in _canonical(_parse_sets(args.sets)).items():
+        if key in fixed and fixed[key] != value:
+            flag = next(s.flag for s in settings() if s.key == key)
+            raise UserError(f"{key} is given twice ({flag} {fixed[key]!r}, --set {value!r}); keep one")
+        fixed[key] = value
+    return fixed, speed
 
 
 def run(args: argparse.Namespace) -> int:
-    result = sweep(args.data, args.out, args.space, args.trials, preset=args.preset, pruner=args.pruner,
-                   storage=args.storage, objective=args.objective, overrides=_parse_sets(args.sets),
-                   seed=args.seed, quiet=args.quiet)
+    overrides, speed = _fixed_settings(args)
+    try:
+        result = sweep(args.data, args.out, args.space, args.trials, preset=args.preset, pruner=args.pruner,
+                       storage=args.storage, objective=args.objective, overrides=overrides, speed=speed,
+                       seed=args.sampler_seed, quiet=args.quiet)
+    except KeyboardInterrupt:
+        print(f"bertcurve: sweep interrupted; the study is saved, run the same command again to continue it "
+              f"({args.out})", file=sys.stderr)
+        return 130
     return 0 if result.best or not result.trials else 1
