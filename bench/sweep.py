@@ -32,7 +32,8 @@ SPACE = {"lr": {"low": 5e-4, "high": 4e-3, "log": True},
          "mask_prob": [0.15, 0.2, 0.3]}
 
 
-def train_all(data: Path, work: Path, seed: int, trials: int, steps: int, train_missing: bool = True) -> list[dict]:
+def train_all(data: Path, work: Path, seed: int, trials: int, steps: int, train_missing: bool = True,
+              preset: str = "demo") -> list[dict]:
     """Every trial of one random-search sweep, trained to the end (or read back when done);
     without ``train_missing``, only the trials before the first untrained one."""
     import optuna
@@ -42,23 +43,23 @@ def train_all(data: Path, work: Path, seed: int, trials: int, steps: int, train_
     from bertcurve.training.config import build_config
     from bertcurve.tuning import parse_space, schedule_of
 
-    params = parse_space(SPACE, "demo")
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
     fixed = {"max_steps": steps, "eval_every": max(1, steps // 20), "save_every": steps}
+    params = parse_space(SPACE, preset, fixed)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
     out = []
     for i in range(trials):
         trial = study.ask()
         values = {p.name: p.suggest(trial) for p in params}
-        run = work / f"seed{seed}" / f"trial-{i:03d}"
+        run = work / preset / f"seed{seed}" / f"trial-{i:03d}"
         if not (run / "final").is_dir():
             if not train_missing:
                 break
             print(f"  seed {seed} trial {i}: training {values}", flush=True)
-            train(data, run, preset="demo", overrides={**fixed, **values}, quiet=True)
+            train(data, run, preset=preset, overrides={**fixed, **values}, quiet=True)
         log = load_log(run)
         series = log.series["eval_mlm_accuracy"]
         keep = series.steps > 0
-        cfg = build_config("demo", overrides={**fixed, **values})
+        cfg = build_config(preset, overrides={**fixed, **values})
         out.append({"params": values, "steps": series.steps[keep].astype(int), "values": series.values[keep],
                     "schedule": schedule_of(cfg), "se": float(log.series["eval_mlm_accuracy_se"].values[-1])})
         study.tell(trial, float(series.values[-1]))
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--preset", default="demo", help="training preset of every trial (tiny: a quick look)")
     parser.add_argument("--work", type=Path, default=Path("bench-sweep"))
     parser.add_argument("--data", type=Path, default=None, help="a prepared data dir (default: the demo corpus)")
     parser.add_argument("--replay-only", action="store_true",
@@ -121,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[tuple[float, int, float]]] = {"none": [], "median": [], "forecast": []}
     replayed: list[int] = []   # trials replayed per seed
     for seed in seeds:
-        trials = train_all(data, args.work, seed, args.trials, args.steps, train_missing=not args.replay_only)
+        trials = train_all(data, args.work, seed, args.trials, args.steps, train_missing=not args.replay_only,
+                           preset=args.preset)
         if len(trials) < 2:
             print(f"seed {seed}: {len(trials)} trained trial(s) in {args.work}, too few to replay")
             continue
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     full = [spent for _, spent, _ in results["none"]]
     print(f"\n{len(full)} sweep seed(s) x {'/'.join(map(str, replayed))} trials x {args.steps} steps "
-          "(demo preset, random search)")
+          f"({args.preset} preset, random search)")
     print(f"{'pruner':10s} {'best acc (mean ± se over seeds)':>32s} {'steps spent':>12s} {'share':>7s} "
           f"{'within 1 SE of unpruned best':>30s}")
     for name, rows in results.items():
