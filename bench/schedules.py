@@ -59,7 +59,7 @@ def elapsed_at(run_dir: Path, step: int) -> float:
     return max(times) if times else 0.0
 
 
-def train_run(data: Path, run_dir: Path, preset: str, overrides: dict, say) -> None:
+def train_run(data: Path, run_dir: Path, preset: str, overrides: dict, say, speed=None) -> None:
     from bertcurve.stages.train import train
 
     steps = overrides["max_steps"]
@@ -67,7 +67,7 @@ def train_run(data: Path, run_dir: Path, preset: str, overrides: dict, say) -> N
         say(f"  {run_dir.name}: finished earlier, re-read")
         return
     started = time.perf_counter()
-    res = train(data, run_dir, preset=preset, overrides=overrides, quiet=True)
+    res = train(data, run_dir, preset=preset, overrides=overrides, quiet=True, speed=speed)
     if not res.completed:
         raise SystemExit(f"{run_dir} was interrupted at step {res.step}; run the bench again to resume it")
     say(f"  {run_dir.name}: {steps} steps in {time.perf_counter() - started:.0f} s, "
@@ -80,13 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("bench-schedules"), help="where the runs are kept")
     ap.add_argument("--steps", type=int, default=800, help="steps of every equal-length run (default 800)")
     ap.add_argument("--seeds", default="0,1,2", help="seeds of part 1 (default 0,1,2)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="CPU threads per training (default 0: torch's choice; 1 is faster on a busy machine)")
     ap.add_argument("--preset", default="demo", help="training preset (default demo; tiny for a smoke test)")
     ap.add_argument("--cooldowns-at", default=None,
                     help="stable-phase steps the two shorter curve points cool down from "
                          "(default: a quarter and a half of --steps)")
     args = ap.parse_args(argv)
     from bertcurve.stages.train import cooldowns
-    from bertcurve.training.config import build_config
+    from bertcurve.training.config import SpeedConfig, build_config
     from bertcurve.training.extension import cooldown_dir, cooldown_max_steps
 
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -101,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     say = lambda msg: print(msg, flush=True)  # noqa: E731
+    speed = SpeedConfig(threads=args.threads)
 
     say(f"training into {work} ({args.preset} preset, {steps} steps, seeds {seeds}, warmup {warmup}, "
         f"WSD decay fraction {frac})")
@@ -108,24 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         for schedule in runs:
             run_dir = work / f"{schedule}-{steps}-seed{seed}"
-            train_run(args.data, run_dir, args.preset, dict(fixed, seed=seed, schedule=schedule), say)
+            train_run(args.data, run_dir, args.preset, dict(fixed, seed=seed, schedule=schedule), say, speed)
             runs[schedule].append(run_dir)
-
-    main_wsd = runs["wsd"][0]
-    lengths = [cooldown_max_steps(p, warmup, frac) for p in points]
-    branch_dirs = [cooldown_dir(main_wsd, p) for p in points]
-    if not all(finished(b, n) for b, n in zip(branch_dirs, lengths)):
-        started = time.perf_counter()
-        results = cooldowns(args.data, main_wsd, points, quiet=True)
-        if not all(r.completed for r in results):
-            raise SystemExit("a cooldown branch was interrupted; run the bench again to resume it")
-        say(f"  cooldown branches {', '.join(b.name for b in branch_dirs)} in {time.perf_counter() - started:.0f} s")
-    cosine_short = []
-    for n in lengths:
-        run_dir = work / f"cosine-{n}-seed{seeds[0]}"
-        train_run(args.data, run_dir, args.preset, dict(fixed, max_steps=n, seed=seeds[0], schedule="cosine",
-                                           save_every=n, save_at=()), say)
-        cosine_short.append(run_dir)
 
     # ---------------------------------------------------------------- part 1
     level = 0.95
@@ -143,6 +130,22 @@ def main(argv: list[str] | None = None) -> int:
     eval_se = [e for e in eval_se if e is not None]
     if eval_se:
         print(f"   (each run's own held-out binomial SE is about {sum(eval_se) / len(eval_se):.4f})")
+
+    main_wsd = runs["wsd"][0]
+    lengths = [cooldown_max_steps(p, warmup, frac) for p in points]
+    branch_dirs = [cooldown_dir(main_wsd, p) for p in points]
+    if not all(finished(b, n) for b, n in zip(branch_dirs, lengths)):
+        started = time.perf_counter()
+        results = cooldowns(args.data, main_wsd, points, quiet=True, speed=speed)
+        if not all(r.completed for r in results):
+            raise SystemExit("a cooldown branch was interrupted; run the bench again to resume it")
+        say(f"  cooldown branches {', '.join(b.name for b in branch_dirs)} in {time.perf_counter() - started:.0f} s")
+    cosine_short = []
+    for n in lengths:
+        run_dir = work / f"cosine-{n}-seed{seeds[0]}"
+        train_run(args.data, run_dir, args.preset, dict(fixed, max_steps=n, seed=seeds[0], schedule="cosine",
+                                           save_every=n, save_at=()), say, speed)
+        cosine_short.append(run_dir)
 
     # ---------------------------------------------------------------- part 2
     curve_lengths = lengths + [steps]
