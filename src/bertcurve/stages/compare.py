@@ -334,7 +334,7 @@ def seed_groups(logs: Sequence, rows: Sequence[dict], curves: Sequence[tuple[np.
     if not any(len(g["members"]) > 1 for g in groups):
         return None
     notes = []
-    out_groups = []
+    out_groups, spreads = [], []
     for g in groups:
         members = g["members"]
         finals = [float(curves[i][1][-1]) for i in members]
@@ -351,20 +351,20 @@ def seed_groups(logs: Sequence, rows: Sequence[dict], curves: Sequence[tuple[np.
         except ValueError:  # the seeds share no steps: only the final values are aggregated
             band = None
             notes.append(f"the seeds of {g['name']} share no range of steps: no mean curve")
+        spreads.append(seedstats.spread(finals, level))
         out_groups.append({
             "name": g["name"], "runs": [rows[i]["name"] for i in members], "seeds": g["seeds"],
             "settings": g["settings"], "metric": rows[members[0]]["metric"], "last_steps": last_steps,
-            "final": seedstats.spread(finals, level).to_dict(),
+            "final": spreads[-1].to_dict(),
             "band": band.to_dict() if band is not None else None,
             "curves": [[curves[i][0].tolist(), curves[i][1].tolist()] for i in members],
         })
     base = out_groups[0]
     differences = []
-    for g in out_groups[1:]:
+    for g, sp in zip(out_groups[1:], spreads[1:]):
         if g["metric"] != base["metric"]:
             continue
-        d = seedstats.difference(seedstats.Spread(**dict(base["final"], values=tuple(base["final"]["values"]))),
-                                 seedstats.Spread(**dict(g["final"], values=tuple(g["final"]["values"]))))
+        d = seedstats.difference(spreads[0], sp)
         differences.append({"name": g["name"], "against": base["name"], **d.to_dict(),
                             "text": seedstats.describe_difference(base["name"], g["name"], d)})
     return {"level": level, "groups": out_groups, "differences": differences, "notes": notes}
