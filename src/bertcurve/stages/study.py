@@ -359,7 +359,7 @@ def _across_seeds(runner: _StageRunner, lang: str, target: float | None, level: 
 
     def do() -> tuple[str, str]:
         outputs = [comparison, out / layout.REPORT_HTML, out / layout.REPORT_MD]
-        if runner.up_to_date("seeds", sig(), outputs):
+        if "report" not in runner.redo and runner.up_to_date("seeds", sig(), outputs):
             return "skipped", "up to date"
         from bertcurve.stages.compare import compare
         from bertcurve.stages.report import report
