@@ -416,8 +416,8 @@ def _is_wsd_run(log) -> bool:
 
 def cooldown_curve(logs: Sequence, names: Sequence[str], metric: str | None) -> dict | None:
     """The final held-out metric of each WSD run (e.g. ``RUN-cooldown-400/``...) against its last
-    step — the compute curve of one run's cooldown branches; None unless two or more finished WSD
-    runs with a held-out metric are compared."""
+    step — the compute curve of one run's cooldown branches; None unless finished WSD runs with a
+    held-out metric end at two or more different steps."""
     wanted = metric or "eval_mlm_accuracy"
     if not wanted.startswith("eval_"):
         return None
@@ -433,8 +433,8 @@ def cooldown_curve(logs: Sequence, names: Sequence[str], metric: str | None) -> 
         points.append({"name": name, "step": int(s.steps[-1]), "value": float(s.values[-1]),
                        "se": float(se.values[-1]) if se is not None and int(se.steps[-1]) == int(s.steps[-1])
                        else None})
-    if len(points) < 2:
-        return None
+    if len({p["step"] for p in points}) < 2:
+        return None  # seeds of one WSD run end at one step: no curve over compute
     return {"metric": wanted, "points": sorted(points, key=lambda p: p["step"])}
 
 
