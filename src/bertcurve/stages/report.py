@@ -3,7 +3,8 @@
 The report gathers what a reader needs to judge a run: the dataset card, the
 model and training configuration, throughput and hardware, the learning-curve
 figures, the statistics with plain-words verdicts, the forecast, and (with
-several runs) a comparison. report.html embeds every figure (base64 PNG) and
+several runs) a comparison; runs that differ only in seed are also aggregated
+(mean curve with its across-seed band, spread of the final value). report.html embeds every figure (base64 PNG) and
 its style sheet, so it opens offline and can be mailed as one file.
 
 The first SOURCE is the main run; any further ones are compared with it.
