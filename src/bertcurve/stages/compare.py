@@ -7,8 +7,15 @@ against the first source, like the seed's 50K-vs-100K table. Because r and the
 mean depend on the window they are computed over, the same figures are also
 given over the window every run covers.
 
+Runs whose settings differ only in the seed (``train --seed``, ``study --seeds``) are
+grouped automatically and aggregated: the mean curve with its across-seed band, the
+spread of the final value (mean, SD, SE, t interval) and each group's difference from
+the first group judged against that spread (``seed_groups`` in comparison.json,
+``seed_bands.png`` next to it). Groups are named by the settings that differ.
+
 examples:
   bertcurve compare runs/50k runs/100k
+  bertcurve compare studies/cosine/run-seed* studies/wsd/run-seed*
   bertcurve compare runs/demo tests/fixtures/seed/training_history_100k.json --at-step 200000
 """
 
@@ -17,18 +24,20 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import math
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from bertcurve import __version__, layout
+from bertcurve.curves import seeds as seedstats
 from bertcurve.curves import stats as st
 from bertcurve.stages.analyze import MIN_POINTS, add_column_arguments, analyze, choose_metric
 from bertcurve.errors import UserError
 from bertcurve.fsutil import write_result_json
 from bertcurve.curves.logs import load_log
-from bertcurve.training.config import RunConfig, run_config_in
+from bertcurve.training.config import RunConfig, run_config_in, to_dict
 from bertcurve.training.schedule import stable_phase_end
 
 # (key, label, format) of the headline rows, in table order.
@@ -164,6 +173,8 @@ def compare(
     metric_col: str | None = None,
     level: float | None = None,
     direction: str | None = None,
+    seed_figure: str | Path | None = None,
+    lang: str = "both",
 ) -> dict:
     """Compare the headline figures of several logs and write comparison.json.
 
@@ -172,6 +183,9 @@ def compare(
     ``metric``: the metric for every source (default: each log's default metric).
     ``at_step``: the common step for forecasts (default: the largest last step).
     ``out``: where to write (default ./comparison.json). Returns the comparison dict.
+    Runs that differ only in seed are aggregated (``seed_groups``); their figure goes to
+    ``seed_figure`` (default ``seed_bands.png`` beside comparison.json; drawn without ``write``
+    only when given), labelled in ``lang``.
     """
     if len(sources) < 2:
         raise UserError("compare needs at least two sources (runs or logs)")
@@ -210,6 +224,12 @@ def compare(
     curve = cooldown_curve(logs, [r["name"] for r in rows], metric)
     if curve is not None:
         result["cooldown_curve"] = curve
+    seeds = seed_groups(logs, rows, results_steps, level)
+    seed_curves = None
+    if seeds is not None:
+        seed_curves = [g.pop("curves") for g in seeds["groups"]]  # for the figure; too long for the JSON
+        result["seed_groups"] = seeds
+        result["notes"] += seeds.pop("notes")
     from bertcurve.stages.analyze import _clean
 
     result = _clean(result)
@@ -220,7 +240,173 @@ def compare(
         write_result_json(path, result, inputs=sources)
         if curve is not None:
             result["cooldown_figure"] = str(_draw_cooldown_curve(curve, logs, path.parent))
+        if seeds is not None and seed_figure is None:
+            seed_figure = path.parent / SEED_FIGURE
+    if seeds is not None and seed_figure is not None:
+        result["seed_figure"] = str(draw_seed_bands(result["seed_groups"], seed_curves, Path(seed_figure),
+                                                    lang=lang))
     return result
+
+
+# ------------------------------------------------------------------ runs that differ only in seed
+SEED_FIGURE = "seed_bands.png"
+
+# Settings that decide when a run logs, evaluates and keeps checkpoints, not what it learns:
+# runs that differ only in these (and the seed) are seeds of one configuration.
+_NOT_THE_CONFIGURATION = {"seed", "eval.eval_every", "eval.log_every", "eval.save_every", "eval.save_at",
+                          "eval.keep"}
+
+
+def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        return {prefix: tuple(obj) if isinstance(obj, list) else obj}
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+def settings_minus_seed(cfg: RunConfig) -> dict[str, Any]:
+    """A run's configuration as flat dotted settings, without the seed and the logging and
+    checkpoint cadences, plus what says which data it saw (tokenizer and held-out set)."""
+    flat = {k: v for k, v in _flat(to_dict(cfg.train)).items() if k not in _NOT_THE_CONFIGURATION}
+    flat["tokenizer_sha256"] = cfg.tokenizer_sha256
+    flat["eval_set.fingerprint"] = cfg.eval_set.fingerprint
+    return flat
+
+
+_SEED_SUFFIX = re.compile(r"[-_.]?seed[-_]?\d+$", re.IGNORECASE)
+
+
+def _setting_text(key: str, value: Any) -> str:
+    short = key.rsplit(".", 1)[-1]
+    if key in ("tokenizer_sha256", "eval_set.fingerprint") and isinstance(value, str):
+        return f"{'tokenizer' if key == 'tokenizer_sha256' else 'eval set'} {value[:8]}"
+    if isinstance(value, float):
+        return f"{short}={value:g}"
+    return f"{short}={value}"
+
+
+def group_by_seed(configs: Sequence[RunConfig | None], names: Sequence[str],
+                  metrics: Sequence[str]) -> list[dict]:
+    """Runs grouped by their settings minus the seed (and by metric); a log without a bertcurve run
+    config is a group of its own. Each group: ``name`` (the settings that differ between the
+    groups, e.g. ``schedule=wsd``, else the run names without their seed suffix), ``members``
+    (indexes into ``names``), ``seeds`` and ``settings`` (those that differ)."""
+    groups: list[dict] = []
+    by_key: dict[str, dict] = {}
+    for i, (cfg, name, metric) in enumerate(zip(configs, names, metrics)):
+        if cfg is None:
+            groups.append({"members": [i], "seeds": [None], "flat": None})
+            continue
+        flat = settings_minus_seed(cfg)
+        key = repr((metric, sorted(flat.items(), key=lambda kv: kv[0])))
+        if key not in by_key:
+            by_key[key] = {"members": [], "seeds": [], "flat": flat}
+            groups.append(by_key[key])
+        by_key[key]["members"].append(i)
+        by_key[key]["seeds"].append(cfg.train.seed)
+    flats = [g["flat"] for g in groups if g["flat"] is not None]
+    keys = sorted({k for f in flats for k in f})
+    differing = [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
+    used: dict[str, int] = {}
+    for g in groups:
+        differs = {k: g["flat"].get(k) for k in differing} if g["flat"] is not None else {}
+        parts = [_setting_text(k, v) for k, v in differs.items()]
+        name = ", ".join(parts[:3]) + (", ..." if len(parts) > 3 else "")
+        if not name:
+            stems = {_SEED_SUFFIX.sub("", names[i]) or names[i] for i in g["members"]}
+            name = stems.pop() if len(stems) == 1 else names[g["members"][0]]
+        used[name] = used.get(name, 0) + 1
+        g["name"] = name if used[name] == 1 else f"{name}#{used[name]}"
+        g["settings"] = differs
+        del g["flat"]
+    return groups
+
+
+def seed_groups(logs: Sequence, rows: Sequence[dict], curves: Sequence[tuple[np.ndarray, np.ndarray]],
+                level: float) -> dict | None:
+    """The across-seed aggregation of ``compare`` (None unless some configuration has two or more
+    seeds): per group the mean curve and its band, the spread of the final value, and each group's
+    difference from the first group against that spread."""
+    configs = [run_config_in(log.meta) for log in logs]
+    groups = group_by_seed(configs, [r["name"] for r in rows], [r["metric"] for r in rows])
+    if not any(len(g["members"]) > 1 for g in groups):
+        return None
+    notes = []
+    out_groups, spreads = [], []
+    for g in groups:
+        members = g["members"]
+        finals = [float(curves[i][1][-1]) for i in members]
+        last_steps = sorted({int(curves[i][0][-1]) for i in members})
+        if len(last_steps) > 1:
+            notes.append(f"the seeds of {g['name']} end at different steps ({', '.join(f'{s:,}' for s in last_steps)}): "
+                         f"the spread of their final values mixes seed noise with training length")
+        seeds = [s for s in g["seeds"] if s is not None]
+        if len(set(seeds)) < len(seeds):
+            notes.append(f"{g['name']}: the same seed appears more than once (seeds "
+                         f"{', '.join(str(s) for s in seeds)}); is one run given twice?")
+        try:
+            band = seedstats.band([curves[i] for i in members], level)
+        except ValueError:  # the seeds share no steps: only the final values are aggregated
+            band = None
+            notes.append(f"the seeds of {g['name']} share no range of steps: no mean curve")
+        spreads.append(seedstats.spread(finals, level))
+        out_groups.append({
+            "name": g["name"], "runs": [rows[i]["name"] for i in members], "seeds": g["seeds"],
+            "settings": g["settings"], "metric": rows[members[0]]["metric"], "last_steps": last_steps,
+            "final": spreads[-1].to_dict(),
+            "band": band.to_dict() if band is not None else None,
+            "curves": [[curves[i][0].tolist(), curves[i][1].tolist()] for i in members],
+        })
+    base = out_groups[0]
+    differences = []
+    for g, sp in zip(out_groups[1:], spreads[1:]):
+        if g["metric"] != base["metric"]:
+            continue
+        d = seedstats.difference(spreads[0], sp)
+        differences.append({"name": g["name"], "against": base["name"], **d.to_dict(),
+                            "text": seedstats.describe_difference(base["name"], g["name"], d)})
+    return {"level": level, "groups": out_groups, "differences": differences, "notes": notes}
+
+
+def draw_seed_bands(seeds: dict, curves: Sequence[Sequence], path: Path, lang: str = "both") -> Path:
+    """``seed_bands.png``: every group's mean curve and band (``curves``: each group's seeds as
+    ``[steps, values]``), and the final values of its seeds."""
+    import io
+
+    import matplotlib
+
+    from bertcurve.fsutil import atomic_write_bytes, guard_output_file
+    from bertcurve.viz import figures as F
+
+    groups = [dict(g, curves=c, band=g["band"] or {"steps": [], "mean": [], "low": [], "high": [], "n": 1,
+                                                   "level": seeds["level"]})
+              for g, c in zip(seeds["groups"], curves)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    with matplotlib.rc_context(F.style()):  # the CJK font
+        fig = F.seed_bands(groups, seeds["groups"][0]["metric"], lang=lang)
+        fig.savefig(buffer, format="png", dpi=110, metadata={"Software": "bertcurve"})
+    path = guard_output_file(path, what="seed bands figure",
+                             replaceable=lambda p: p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n")
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def seed_lines(seeds: dict) -> list[str]:
+    """The across-seed section of the text table (also used by the report)."""
+    lines = []
+    for g in seeds["groups"]:
+        f = g["final"]
+        seeds_text = ",".join("?" if s is None else str(s) for s in g["seeds"])
+        if f["sd"] is None:
+            spread = f"{f['mean']:.4f} (one seed)"
+        else:
+            spread = (f"{f['mean']:.4f}  SD {f['sd']:.4f}  SE {f['se']:.4f}  "
+                      f"{f['level']:.0%} CI {f['ci_low']:.4f}–{f['ci_high']:.4f}")
+        lines.append(f"{g['name']}: {f['n']} seed{'s' if f['n'] > 1 else ''} ({seeds_text}) {spread}")
+    return lines
 
 
 def _is_wsd_run(log) -> bool:
@@ -230,8 +416,8 @@ def _is_wsd_run(log) -> bool:
 
 def cooldown_curve(logs: Sequence, names: Sequence[str], metric: str | None) -> dict | None:
     """The final held-out metric of each WSD run (e.g. ``RUN-cooldown-400/``...) against its last
-    step — the compute curve of one run's cooldown branches; None unless two or more finished WSD
-    runs with a held-out metric are compared."""
+    step — the compute curve of one run's cooldown branches; None unless finished WSD runs with a
+    held-out metric end at two or more different steps."""
     wanted = metric or "eval_mlm_accuracy"
     if not wanted.startswith("eval_"):
         return None
@@ -247,8 +433,8 @@ def cooldown_curve(logs: Sequence, names: Sequence[str], metric: str | None) -> 
         points.append({"name": name, "step": int(s.steps[-1]), "value": float(s.values[-1]),
                        "se": float(se.values[-1]) if se is not None and int(se.steps[-1]) == int(s.steps[-1])
                        else None})
-    if len(points) < 2:
-        return None
+    if len({p["step"] for p in points}) < 2:
+        return None  # seeds of one WSD run end at one step: no curve over compute
     return {"metric": wanted, "points": sorted(points, key=lambda p: p["step"])}
 
 
@@ -325,6 +511,15 @@ def table_text(res: dict) -> str:
             lines.append(f"  step {p['step']:>10,}  {p['value']:.4f}{se}  {p['name']}")
         if res.get("cooldown_figure"):
             lines.append(f"  figure: {res['cooldown_figure']}")
+    if res.get("seed_groups"):
+        sg = res["seed_groups"]
+        lines.append("")
+        lines.append(f"多种子 across seeds ({sg['groups'][0]['metric']} at each run's end; mean, SD, SE, "
+                     f"{sg['level']:.0%} t interval of the mean):")
+        lines += [f"  {line}" for line in seed_lines(sg)]
+        lines += [f"  {d['text']}" for d in sg["differences"]]
+        if res.get("seed_figure"):
+            lines.append(f"  figure: {res['seed_figure']}")
     if res.get("path"):
         lines.append(f"\nwrote {res['path']}")
     return "\n".join(lines)
@@ -345,12 +540,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--level", type=float, default=None, help="confidence level of intervals (default 0.95)")
     parser.add_argument("--direction", choices=("up", "down"), default=None,
                         help="whether the metric should grow or fall (default: from its name, else the data)")
+    parser.add_argument("--lang", choices=("zh", "en", "both"), default="both",
+                        help="language of the figures' labels (default: both)")
     add_column_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print comparison.json instead of the table")
 
 
 def run(args: argparse.Namespace) -> int:
-    res = compare(args.sources, out=args.out, metric=args.metric, at_step=args.at_step,
+    res = compare(args.sources, out=args.out, metric=args.metric, at_step=args.at_step, lang=args.lang,
                   bootstrap=args.bootstrap, seed=args.seed, step_col=args.step_col, metric_col=args.metric_col,
                   level=args.level, direction=args.direction)
     if args.json:

@@ -3,7 +3,8 @@
 The report gathers what a reader needs to judge a run: the dataset card, the
 model and training configuration, throughput and hardware, the learning-curve
 figures, the statistics with plain-words verdicts, the forecast, and (with
-several runs) a comparison. report.html embeds every figure (base64 PNG) and
+several runs) a comparison; runs that differ only in seed are also aggregated
+(mean curve with its across-seed band, spread of the final value). report.html embeds every figure (base64 PNG) and
 its style sheet, so it opens offline and can be mailed as one file.
 
 The first SOURCE is the main run; any further ones are compared with it.
@@ -760,7 +761,7 @@ def _comparison(doc: Doc, infos: Sequence[RunInfo], figures: dict[str, Path], ba
                 names: Sequence[str], metric: str | None) -> None:
     """The comparison figure and `bertcurve compare`'s table: values, differences against the
     first run, the same figures over the window every run covers, and what is not like for like."""
-    from bertcurve.stages.compare import ROWS, compare
+    from bertcurve.stages.compare import ROWS, SEED_FIGURE, compare
 
     doc.h2(_title("Comparison of runs", "多次训练对比", lang), "comparison")
     _figure(doc, figures, "comparison", "The runs side by side: metric and loss over steps, and where each ended.",
@@ -770,7 +771,8 @@ def _comparison(doc: Doc, infos: Sequence[RunInfo], figures: dict[str, Path], ba
     try:
         # The metric every run has (as in the comparison figure), so the table is like for like.
         res = compare([i.source for i in infos], metric=metric or common_metric([i.log for i in infos]),
-                      write=False)
+                      write=False, lang=lang,
+                      seed_figure=(figures["comparison"].parent / SEED_FIGURE) if "comparison" in figures else None)
     except UserError as exc:
         doc.p(f"No comparison table: {exc}")
         return
@@ -792,9 +794,34 @@ def _comparison(doc: Doc, infos: Sequence[RunInfo], figures: dict[str, Path], ba
                 f" ({cell['percent']:+.1f}%)" if cell.get("percent") is not None else ""))
         table.append(line)
     doc.table(header, table)
+    if res.get("seed_groups"):
+        if res.get("seed_figure"):
+            figures["seed_bands"] = Path(res["seed_figure"])
+        _across_seeds(doc, res["seed_groups"], figures, base, lang)
     if res.get("notes"):
         doc.h3(_title("Not like for like", "不可直接比较之处", lang))
         doc.bullets(res["notes"])
+
+
+def _across_seeds(doc: Doc, sg: dict, figures: dict[str, Path], base: Path, lang: str) -> None:
+    """Runs that differ only in seed: the band figure, the spread of the final value per
+    configuration, and each difference stated against that spread."""
+    doc.h3(_title("Across seeds", "多种子汇总", lang))
+    level = f"{sg['level']:.0%}"
+    metric = sg["groups"][0]["metric"]
+    doc.p(f"Runs whose settings differ only in the seed are one configuration (named by the settings that "
+          f"differ). Shaded: the {level} t interval of the mean curve across seeds; the table gives the "
+          f"spread of {metric} at each run's end.")
+    _figure(doc, figures, "seed_bands", "Mean curve and across-seed band of each configuration; every seed's "
+            "final value.", base)
+    rows = []
+    for g in sg["groups"]:
+        f = g["final"]
+        rows.append([g["name"], f["n"], ", ".join("?" if s is None else str(s) for s in g["seeds"]),
+                     _num(f["mean"]), _num(f["sd"]), _num(f["se"]),
+                     "—" if f["ci_low"] is None else f"{_num(f['ci_low'])}–{_num(f['ci_high'])}"])
+    doc.table(["configuration", "n", "seeds", "mean", "SD", "SE", f"{level} CI of the mean"], rows)
+    doc.bullets([d["text"] for d in sg["differences"]])
 
 
 def _notes(doc: Doc, infos: Sequence[RunInfo], names: Sequence[str], lang: str, commands: Sequence[str]) -> None:

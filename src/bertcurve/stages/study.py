@@ -3,9 +3,15 @@
     bertcurve study                                # demo: built-in corpus, about 5 minutes on a 2-core CPU
     bertcurve study corpus.txt --preset seed-100k  # the seed's setup on your corpus (for a GPU)
 
+    bertcurve study --seeds 0,1,2                  # the same study trained from three seeds
+
 Everything goes into one folder (default studies/PRESET): data/ (the prepared
 data directory), run/ (the training run, with analysis.json, figures/,
 report.md and report.html) and study.json (stage times and the hardware).
+With --seeds, each seed trains into run-seedN/ (a normal run dir, analysed,
+plotted and reported like run/), and the study folder gets the across-seed
+comparison (comparison.json, seed_bands.png) and report.md/report.html with
+the mean curve, its band and the spread of the final accuracy.
 Running the same command again skips every finished stage and resumes an
 interrupted training from its newest checkpoint.
 """
@@ -28,6 +34,12 @@ from bertcurve.training.config import TrainConfig, build_config, load_run_config
 
 STUDY_FORMAT = "bertcurve.stages.study/1"
 STAGES = ("prepare", "train", "analyze", "plot", "report")
+SEED_RUN_PREFIX = "run-seed"   # run-seed0/, run-seed1/, ... with --seeds
+
+
+def seed_run_dir(out_dir: Path, seed: int) -> Path:
+    """The run dir of one seed of a multi-seed study."""
+    return out_dir / f"{SEED_RUN_PREFIX}{seed}"
 
 
 @dataclass(frozen=True)
@@ -68,14 +80,19 @@ class StudyResult:
     stages: list[StageRecord] = field(default_factory=list)
     completed: bool = False
     final_eval: dict | None = None
+    seed_runs: list[Path] = field(default_factory=list)
+    """With ``--seeds``: every seed's run dir (``run_dir`` is the first)."""
+    comparison: Path | None = None
+    """With two or more seeds: the study folder's across-seed comparison.json."""
 
     @property
     def report_html(self) -> Path:
-        return self.run_dir / layout.REPORT_HTML
+        """The study's report: the across-seed one in the study folder with two or more seeds."""
+        return (self.out if len(self.seed_runs) > 1 else self.run_dir) / layout.REPORT_HTML
 
     @property
     def report_md(self) -> Path:
-        return self.run_dir / layout.REPORT_MD
+        return (self.out if len(self.seed_runs) > 1 else self.run_dir) / layout.REPORT_MD
 
     @property
     def figures_dir(self) -> Path:
@@ -165,7 +182,7 @@ def _study_out_dir(preset: str, out: str | Path | None) -> Path:
         raise UserError(f"--out {out_dir} exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (
             (out_dir / layout.STUDY_STATE).exists() or (out_dir / layout.STUDY_DATA_DIR).exists()
-            or (out_dir / layout.STUDY_RUN_DIR).exists()):
+            or (out_dir / layout.STUDY_RUN_DIR).exists() or any(out_dir.glob(f"{SEED_RUN_PREFIX}*"))):
         raise UserError(f"--out {out_dir} is a non-empty folder that is not a bertcurve study; "
                         "choose a new or empty folder")
     return out_dir
@@ -206,6 +223,7 @@ class _StageRunner:
     settings: dict          # preset, train_preset, inputs and config, written into the record
     redo: Sequence[str]
     tell: Callable[[str], None]
+    total: int = len(STAGES)
 
     def save_record(self) -> None:
         write_json(self.record_path, {
@@ -219,15 +237,16 @@ class _StageRunner:
         })
 
     def up_to_date(self, name: str, sig: dict, outputs: Sequence[Path]) -> bool:
-        """Done in an earlier call from the same inputs and options, and its outputs are still there."""
+        """Done in an earlier call from the same inputs and options, and its outputs are still there.
+        ``name`` is the stage's record name (``analyze seed 1`` with --seeds); --redo names the verb."""
         done_before = {s_["name"]: s_ for s_ in self.previous.get("stages", [])
                        if s_.get("status") in ("done", "skipped")}
-        return (name not in self.redo and done_before.get(name, {}).get("signature") == sig
+        return (name.split(" ")[0] not in self.redo and done_before.get(name, {}).get("signature") == sig
                 and all(p.exists() for p in outputs))
 
     def stage(self, name: str, fn: Callable[[], tuple[str, str]], sig: Callable[[], dict] | None = None) -> str:
         """Run one stage; return its status."""
-        self.tell(f"[{len(self.result.stages) + 1}/{len(STAGES)}] {name} ...")
+        self.tell(f"[{len(self.result.stages) + 1}/{self.total}] {name} ...")
         started = time.perf_counter()
         status, detail = fn()
         rec = StageRecord(name, status, time.perf_counter() - started, detail, sig() if sig else {})
@@ -253,13 +272,12 @@ def _prepare_stage(input_list: list[str], data_dir: Path, quiet: bool,
     return ("skipped" if before is not None and before == after else "done"), detail
 
 
-def _train_stage(result: StudyResult, t_preset: str, config: str | Path | None,
+def _train_stage(result: StudyResult, run_dir: Path, t_preset: str, config: str | Path | None,
                  train_overrides: Mapping[str, Any] | None, quiet: bool,
                  emit: Callable[[str], None]) -> tuple[str, str]:
     """resume="auto" continues an interrupted run exactly; a finished run is only checked, never redone."""
     from bertcurve.stages.train import train
 
-    run_dir = result.run_dir
     if _training_finished(run_dir):
         wanted = build_config(t_preset, config, train_overrides)
         diffs = _same_training(run_dir, wanted)
@@ -270,7 +288,8 @@ def _train_stage(result: StudyResult, t_preset: str, config: str | Path | None,
         return "skipped", "finished earlier"
     res = train(result.data_dir, run_dir, preset=t_preset, config=config, overrides=train_overrides,
                 resume="auto", quiet=quiet, log=emit if not quiet else None)
-    result.final_eval = res.final_eval
+    if run_dir == result.run_dir:
+        result.final_eval = res.final_eval
     resumed = f"resumed from step {res.resumed_from}, " if res.resumed_from else ""
     if not res.completed:
         return "interrupted", f"{resumed}stopped at step {res.step}/{res.max_steps}"
@@ -278,9 +297,11 @@ def _train_stage(result: StudyResult, t_preset: str, config: str | Path | None,
     return "done", (f"{resumed}{res.step} steps" + (f", held-out accuracy {acc:.4f}" if acc is not None else ""))
 
 
-def _run_after_training(runner: _StageRunner, lang: str, target: float | None, level: float | None) -> None:
-    """analyze, plot and report, each skipped when its inputs and options are unchanged."""
-    run_dir, data_dir = runner.result.run_dir, runner.result.data_dir
+def _run_after_training(runner: _StageRunner, lang: str, target: float | None, level: float | None,
+                        run_dir: Path, suffix: str = "") -> None:
+    """analyze, plot and report of ``run_dir``, each skipped when its inputs and options are unchanged;
+    ``suffix`` (`` seed 1``) tells the study record which run a stage belongs to."""
+    data_dir = runner.result.data_dir
     metrics = run_dir / layout.METRICS
     analysis = run_dir / layout.ANALYSIS
     fig_dir = run_dir / layout.FIGURES_DIR
@@ -289,7 +310,7 @@ def _run_after_training(runner: _StageRunner, lang: str, target: float | None, l
         return signature([metrics], target=target, level=level)
 
     def do_analyze() -> tuple[str, str]:
-        if runner.up_to_date("analyze", sig_analyze(), [analysis]):
+        if runner.up_to_date("analyze" + suffix, sig_analyze(), [analysis]):
             return "skipped", "up to date"
         from bertcurve.stages.analyze import analyze
 
@@ -301,7 +322,7 @@ def _run_after_training(runner: _StageRunner, lang: str, target: float | None, l
         return signature([metrics, analysis], lang=lang, target=target, level=level)
 
     def do_plot() -> tuple[str, str]:
-        if runner.up_to_date("plot", sig_plot(), [fig_dir / "training_curves.png"]):
+        if runner.up_to_date("plot" + suffix, sig_plot(), [fig_dir / "training_curves.png"]):
             return "skipped", "up to date"
         from bertcurve.stages.plot import plot
 
@@ -313,16 +334,47 @@ def _run_after_training(runner: _StageRunner, lang: str, target: float | None, l
                          lang=lang, target=target)
 
     def do_report() -> tuple[str, str]:
-        if runner.up_to_date("report", sig_report(), [run_dir / layout.REPORT_HTML, run_dir / layout.REPORT_MD]):
+        if runner.up_to_date("report" + suffix, sig_report(), [run_dir / layout.REPORT_HTML, run_dir / layout.REPORT_MD]):
             return "skipped", "up to date"
         from bertcurve.stages.report import report
 
         report([run_dir], lang=lang, target=target)
         return "done", ""
 
-    runner.stage("analyze", do_analyze, sig_analyze)
-    runner.stage("plot", do_plot, sig_plot)
-    runner.stage("report", do_report, sig_report)
+    runner.stage("analyze" + suffix, do_analyze, sig_analyze)
+    runner.stage("plot" + suffix, do_plot, sig_plot)
+    runner.stage("report" + suffix, do_report, sig_report)
+
+
+def _across_seeds(runner: _StageRunner, lang: str, target: float | None, level: float | None) -> None:
+    """The study folder's comparison.json, seed_bands.png and report over every seed's run."""
+    result = runner.result
+    runs = result.seed_runs
+    out = result.out
+    comparison = out / layout.COMPARISON
+
+    def sig() -> dict:
+        return signature([r / layout.METRICS for r in runs], lang=lang, target=target, level=level,
+                         runs=[r.name for r in runs])
+
+    def do() -> tuple[str, str]:
+        outputs = [comparison, out / layout.REPORT_HTML, out / layout.REPORT_MD]
+        if "report" not in runner.redo and runner.up_to_date("seeds", sig(), outputs):
+            return "skipped", "up to date"
+        from bertcurve.stages.compare import compare
+        from bertcurve.stages.report import report
+
+        res = compare(runs, out=comparison, level=level, lang=lang)
+        report(runs, out=out, lang=lang, target=target)
+        g = (res.get("seed_groups") or {}).get("groups") or []
+        if len(g) != 1:  # a run's settings changed between seeds (should not happen in one study)
+            return "done", f"{len(g)} configurations among the seeds; see {comparison}"
+        f = g[0]["final"]
+        spread = f"SD {f['sd']:.4f}, SE {f['se']:.4f}" if f.get("sd") is not None else "one seed"
+        return "done", f"{g[0]['metric']} {f['mean']:.4f} over {f['n']} seeds ({spread})"
+
+    result.comparison = comparison
+    runner.stage("seeds", do, sig)
 
 
 def study(
@@ -340,6 +392,7 @@ def study(
     quiet: bool = False,
     say: Callable[[str], None] | None = None,
     level: float | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> StudyResult:
     """Run (or finish) a study into ``out`` (default ``studies/PRESET``); return where everything is.
 
@@ -349,39 +402,86 @@ def study(
     ``prepare_options``: finer control (tests use ``train_preset="tiny"``). ``redo``:
     stages to run even when up to date (analyze, plot, report; a finished training is
     never redone: use a new ``out``). ``level``: confidence level of the analysis and the forecast
-    band (default 0.95). Stages already done are skipped; an interrupted
-    training resumes from its newest checkpoint.
+    band (default 0.95). ``seeds``: train one run per seed into ``run-seedN/`` (instead of
+    ``run/`` with the config's seed) and, with two or more, aggregate them in the study folder
+    (comparison.json, seed_bands.png, report.md/html). Stages already done are skipped; an
+    interrupted training resumes from its newest checkpoint.
     """
     from bertcurve.viz.figures import check_lang
 
     check_lang(lang)
+    seed_list = _check_seeds(seeds, train_overrides)
     input_list = _study_inputs(preset, inputs, redo)
     out_dir = _study_out_dir(preset, out)
     out_dir.mkdir(parents=True, exist_ok=True)
     emit = say or (lambda msg: print(msg, flush=True))
     tell = (lambda msg: None) if quiet else emit
-    result = StudyResult(out_dir, out_dir / layout.STUDY_DATA_DIR, out_dir / layout.STUDY_RUN_DIR)
+    run_dirs = [seed_run_dir(out_dir, s) for s in seed_list] if seed_list else [out_dir / layout.STUDY_RUN_DIR]
+    result = StudyResult(out_dir, out_dir / layout.STUDY_DATA_DIR, run_dirs[0],
+                         seed_runs=run_dirs if seed_list else [])
     record_path = out_dir / layout.STUDY_STATE
     previous = _previous_record(record_path, tell)
     t_preset = train_preset or PRESETS[preset].train_preset
     runner = _StageRunner(result, record_path, previous,
                           {"preset": preset, "train_preset": t_preset, "inputs": input_list,
-                           "config": str(config) if config else None},
-                          redo, tell)
+                           "config": str(config) if config else None,
+                           **({"seeds": seed_list} if seed_list else {})},
+                          redo, tell,
+                          total=1 + 4 * len(run_dirs) + (1 if len(run_dirs) > 1 else 0))
 
     runner.stage("prepare", lambda: _prepare_stage(input_list, result.data_dir, quiet, prepare_options))
-    status = runner.stage("train", lambda: _train_stage(result, t_preset, config, train_overrides, quiet, emit))
-    if status == "interrupted":
-        tell(f"\ntraining was interrupted; run the same command again to resume it:\n"
-             f"  bertcurve study {' '.join(input_list) if inputs else ''}".rstrip()
-             + (f" --preset {preset}" if preset != "demo" else "") + f" --out {out_dir}")
-        return result
-    _run_after_training(runner, lang, target, level)
+    for i, run_dir in enumerate(run_dirs):
+        suffix = f" seed {seed_list[i]}" if seed_list else ""
+        overrides = dict(train_overrides or {}, seed=seed_list[i]) if seed_list else train_overrides
+        status = runner.stage("train" + suffix, lambda: _train_stage(result, run_dir, t_preset, config, overrides,
+                                                                     quiet, emit))
+        if status == "interrupted":
+            tell(f"\ntraining was interrupted; run the same command again to resume it:\n"
+                 f"  bertcurve study {' '.join(input_list) if inputs else ''}".rstrip()
+                 + (f" --preset {preset}" if preset != "demo" else "") + f" --out {out_dir}"
+                 + (f" --seeds {','.join(str(s) for s in seed_list)}" if seed_list else ""))
+            return result
+        _run_after_training(runner, lang, target, level, run_dir, suffix)
+    if len(run_dirs) > 1:
+        _across_seeds(runner, lang, target, level)
     result.completed = True
     if result.final_eval is None:
         result.final_eval = _last_eval(result.run_dir / layout.METRICS)
     tell(_where(result))
     return result
+
+
+def _check_seeds(seeds: Sequence[int] | None, train_overrides: Mapping[str, Any] | None) -> list[int]:
+    """The seeds of a multi-seed study ([] without --seeds): distinct integers >= 0."""
+    if seeds is None:
+        return []
+    seed_list = [int(s) for s in seeds]
+    if not seed_list:
+        raise UserError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
+    if any(s < 0 for s in seed_list) or len(set(seed_list)) < len(seed_list):
+        raise UserError(f"--seeds {','.join(str(s) for s in seed_list)}: give distinct seeds >= 0, e.g. 0,1,2")
+    if train_overrides and "seed" in train_overrides:
+        raise UserError("give the seed either in --seeds or in the training settings, not both")
+    return seed_list
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` -> [0, 1, 2] for --seeds (a range ``0-4`` is accepted too)."""
+    out: list[int] = []
+    try:
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                out += list(range(int(lo), int(hi) + 1))
+            else:
+                out.append(int(part))
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: give whole numbers separated by commas, e.g. --seeds 0,1,2") from None
+    if not out:
+        raise UserError(f"--seeds {text!r}: give at least one seed, e.g. --seeds 0,1,2")
+    return out
 
 
 def _last_eval(metrics: Path) -> dict | None:
@@ -404,11 +504,13 @@ def _where(result: StudyResult) -> str:
     """The closing summary: what was learned and where every file is."""
     total = sum(s.seconds for s in result.stages)
     lines = ["", f"研究完成 study finished in {total / 60:.1f} min:"]
-    ev = result.final_eval
+    ev = result.final_eval if len(result.seed_runs) < 2 else None  # with seeds: the across-seed line
     if ev and ev.get("mlm_accuracy") is not None:
         se = ev.get("mlm_accuracy_se")
         lines.append(f"  验证集 MLM 准确率 held-out MLM accuracy: {ev['mlm_accuracy']:.2%}"
                      + (f" ± {se:.2%}" if se else "") + f" at step {ev.get('step', '?'):,}")
+    if len(result.seed_runs) > 1:
+        lines += _seed_summary(result)
     lines += [
         f"  报告 report      {result.report_html}",
         f"                  {result.report_md}",
@@ -420,7 +522,26 @@ def _where(result: StudyResult) -> str:
         "",
         f"  try: bertcurve fill-mask {result.run_dir} \"今天天气很[MASK]。\"",
     ]
+    if len(result.seed_runs) > 1:
+        lines[-2:-2] = [f"  各种子 seed runs  {', '.join(r.name for r in result.seed_runs)} (each with its own "
+                        f"report, figures and analysis)", f"  对比 comparison  {result.comparison}"]
     return "\n".join(lines)
+
+
+def _seed_summary(result: StudyResult) -> list[str]:
+    """The across-seed line of the closing summary (from the study's comparison.json)."""
+    try:
+        res = read_json(result.comparison, "comparison") if result.comparison else {}
+    except UserError:
+        return []
+    out = []
+    for g in (res.get("seed_groups") or {}).get("groups") or []:
+        f = g["final"]
+        if f.get("sd") is None:
+            continue
+        out.append(f"  跨 {f['n']} 个种子 across {f['n']} seeds: {f['mean']:.2%} ± {f['sd']:.2%} (SD), "
+                   f"SE {f['se']:.2%}, {f['level']:.0%} CI {f['ci_low']:.2%}–{f['ci_high']:.2%}")
+    return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -441,6 +562,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="metric value to forecast the step for (default: the next 5 points of accuracy)")
     parser.add_argument("--level", type=float, default=None,
                         help="confidence level of the analysis's intervals and the forecast band (default 0.95)")
+    parser.add_argument("--seeds", type=parse_seeds, default=None, metavar="A,B,...",
+                        help="train one run per seed (run-seedN/ in the study folder) and aggregate them: mean "
+                             "curve with an across-seed band, spread of the final accuracy (default: one run, "
+                             "run/, with the config's seed)")
     parser.add_argument("--redo", nargs="+", choices=("analyze", "plot", "report"), default=(),
                         help="run these stages even when they are up to date")
     parser.add_argument("--text-field", default=None, metavar="NAME",
@@ -451,7 +576,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     result = study(args.inputs, preset=args.preset, out=args.out, config=args.config,
                    train_preset=args.train_preset, lang=args.lang, target=args.target, redo=args.redo,
-                   quiet=args.quiet, level=args.level,
+                   quiet=args.quiet, level=args.level, seeds=args.seeds,
                    prepare_options={"text_field": args.text_field} if args.text_field else None)
     if args.quiet and result.completed:
         print(_where(result))

@@ -1156,3 +1156,50 @@ def compute_curve(points: Sequence[Mapping[str, Any]], context: TrainingLog | No
     ax.legend(loc="lower right", fontsize=9)
     _suptitle(fig, "Compute curve: final metric of each cooldown branch", "算力曲线：各退火分支的最终指标", lang)
     return fig
+
+
+def seed_bands(groups: Sequence[Mapping[str, Any]], metric: str, *, lang: str = "both") -> Figure:
+    """Runs that differ only in seed, one colour per configuration: left, each seed's curve (thin)
+    and the mean curve with the t interval of the mean across seeds; right, every seed's final
+    value and the group mean with its interval.
+
+    ``groups``: mappings with ``name``, ``curves`` (one ``(steps, values)`` per seed), ``band``
+    (``steps``, ``mean``, ``low``, ``high``, ``n``, ``level``) and ``final`` (``values``,
+    ``mean``, ``ci_low``, ``ci_high``; the intervals None for one seed)."""
+    lang = check_lang(lang)
+    fig, axes = new_figure(12, 5.4, 1, 2, gridspec_kw={"width_ratios": [2.6, 1]})
+    ax, ax_f = axes[0]
+    max_step = 1.0
+    level = next((g["band"]["level"] for g in groups), 0.95)
+    for i, g in enumerate(groups):
+        color = PALETTE[i % len(PALETTE)]
+        for steps, values in g["curves"]:
+            ax.plot(*thin(np.asarray(steps), np.asarray(values)), color=color, lw=0.7, alpha=0.35)
+            max_step = max(max_step, float(np.max(steps)))
+        b = g["band"]
+        n = b["n"]
+        ax.plot(b["steps"], b["mean"], color=color, lw=2.0,
+                label=f"{literal(g['name'])} " + label(f"(mean of {n} seeds)", f"（{n} 个种子的均值）", lang))
+        if n > 1:
+            ax.fill_between(b["steps"], b["low"], b["high"], color=color, alpha=0.2, lw=0)
+        f = g["final"]
+        ax_f.scatter([i] * len(f["values"]), f["values"], color=color, alpha=0.6, s=22, zorder=3)
+        if f.get("ci_low") is not None:
+            ax_f.errorbar([i + 0.18], [f["mean"]], yerr=[[f["mean"] - f["ci_low"]], [f["ci_high"] - f["mean"]]],
+                          color=color, marker="D", capsize=5, lw=2, zorder=4)
+        else:
+            ax_f.plot([i + 0.18], [f["mean"]], color=color, marker="D", zorder=4)
+    _steps_axis(ax, max_step, lang)
+    ax.set_ylabel(metric_label(metric, lang))
+    ax.set_title(title(f"Mean curve, shaded: {level:.0%} interval of the mean across seeds",
+                       f"均值曲线，阴影：跨种子均值的 {level:.0%} 区间", lang), fontsize=10)
+    ax.legend(loc="lower right", fontsize=9)
+    ax_f.set_xticks(range(len(groups)), [literal(g["name"]) for g in groups], rotation=20, ha="right")
+    ax_f.set_xlim(-0.5, len(groups) - 0.5)
+    ax_f.set_title(title("Final value of each seed; mean and interval", "各种子的最终值；均值与区间", lang,
+                         width=40), fontsize=10)
+    if "accuracy" in metric:
+        _percent(ax)
+        _percent(ax_f)
+    _suptitle(fig, "Across seeds: mean curve and spread", "多种子：均值曲线与离散程度", lang)
+    return fig
