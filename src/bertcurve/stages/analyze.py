@@ -672,9 +672,12 @@ def _forecast_sentences(res: dict, up: bool) -> list[str]:
     out.append(text + ".")
     failed = [r for r in res["backtests"]["ranking"] if r.get("failed_splits")]
     if failed:
-        out.append("Failed fits: " + "; ".join(
-            f"{r['model']} on the {f['fraction']:.0%} cut-off ({f['reason']})" for r in failed
-            for f in r["failed_splits"][:2]) + ".")
+        # One line however many cut-offs failed: the table and analysis.json hold every reason.
+        first = failed[0]["failed_splits"][0]
+        out.append("Fits that failed on backtest cut-offs: " + ", ".join(
+            f"{r['model']} on {len(r['failed_splits'])}" for r in failed)
+            + f" (for example {failed[0]['model']} on the {first['fraction']:.0%} cut-off: {first['reason']}); "
+            "the table gives every reason.")
     asym, word = res.get("asymptote"), res.get("asymptote_kind") or ("ceiling" if up else "floor")
     if asym is not None:
         if res.get("asymptote_at_bound"):
