@@ -475,7 +475,8 @@ def table_text(res: dict) -> str:
     """The comparison as a text table with Δ columns against the first source."""
     rows = res["rows"]
     names = [r["name"] for r in rows]
-    width = max(12, *(len(n) for n in names))
+    # wide enough for a Δ cell like "+0.0651 (+15.5%)" and the metric's name, so columns never run together
+    width = max(16, *(len(n) for n in names), *(len(str(r["metric"])) for r in rows))
     label_w = 32
     head = f"{'':<{label_w}}" + "".join(f"{n:>{width + 2}}" for n in names)
     head += "".join(f"{'Δ ' + n[:width - 2]:>{width + 2}}" for n in names[1:])
