@@ -7,6 +7,7 @@ Stages talk to each other only through these documented files (see
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 # ---------------------------------------------------------------- data dir
 # Written by `bertcurve prepare`, read by `bertcurve train`.
@@ -93,6 +94,27 @@ EXPORT_FORMAT = "bertcurve.stages.export/2"
 STUDY_DATA_DIR = "data"
 STUDY_RUN_DIR = "run"
 STUDY_STATE = "study.json"               # format "bertcurve.study/1": stages done, their inputs
+
+
+SEED_RUN_PREFIX = "run-seed"   # a study with --seeds: run-seed0/, run-seed1/, ...
+
+
+def seed_runs_of(folder: Path) -> list[Path]:
+    """The per-seed run dirs of a ``study --seeds`` folder, by seed; [] for anything else."""
+    if not folder.is_dir() or (folder / METRICS).exists() or (folder / STUDY_RUN_DIR / METRICS).exists():
+        return []
+    runs = [p for p in folder.glob(f"{SEED_RUN_PREFIX}*")
+            if p.name[len(SEED_RUN_PREFIX):].isdigit() and (p / METRICS).exists()]
+    return sorted(runs, key=lambda p: int(p.name[len(SEED_RUN_PREFIX):]))
+
+
+def resolve_runs(sources: Sequence[str | Path]) -> list[Path]:
+    """:func:`resolve_run` for each source, a ``study --seeds`` folder standing for all its seed runs."""
+    out: list[Path] = []
+    for source in sources:
+        path = Path(source).expanduser()
+        out.extend(seed_runs_of(path) or [resolve_run(path)])
+    return out
 
 
 def resolve_run(source: str | Path) -> Path:

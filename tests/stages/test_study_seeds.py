@@ -67,3 +67,22 @@ def test_seeds_are_parsed_and_bad_ones_refused(tmp_path, capsys):
     assert main(["study", "--seeds", "x", "--out", str(tmp_path / "t")]) == 2
     assert "--seeds 'x'" in capsys.readouterr().err
     assert not (tmp_path / "s").exists() and not (tmp_path / "t").exists()  # refused before anything is written
+
+
+def test_a_seeds_study_folder_stands_for_its_seed_runs(tmp_path):
+    """plot, report, compare and the dashboard take `studies/demo` for run-seed0, run-seed1, ..."""
+    import shutil
+    from pathlib import Path
+
+    from bertcurve import layout
+    from bertcurve.stages.compare import compare
+
+    runs = Path(__file__).parents[1] / "fixtures" / "what_if"
+    study = tmp_path / "study"
+    for seed, name in ((10, "cos800"), (2, "cos400")):
+        shutil.copytree(runs / name, study / f"run-seed{seed}")
+    (study / "run-seedx").mkdir()          # not a seed run: no number, no metrics
+    assert layout.resolve_runs([study]) == [study / "run-seed2", study / "run-seed10"]
+    assert layout.resolve_runs([study / "run-seed2"]) == [study / "run-seed2"]
+    res = compare([study], out=tmp_path / "comparison.json")
+    assert [r["name"] for r in res["rows"]] == ["run-seed2", "run-seed10"]

@@ -187,6 +187,7 @@ def compare(
     ``seed_figure`` (default ``seed_bands.png`` beside comparison.json; drawn without ``write``
     only when given), labelled in ``lang``.
     """
+    sources = layout.resolve_runs(sources)   # a study with --seeds stands for its seed runs
     if len(sources) < 2:
         raise UserError("compare needs at least two sources (runs or logs)")
     from bertcurve.curves import policy

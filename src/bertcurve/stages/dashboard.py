@@ -340,11 +340,10 @@ def make_server(sources: Sequence[str | Path], *, host: str = "127.0.0.1", port:
         raise UserError("give at least one run directory (or metrics.jsonl) to watch")
     if not 1 <= refresh_s <= 3600:
         raise UserError(f"--refresh {refresh_s} is out of range; use 1..3600 seconds")
-    from bertcurve.layout import resolve_run
+    from bertcurve.layout import resolve_runs
 
     paths = []
-    for s in sources:
-        p = resolve_run(s)
+    for p in resolve_runs(sources):
         if not p.exists():
             raise UserError(f"{p} does not exist; give a run directory (it may still be empty) or a log file")
         paths.append(p)

@@ -90,9 +90,9 @@ def plot(
 
     wanted = _wanted_figures(sources, fmt, lang, dpi, figures, target, level)
 
-    from bertcurve.layout import resolve_run
+    from bertcurve.layout import resolve_runs
 
-    sources = [resolve_run(s) for s in sources]
+    sources = resolve_runs(sources)
     logs = [load_log(s, step_col=step_col, metric_col=metric_col) for s in sources]
     out_dir = Path(out).expanduser() if out is not None else default_out(sources)
     if out_dir.exists() and not out_dir.is_dir():

@@ -895,6 +895,9 @@ def report(
     check_lang(lang)
     if not sources:
         raise UserError("give the run directory to report on (and optionally more runs to compare with)")
+    if out is None and len(sources) == 1 and layout.seed_runs_of(Path(sources[0]).expanduser()):
+        out = Path(sources[0]).expanduser()   # a study with --seeds: its report lives in the study folder
+    sources = layout.resolve_runs(sources)
     infos = [gather(s, metric=metric, target=target) for s in sources]
     main = infos[0]
     if out is not None:

@@ -34,7 +34,7 @@ from bertcurve.training.config import TrainConfig, build_config, load_run_config
 
 STUDY_FORMAT = "bertcurve.stages.study/1"
 STAGES = ("prepare", "train", "analyze", "plot", "report")
-SEED_RUN_PREFIX = "run-seed"   # run-seed0/, run-seed1/, ... with --seeds
+SEED_RUN_PREFIX = layout.SEED_RUN_PREFIX   # run-seed0/, run-seed1/, ... with --seeds
 
 
 def seed_run_dir(out_dir: Path, seed: int) -> Path:
