@@ -86,7 +86,7 @@ def parallel_coordinates(params: Sequence[str], rows: Sequence[Mapping[str, Any]
 
 
 def importances(scores: Mapping[str, float], *, lang: str = "both") -> Figure:
-    """Optuna's parameter importances (fANOVA) as horizontal bars."""
+    """Optuna's parameter importances (its default evaluator) as horizontal bars."""
     fig, axes = new_figure(7, 0.5 * len(scores) + 1.6)
     ax = axes[0][0]
     names = list(scores)[::-1]
