@@ -166,17 +166,27 @@ def rates_of(schedule: Mapping[str, Any]) -> np.ndarray:
     return np.array(rates_per_step(schedule))
 
 
-def forecast_final(steps: np.ndarray, values: np.ndarray, schedule: Mapping[str, Any], *,
-                   rising: bool, level: float, bounds: tuple[float | None, float | None]
-                   ) -> tuple[float, float, float] | None:
-    """(value, low, high) of the metric at the schedule's last step, or None when the curve so
-    far cannot support an honest interval (too few points, or no backtest possible yet)."""
-    rates = rates_of(schedule)
-    last = int(schedule["max_steps"])
+def fit_curve(steps: np.ndarray, values: np.ndarray, schedule: Mapping[str, Any], *, rising: bool,
+              bounds: tuple[float | None, float | None]) -> law.LawFit | None:
+    """The schedule law fitted to a trial's curve so far (None when the points cannot support it)."""
     try:
-        fit = law.fit_law(steps, values, rates, rising=rising, bootstrap=40, bounds=bounds)
+        return law.fit_law(steps, values, rates_of(schedule), rising=rising, bootstrap=40, bounds=bounds)
     except ValueError:
         return None
+
+
+def forecast_final(steps: np.ndarray, values: np.ndarray, schedule: Mapping[str, Any], *,
+                   rising: bool, level: float, bounds: tuple[float | None, float | None],
+                   fit: law.LawFit | None = None) -> tuple[float, float, float] | None:
+    """(value, low, high) of the metric at the schedule's last step, or None when the curve so
+    far cannot support an honest interval (too few points, or no backtest possible yet).
+    ``fit``: the curve's :func:`fit_curve`, when already made."""
+    rates = rates_of(schedule)
+    last = int(schedule["max_steps"])
+    if fit is None:
+        fit = fit_curve(steps, values, schedule, rising=rising, bounds=bounds)
+        if fit is None:
+            return None
     got = law.forecast_at(fit, steps, values, rates, rates, last, level=level, bounds=bounds)
     if got.backtest is None:
         return None
@@ -276,19 +286,23 @@ class ForecastPruner(_pruner_base()):
 
         # Every measure of the model error that exists must agree: a curve on a plateau
         # backtests well on itself, yet finished trials may have broken out of that plateau.
-        own = forecast_final(steps, curve, schedule, rising=maximize, level=self.level, bounds=bounds)
+        fit = fit_curve(steps, curve, schedule, rising=maximize, bounds=bounds)
+        if fit is None:
+            return False
+        own = forecast_final(steps, curve, schedule, rising=maximize, level=self.level, bounds=bounds, fit=fit)
         if own is not None and not hopeless(own, "own backtest"):
             return False
-        borrowed = self._calibrated_forecast(finished, steps, curve, schedule, maximize, bounds)
+        borrowed = self._calibrated_forecast(finished, steps, curve, schedule, maximize, bounds, fit)
         if borrowed is not None:
             return hopeless(borrowed, "finished trials")
         return own is not None
 
     def _calibrated_forecast(self, finished: list, steps: np.ndarray, curve: np.ndarray,
                              schedule: Mapping[str, Any], maximize: bool,
-                             bounds: tuple[float | None, float | None]) -> tuple[float, float, float] | None:
-        """(value, low, high) at the last step with the model error of finished trials
-        forecast from the same share of their steps; None with too few of them."""
+                             bounds: tuple[float | None, float | None],
+                             fit: law.LawFit) -> tuple[float, float, float] | None:
+        """(value, low, high) at the last step from ``fit`` with the model error of finished
+        trials forecast from the same share of their steps; None with too few of them."""
         last = int(schedule["max_steps"])
         fraction = round(float(steps[-1]) / last, 4)
         errors = []
@@ -305,15 +319,9 @@ class ForecastPruner(_pruner_base()):
         if len(errors) < self.min_calibration:
             return None
         rates = rates_of(schedule)
-        try:
-            fit = law.fit_law(steps, curve, rates, rising=maximize, bootstrap=40, bounds=bounds)
-        except ValueError:
-            return None
-        areas = law.schedule_areas(rates, fit.momentum)
-        value = float(fit.predict(areas, [last])[0])
-        lo, hi = law.prediction_interval(fit, areas, [last], self.level,
-                                         extra_sd=error_sd_bound(errors, self.confidence))
-        return value, float(lo[0]), float(hi[0])
+        got = law.forecast_at(fit, steps, curve, rates, rates, last, level=self.level,
+                              model_error=error_sd_bound(errors, self.confidence))
+        return got.value, got.low, got.high
 
 
 def trial_record(run_dir: Path, state: str, **fields: Any) -> None:

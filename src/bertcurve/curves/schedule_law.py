@@ -241,19 +241,24 @@ class LawForecast:
 
 def forecast_at(fit: LawFit, steps: Sequence[int], values: Sequence[float], lr_per_step: Sequence[float],
                 new_lr_per_step: Sequence[float], at: int, *, level: float, observation: bool = True,
-                shape_changed: bool = False,
-                bounds: tuple[float | None, float | None] = (None, None)) -> LawForecast:
+                shape_changed: bool = False, bounds: tuple[float | None, float | None] = (None, None),
+                model_error: float | None = None) -> LawForecast:
     """Predict the metric at step ``at`` of the schedule ``new_lr_per_step`` from ``fit``
     (fitted to ``values`` at ``steps`` of ``lr_per_step``), with an honest interval.
 
     The interval combines the fit's bootstrap spread, the evaluation noise (``observation``)
-    and the model error: the run's own backtest error grown to this horizon, plus the
-    published cross-schedule error when the decay shape changes. It is clipped to
-    ``bounds``, the metric's possible values.
+    and the model error: the run's own backtest error grown to this horizon (or
+    ``model_error``, a standard deviation measured elsewhere, when given: then no backtest
+    is made), plus the published cross-schedule error when the decay shape changes. It is
+    clipped to ``bounds``, the metric's possible values.
     """
     rising = fit.sign < 0
-    backtest = backtest_error(steps, values, lr_per_step, rising=rising, bounds=bounds)
-    extra = model_error_sd(backtest, max(0.0, at - float(np.max(steps))))
+    backtest = None
+    if model_error is None:
+        backtest = backtest_error(steps, values, lr_per_step, rising=rising, bounds=bounds)
+        extra = model_error_sd(backtest, max(0.0, at - float(np.max(steps))))
+    else:
+        extra = model_error
     if shape_changed:
         extra = math.hypot(extra, SHAPE_CHANGE_REL_SD * abs(fit.params[0]))
     areas = schedule_areas(new_lr_per_step, fit.momentum)
