@@ -39,6 +39,7 @@ from bertcurve.fsutil import write_result_json
 from bertcurve.curves.logs import load_log
 from bertcurve.training.config import RunConfig, run_config_in, to_dict
 from bertcurve.training.schedule import stable_phase_end
+from bertcurve.training.trackers import flatten
 
 # (key, label, format) of the headline rows, in table order.
 ROWS: list[tuple[str, str, str]] = [
@@ -258,19 +259,10 @@ _NOT_THE_CONFIGURATION = {"seed", "eval.eval_every", "eval.log_every", "eval.sav
                           "eval.keep"}
 
 
-def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(obj, dict):
-        return {prefix: tuple(obj) if isinstance(obj, list) else obj}
-    out: dict[str, Any] = {}
-    for key, value in obj.items():
-        out.update(_flat(value, f"{prefix}.{key}" if prefix else key))
-    return out
-
-
 def settings_minus_seed(cfg: RunConfig) -> dict[str, Any]:
     """A run's configuration as flat dotted settings, without the seed and the logging and
     checkpoint cadences, plus what says which data it saw (tokenizer and held-out set)."""
-    flat = {k: v for k, v in _flat(to_dict(cfg.train)).items() if k not in _NOT_THE_CONFIGURATION}
+    flat = {k: v for k, v in flatten(to_dict(cfg.train)).items() if k not in _NOT_THE_CONFIGURATION}
     flat["tokenizer_sha256"] = cfg.tokenizer_sha256
     flat["eval_set.fingerprint"] = cfg.eval_set.fingerprint
     return flat
