@@ -88,12 +88,14 @@ def choose_metric(log: TrainingLog, metric: str | None) -> str:
 LOSS_CURVE_MAX_POINTS = 5000
 
 
-def loss_curve(log: TrainingLog, metric: str, forecast_steps: Sequence[float], level: float) -> dict | None:
+def loss_curve(log: TrainingLog, metric: str, forecast_steps: Sequence[float], level: float,
+               schedule: np.ndarray | None = None) -> dict | None:
     """Learning-curve fits of the loss beside the analysed metric (L_inf + A t^-alpha and the others).
 
     Only when the analysed metric is not itself a loss. A long loss log is thinned to
     ``LOSS_CURVE_MAX_POINTS`` evenly spaced points: the curve's shape is all this block
-    is for, and it keeps a 100,000-point analysis within its time budget.
+    is for, and it keeps a 100,000-point analysis within its time budget. ``schedule``: the
+    run's planned learning rate per step, when known (see :func:`analyze`).
     """
     if policy.direction_from_name(metric) == -1:
         return None
@@ -107,7 +109,7 @@ def loss_curve(log: TrainingLog, metric: str, forecast_steps: Sequence[float], l
         thinned = f"fitted on {keep.size:,} of {len(series):,} evenly spaced points"
         steps, values = steps[keep], values[keep]
     fc = policy.fit_and_choose(steps, values, direction=-1, limits=policy.limits_for(name), level=level,
-                               schedule=planned_schedule(log))
+                               schedule=schedule)
     block = forecast_block(fc)
     return {
         "metric": name,
@@ -436,8 +438,9 @@ def analyze(
     boot = _bootstrap_pearson(steps, values, bootstrap, level, seed, notes)
 
     # -- curve fits, backtests, the forecast
+    schedule = planned_schedule(log)   # the run's plan, when its config gives one
     fc = policy.fit_and_choose(steps, values, direction=direction, limits=limits, level=level,
-                               schedule=planned_schedule(log))
+                               schedule=schedule)
     if np.any(steps <= 0):
         notes.append(f"curve fits leave out {int(np.sum(steps <= 0))} point(s) at step <= 0 (t^-c and ln t need t > 0)")
     best_in_sample = max((f for f in fc.fits.values() if f.converged and f.model != "linear"),
@@ -476,7 +479,7 @@ def analyze(
         "phases": phases(steps, values),
         "lr_schedule": lr_info,
         "headline": headline(log, name, series),
-        "loss_curve": loss_curve(log, name, forecast_steps, level),
+        "loss_curve": loss_curve(log, name, forecast_steps, level, schedule),
         "constant_guess_accuracy": _constant_guess(log, notes),
     }
     if what_if_steps is not None:
