@@ -111,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         at, at_se = mean_se([m["at_mask"] for m in rows[name]])
         fill = statistics.fmean([m["fill"] for m in rows[name]])
         print(f"{name:12s} {acc:9.4f} ± {acc_se:.4f} {at:10.4f} ± {at_se:.4f} {fill:5.1f}")
+    base = names[0]
+    for name in names[1:]:   # paired by seed against the first recipe, the baseline of this run
+        diff, diff_se = mean_se([m["acc"] - b["acc"] for m, b in zip(rows[name], rows[base])])
+        ratio = statistics.fmean(m["acc"] for m in rows[name]) / statistics.fmean(b["acc"] for b in rows[base])
+        print(f"{name} vs {base}: held-out accuracy {diff:+.4f} (paired SE {diff_se:.4f}), {ratio:.3f}x")
     return 0
 
 
