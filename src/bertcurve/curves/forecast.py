@@ -61,6 +61,11 @@ SEEN_ANNEALING = 0.9
 UNSEEN_ANNEALING = 0.5
 
 
+#: Where the fitted points saw no annealing, the share of the unidentified gain (between none and the
+#: law's limit L0, scaled by how far the planned rate falls) the law's point forecast takes: the
+#: centre of the range, the point that minimises the worst-case error over it.
+UNIDENTIFIED_GAIN_SHARE = 0.5
+
 #: Name of the schedule-aware candidate in weights, rankings and backtests.
 SCHEDULE_LAW = "schedule_law"
 #: A planned schedule is stored in analysis.json as at most this many (step, rate) knots.
@@ -83,11 +88,21 @@ class ScheduleLawFit:
     n: int = 0
     lower: float | None = None
     upper: float | None = None
+    annealing_seen: bool = True        # did the fitted points see the rate fall (else C is not identified)
+    fitted_last_step: float = math.nan  # the last step the law was fitted on
 
     def predict(self, steps: Sequence[float] | np.ndarray) -> np.ndarray:
         """The law at ``steps`` (NaN before step 1 or without a fit). Past the end of the planned
         schedule the run has stopped, so the law holds its value there: steps the plan does not
-        contain buy nothing (a longer run is a different plan: ``analyze --what-if-steps``)."""
+        contain buy nothing (a longer run is a different plan: ``analyze --what-if-steps``).
+
+        When the fitted points saw no annealing, the law's C is not identified (it was fixed at 0):
+        the gain of the annealing still to come lies anywhere between none and all the way to the
+        limit L0 (the interval's better edge, :meth:`CurveForecast.interval`). At a step past the
+        fitted ones where the planned rate has fallen to a share ``eta`` of its peak, the law then
+        predicts the centre of that range scaled by how far the rate fell,
+        ``no_gain - (no_gain - L0) * (1 - eta) / 2`` (the centre minimises the worst-case error
+        over a range the log cannot narrow; :data:`UNIDENTIFIED_GAIN_SHARE`; :meth:`gain_taken`)."""
         s = np.asarray(steps, dtype=np.float64).reshape(-1)
         out = np.full(s.shape, np.nan)
         if not self.converged:
@@ -95,8 +110,28 @@ class ScheduleLawFit:
         idx = np.minimum(np.round(s).astype(np.int64), self.areas.last_step)
         ok = idx >= 1
         if ok.any():
-            out[ok] = self.law.predict(self.areas, idx[ok])
+            out[ok] = self.law.predict(self.areas, idx[ok]) - self._gain_taken(idx[ok])
         return _clip(out, Limits(self.lower, self.upper))
+
+    def gain_taken(self, steps: Sequence[float] | np.ndarray) -> np.ndarray:
+        """How much of the unidentified annealing gain :meth:`predict` took at ``steps``, in the
+        metric's units (positive for a falling metric, negative for a rising one; 0 where the fit
+        saw annealing, at steps it saw, before the peak, or where the rate has not fallen)."""
+        s = np.asarray(steps, dtype=np.float64).reshape(-1)
+        if not self.converged:
+            return np.zeros(s.shape)
+        idx = np.minimum(np.maximum(np.round(s).astype(np.int64), 1), self.areas.last_step)
+        return self._gain_taken(idx)
+
+    def _gain_taken(self, idx: np.ndarray) -> np.ndarray:
+        if self.annealing_seen or not math.isfinite(self.fitted_last_step):
+            return np.zeros(idx.shape)
+        no_gain = self.law.predict(self.areas, idx)
+        peak_at = int(np.argmax(self.schedule))
+        eta = self.schedule[idx] / float(self.schedule[peak_at])
+        after = (idx > self.fitted_last_step) & (idx > peak_at)
+        limit = self.law.sign * self.law.params[0]
+        return np.where(after, UNIDENTIFIED_GAIN_SHARE * (no_gain - limit) * np.clip(1.0 - eta, 0.0, 1.0), 0.0)
 
     def confidence_interval(self, steps: Sequence[float] | np.ndarray, level: float = DEFAULT_LEVEL) -> Band:
         """The law's own uncertainty about the curve: the standard error of a mean of its residuals
@@ -118,7 +153,8 @@ class ScheduleLawFit:
                 "law": self.law.as_dict() if self.converged else None,
                 "sign": self.law.sign if self.converged else None,
                 "schedule_knots": [[int(i), float(self.schedule[i])] for i in knots],
-                "lower": self.lower, "upper": self.upper}
+                "lower": self.lower, "upper": self.upper, "annealing_seen": self.annealing_seen,
+                "fitted_last_step": self.fitted_last_step if math.isfinite(self.fitted_last_step) else None}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ScheduleLawFit":
@@ -135,7 +171,8 @@ class ScheduleLawFit:
                          n_points=int(p["points"]))
         return cls(SCHEDULE_LAW, True, d.get("message", ""), law=fit,
                    areas=law.schedule_areas(schedule, fit.momentum), schedule=schedule, n=int(d.get("n", 0)),
-                   lower=d.get("lower"), upper=d.get("upper"))
+                   lower=d.get("lower"), upper=d.get("upper"), annealing_seen=bool(d.get("annealing_seen", True)),
+                   fitted_last_step=float(d.get("fitted_last_step") or math.nan))
 
 
 def fit_schedule_law(steps: np.ndarray, values: np.ndarray, schedule: np.ndarray, *, direction: int,
@@ -155,8 +192,13 @@ def fit_schedule_law(steps: np.ndarray, values: np.ndarray, schedule: np.ndarray
                           rising=direction > 0, bootstrap=0, bounds=(limits.lower, limits.upper))
     except ValueError as exc:
         return ScheduleLawFit(SCHEDULE_LAW, False, str(exc), n=n, **base)
-    return ScheduleLawFit(SCHEDULE_LAW, True, f"converged (momentum {fit.momentum})", law=fit,
-                          areas=law.schedule_areas(schedule, fit.momentum), n=n, **base)
+    areas = law.schedule_areas(schedule, fit.momentum)
+    fitted = np.round(s[keep]).astype(np.int64)
+    # _fit_params fixes C at 0 when the points carry no annealing area: then the gain is unidentified.
+    seen = bool(np.max(areas.annealing[fitted]) >= 1e-6)
+    return ScheduleLawFit(SCHEDULE_LAW, True, f"converged (momentum {fit.momentum})"
+                          + ("" if seen else "; no annealing seen, so its gain is taken as half the unidentified range"),
+                          law=fit, areas=areas, n=n, annealing_seen=seen, fitted_last_step=float(fitted.max()), **base)
 
 
 @dataclass(frozen=True)
@@ -238,6 +280,15 @@ class CurveForecast:
         centre = self.predict(s)
         half = self.half_width(s, level)
         low, high = centre - half, centre + half
+        # The law's point forecast took part of an unidentified annealing gain (ScheduleLawFit.predict);
+        # the worse edge keeps the no-gain side of that range inside the interval.
+        law_w = self.weights.get(SCHEDULE_LAW, 0.0)
+        if law_w > 0 and self.schedule_fit is not None:
+            shift = law_w * np.nan_to_num(self.schedule_fit.gain_taken(s), nan=0.0)
+            if self.direction < 0:
+                high = high + shift
+            else:
+                low = low + shift
         reach = self.unseen_annealing(s)
         best = self.annealing_reach() if reach.any() else math.nan
         if math.isfinite(best):
