@@ -21,7 +21,9 @@ How it works (docs/analysis.md has the reasoning):
    schedule-aware law (:mod:`bertcurve.curves.schedule_law`) is one more candidate, fitted and
    backtested like the families (it needs :data:`LAW_MIN_POINTS` points). Where the schedule
    anneals after the fitted points and those points saw no annealing, the gain is not identified
-   by the log, and the interval's better edge reaches to the law's limit (:meth:`CurveForecast.interval`).
+   by the log: the law's point forecast takes the centre of the open range (half the way to its
+   limit, scaled by how far the rate falls: :meth:`ScheduleLawFit.predict`), and the interval spans
+   the whole range, from the no-gain forecast to the law's limit (:meth:`CurveForecast.interval`).
 """
 
 from __future__ import annotations
@@ -112,6 +114,14 @@ class ScheduleLawFit:
         if ok.any():
             out[ok] = self.law.predict(self.areas, idx[ok]) - self._gain_taken(idx[ok])
         return _clip(out, Limits(self.lower, self.upper))
+
+    @property
+    def decay_unidentified(self) -> bool:
+        """The plan lowers the rate after the fitted steps, and the fitted points saw no annealing."""
+        if not self.converged or self.annealing_seen or not math.isfinite(self.fitted_last_step):
+            return False
+        ahead = self.schedule[int(self.fitted_last_step) + 1:]
+        return bool(ahead.size and float(np.min(ahead)) < float(np.max(self.schedule)))
 
     def gain_taken(self, steps: Sequence[float] | np.ndarray) -> np.ndarray:
         """How much of the unidentified annealing gain :meth:`predict` took at ``steps``, in the
@@ -544,6 +554,10 @@ def build_forecast(steps: np.ndarray, values: np.ndarray, *, direction: int, lim
     weights = {m: w / total for m, w in sorted(raw.items(), key=lambda kv: -kv[1])} if total > 0 else {}
     ranking = _ranking(candidates, members, rows, scores, imputed, weights)
     reason = _reason(rule, weights, ranking, fractions)
+    if sched_fit is not None and SCHEDULE_LAW in weights and sched_fit.decay_unidentified:
+        reason += ("; the fitted points saw no annealing, so the gain of the planned decay is not identified: "
+                   f"{SCHEDULE_LAW} takes half of the range between no gain and its limit L0 (scaled by how far "
+                   "the rate falls), and the interval spans the whole range")
     calib = _calibration(bt_steps, bt_values, fractions, weights, split_fits, direction, limits)
     pos = steps[steps > 0]
     return CurveForecast(direction=direction, limits=limits, level=level, fits=fits, backtests=rows,
