@@ -192,6 +192,25 @@ def test_unseen_cooldown_takes_half_the_open_gain_and_the_interval_spans_it():
     assert "no annealing" in fc.reason and "half" in fc.reason
 
 
+def test_unseen_cooldown_of_a_rising_metric_takes_the_gain_upwards():
+    # The same rule for an accuracy: the gain is upwards, and the interval's lower edge keeps the
+    # no-gain forecast.
+    schedule = _wsd()
+    steps = np.arange(100, 20001, 100).astype(float)
+    acc = 1.0 - _law_curve(schedule, steps, np.random.default_rng(8), c=5e-5) / 4
+    seen = steps <= 10000
+    fc = policy.fit_and_choose(steps[seen], acc[seen], direction=1, limits=policy.limits_for("accuracy"),
+                               schedule=schedule)
+    end = steps[steps >= 19000]
+    truth = acc[steps >= 19000]
+    taken = fc.schedule_fit.gain_taken(end)
+    assert fc.weights.get("schedule_law", 0) > 0 and np.all(taken < 0)
+    no_gain = fc.predict(end) + fc.weights["schedule_law"] * taken
+    assert abs(fc.predict(end).mean() - truth.mean()) < abs(no_gain.mean() - truth.mean())
+    band = fc.interval(end)
+    assert np.all(band.low <= no_gain) and np.all(band.high >= truth)
+
+
 def test_a_seen_decay_or_a_constant_plan_leaves_the_law_unchanged():
     # The rule is for an unidentified gain only: a run that has seen its cosine decay, and a run
     # whose plan never anneals, forecast exactly what the law says, and the reason is silent.
