@@ -29,7 +29,7 @@ How it works (docs/analysis.md has the reasoning):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -206,9 +206,12 @@ def fit_schedule_law(steps: np.ndarray, values: np.ndarray, schedule: np.ndarray
     fitted = np.round(s[keep]).astype(np.int64)
     # _fit_params fixes C at 0 when the points carry no annealing area: then the gain is unidentified.
     seen = bool(np.max(areas.annealing[fitted]) >= 1e-6)
-    return ScheduleLawFit(SCHEDULE_LAW, True, f"converged (momentum {fit.momentum})"
-                          + ("" if seen else "; no annealing seen, so its gain is taken as half the unidentified range"),
-                          law=fit, areas=areas, n=n, annealing_seen=seen, fitted_last_step=float(fitted.max()), **base)
+    out = ScheduleLawFit(SCHEDULE_LAW, True, f"converged (momentum {fit.momentum})", law=fit, areas=areas, n=n,
+                         annealing_seen=seen, fitted_last_step=float(fitted.max()), **base)
+    if out.decay_unidentified:
+        out = replace(out, message=out.message + "; no annealing seen before the planned decay, so the forecast "
+                                                 "takes half of its unidentified gain")
+    return out
 
 
 @dataclass(frozen=True)
