@@ -22,7 +22,8 @@ How it works (docs/analysis.md has the reasoning):
    backtested like the families (it needs :data:`LAW_MIN_POINTS` points). Where the schedule
    anneals after the fitted points and those points saw no annealing, the gain is not identified
    by the log: the law's point forecast takes the centre of the open range (half the way to its
-   limit, scaled by how far the rate falls: :meth:`ScheduleLawFit.predict`), and the interval spans
+   limit, scaled by how far the rate has fallen, with the law's lag: :meth:`ScheduleLawFit.predict`),
+   and the interval spans
    the whole range, from the no-gain forecast to the law's limit (:meth:`CurveForecast.interval`).
 """
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
@@ -67,6 +69,9 @@ UNSEEN_ANNEALING = 0.5
 #: law's limit L0, scaled by how far the planned rate falls) the law's point forecast takes: the
 #: centre of the range, the point that minimises the worst-case error over it.
 UNIDENTIFIED_GAIN_SHARE = 0.5
+#: ... and the gain builds up after a drop of the rate with the annealing momentum of Tissue et al.
+#: (2024), who use 0.999: without annealing in the points, the fitted momentum is not identified either.
+UNIDENTIFIED_MOMENTUM = 0.999
 
 #: Name of the schedule-aware candidate in weights, rankings and backtests.
 SCHEDULE_LAW = "schedule_law"
@@ -101,10 +106,11 @@ class ScheduleLawFit:
         When the fitted points saw no annealing, the law's C is not identified (it was fixed at 0):
         the gain of the annealing still to come lies anywhere between none and all the way to the
         limit L0 (the interval's better edge, :meth:`CurveForecast.interval`). At a step past the
-        fitted ones where the planned rate has fallen to a share ``eta`` of its peak, the law then
-        predicts the centre of that range scaled by how far the rate fell,
-        ``no_gain - (no_gain - L0) * (1 - eta) / 2`` (the centre minimises the worst-case error
-        over a range the log cannot narrow; :data:`UNIDENTIFIED_GAIN_SHARE`; :meth:`gain_taken`)."""
+        fitted ones, the law then predicts the centre of that range scaled by how far the planned
+        rate has fallen below its peak, ``no_gain - (no_gain - L0) * fallen / 2``, where ``fallen``
+        is ``1 - eta`` (``eta`` the rate over its peak) reached with the law's own lag after each drop
+        (:meth:`_rate_fallen`). The centre minimises the worst-case error over a range the log cannot
+        narrow (:data:`UNIDENTIFIED_GAIN_SHARE`; :meth:`gain_taken`)."""
         s = np.asarray(steps, dtype=np.float64).reshape(-1)
         out = np.full(s.shape, np.nan)
         if not self.converged:
@@ -137,11 +143,19 @@ class ScheduleLawFit:
         if self.annealing_seen or not math.isfinite(self.fitted_last_step):
             return np.zeros(idx.shape)
         no_gain = self.law.predict(self.areas, idx)
-        peak_at = int(np.argmax(self.schedule))
-        eta = self.schedule[idx] / float(self.schedule[peak_at])
-        after = (idx > self.fitted_last_step) & (idx > peak_at)
+        after = idx > self.fitted_last_step
         limit = self.law.sign * self.law.params[0]
-        return np.where(after, UNIDENTIFIED_GAIN_SHARE * (no_gain - limit) * np.clip(1.0 - eta, 0.0, 1.0), 0.0)
+        fallen = np.clip(self._rate_fallen[idx], 0.0, 1.0)
+        return np.where(after, UNIDENTIFIED_GAIN_SHARE * (no_gain - limit) * fallen, 0.0)
+
+    @cached_property
+    def _rate_fallen(self) -> np.ndarray:
+        """Per step, how far the planned rate has fallen below its peak (0..1), with the law's lag:
+        (1 - lam) * S2 at the paper's momentum lam = UNIDENTIFIED_MOMENTUM, which tends to 1 - eta a
+        few 1 / (1 - lam) steps after a drop (the fitted momentum is as unidentified as C here)."""
+        from bertcurve.curves import schedule_law as law
+
+        return (1.0 - UNIDENTIFIED_MOMENTUM) * law.schedule_areas(self.schedule, UNIDENTIFIED_MOMENTUM).annealing
 
     def confidence_interval(self, steps: Sequence[float] | np.ndarray, level: float = DEFAULT_LEVEL) -> Band:
         """The law's own uncertainty about the curve: the standard error of a mean of its residuals
