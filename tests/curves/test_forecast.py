@@ -211,6 +211,27 @@ def test_unseen_cooldown_of_a_rising_metric_takes_the_gain_upwards():
     assert np.all(band.low <= no_gain) and np.all(band.high >= truth)
 
 
+def test_an_unseen_step_drop_buys_its_gain_over_the_laws_lag_not_at_once():
+    # A two-stage plan (the rate drops to 30 % at step 12000), fitted before the drop: the gain the
+    # forecast takes builds up over about 1 / (1 - 0.999) steps after the drop, towards half of the
+    # open range times the 70 % fall.
+    from bertcurve.curves import forecast as fcm
+
+    schedule = np.full(20001, 1e-3)
+    schedule[:201] = np.linspace(0, 1e-3, 201)
+    schedule[12000:] = 3e-4
+    steps = np.arange(100, 10001, 100).astype(float)
+    y = _law_curve(schedule, steps, np.random.default_rng(13), c=5e-5)
+    law = fcm.fit_schedule_law(steps, y, schedule, direction=-1, limits=policy.limits_for("loss"))
+    assert law.converged and law.decay_unidentified
+    at = np.array([11999.0, 12010.0, 13000.0, 19000.0])
+    taken = law.gain_taken(at)
+    open_range = law.law.predict(law.areas, at.astype(int)) - law.law.params[0]
+    assert taken[0] == 0 and 0 < taken[1] < 0.02 * open_range[1]
+    assert taken[1] < taken[2] < taken[3] <= 0.5 * 0.7 * open_range[3] + 1e-12
+    assert taken[3] > 0.99 * 0.5 * 0.7 * open_range[3]
+
+
 def test_a_seen_decay_or_a_constant_plan_leaves_the_law_unchanged():
     # The rule is for an unidentified gain only: a run that has seen its cosine decay, and a run
     # whose plan never anneals, forecast exactly what the law says, and the reason is silent.
