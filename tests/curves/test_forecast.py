@@ -155,27 +155,100 @@ def test_a_known_schedule_makes_the_law_a_candidate_and_foresees_the_decay():
     assert np.all(band.low <= y[end].mean() + 0.01) and np.all(band.high >= y[end].mean() - 0.01)
 
 
-def test_unseen_cooldown_widens_the_better_edge_of_the_interval():
-    # Warm-up-stable-decay: seen only in its stable phase, the cooldown's gain is unknown; the
-    # interval at the end reaches down towards the fitted limit instead of ending above the truth
-    # (a cooldown worth about 0.05, which leaves the loss above the law's limit L0).
-    rng = np.random.default_rng(8)
-    last = 20000
+def _wsd(last: int = 20000, decay_from: int = 16000) -> np.ndarray:
     schedule = np.full(last + 1, 1e-3)
     schedule[:201] = np.linspace(0, 1e-3, 201)
-    schedule[16000:] = np.linspace(1e-3, 1e-5, last + 1 - 16000)
-    steps = np.arange(100, last + 1, 100).astype(float)
+    schedule[decay_from:] = np.linspace(1e-3, 1e-5, last + 1 - decay_from)
+    return schedule
+
+
+def test_unseen_cooldown_takes_half_the_open_gain_and_the_interval_spans_it():
+    # Warm-up-stable-decay seen only in its stable phase: the cooldown's gain is not identified
+    # (the law's C is fixed at 0). The law's point forecast takes the centre of the open range
+    # (between no gain and its limit L0), which is closer to the truth (a cooldown worth about 0.05)
+    # than no gain; the interval still spans from the no-gain forecast down towards the limit;
+    # the reason says so.
+    rng = np.random.default_rng(8)
+    schedule = _wsd()
+    steps = np.arange(100, 20001, 100).astype(float)
     y = _law_curve(schedule, steps, rng, c=5e-5)
     seen = steps <= 10000
     fc = policy.fit_and_choose(steps[seen], y[seen], direction=-1, limits=policy.limits_for("loss"),
                                schedule=schedule)
+    law = fc.schedule_fit
     end = steps[steps >= 19000]
-    assert y[steps >= 19000].mean() < fc.predict(end).mean() - 0.03   # the forecast cannot see the gain
+    truth = y[steps >= 19000]
+    assert not law.annealing_seen and fc.weights.get("schedule_law", 0) > 0
+    taken = law.gain_taken(end)
+    assert np.all(taken > 0) and not law.gain_taken(np.array([5000.0, 12000.0])).any()   # only after the decay starts
+    no_gain = fc.predict(end) + fc.weights["schedule_law"] * taken
+    assert truth.mean() < no_gain.mean() - 0.03                       # no gain misses the cooldown
+    assert abs(fc.predict(end).mean() - truth.mean()) < abs(no_gain.mean() - truth.mean())
     assert fc.unseen_annealing(end).all() and not fc.unseen_annealing(np.array([12000.0])).any()
     band = fc.interval(end)
-    assert np.all(band.low <= y[steps >= 19000])
+    assert np.all(band.low <= truth) and np.all(band.high >= no_gain)
     plain = policy.fit_and_choose(steps[seen], y[seen], direction=-1, limits=policy.limits_for("loss"))
     assert band.low.mean() < plain.interval(end).low.mean()
+    assert "no annealing" in fc.reason and "half" in fc.reason
+
+
+def test_unseen_cooldown_of_a_rising_metric_takes_the_gain_upwards():
+    # The same rule for an accuracy: the gain is upwards, and the interval's lower edge keeps the
+    # no-gain forecast.
+    schedule = _wsd()
+    steps = np.arange(100, 20001, 100).astype(float)
+    acc = 1.0 - _law_curve(schedule, steps, np.random.default_rng(8), c=5e-5) / 4
+    seen = steps <= 10000
+    fc = policy.fit_and_choose(steps[seen], acc[seen], direction=1, limits=policy.limits_for("accuracy"),
+                               schedule=schedule)
+    end = steps[steps >= 19000]
+    truth = acc[steps >= 19000]
+    taken = fc.schedule_fit.gain_taken(end)
+    assert fc.weights.get("schedule_law", 0) > 0 and np.all(taken < 0)
+    no_gain = fc.predict(end) + fc.weights["schedule_law"] * taken
+    assert abs(fc.predict(end).mean() - truth.mean()) < abs(no_gain.mean() - truth.mean())
+    band = fc.interval(end)
+    assert np.all(band.low <= no_gain) and np.all(band.high >= truth)
+
+
+def test_an_unseen_step_drop_buys_its_gain_over_the_laws_lag_not_at_once():
+    # A two-stage plan (the rate drops to 30 % at step 12000), fitted before the drop: the gain the
+    # forecast takes builds up over about 1 / (1 - 0.999) steps after the drop, towards half of the
+    # open range times the 70 % fall.
+    from bertcurve.curves import forecast as fcm
+
+    schedule = np.full(20001, 1e-3)
+    schedule[:201] = np.linspace(0, 1e-3, 201)
+    schedule[12000:] = 3e-4
+    steps = np.arange(100, 10001, 100).astype(float)
+    y = _law_curve(schedule, steps, np.random.default_rng(13), c=5e-5)
+    law = fcm.fit_schedule_law(steps, y, schedule, direction=-1, limits=policy.limits_for("loss"))
+    assert law.converged and law.decay_unidentified
+    at = np.array([11999.0, 12010.0, 13000.0, 19000.0])
+    taken = law.gain_taken(at)
+    open_range = law.law.predict(law.areas, at.astype(int)) - law.law.params[0]
+    assert taken[0] == 0 and 0 < taken[1] < 0.02 * open_range[1]
+    assert taken[1] < taken[2] < taken[3] <= 0.5 * 0.7 * open_range[3] + 1e-12
+    assert taken[3] > 0.99 * 0.5 * 0.7 * open_range[3]
+
+
+def test_a_seen_decay_or_a_constant_plan_leaves_the_law_unchanged():
+    # The rule is for an unidentified gain only: a run that has seen its cosine decay, and a run
+    # whose plan never anneals, forecast exactly what the law says, and the reason is silent.
+    from bertcurve.curves import schedule_law as sl
+
+    rng = np.random.default_rng(11)
+    for schedule, upto in ((_cosine(20000), 10000), (_wsd(decay_from=20000), 10000)):
+        steps = np.arange(100, 20001, 100).astype(float)
+        y = _law_curve(schedule, steps, rng)
+        seen = steps <= upto
+        fc = policy.fit_and_choose(steps[seen], y[seen], direction=-1, limits=policy.limits_for("loss"),
+                                   schedule=schedule)
+        law = fc.schedule_fit
+        at = np.array([12000.0, 19000.0])
+        assert not law.gain_taken(at).any() and "no annealing" not in fc.reason
+        assert law.predict(at) == pytest.approx(law.law.predict(sl.schedule_areas(schedule, law.law.momentum),
+                                                                 at.astype(int)))
 
 
 def test_the_law_needs_enough_points_and_says_so():
@@ -202,3 +275,19 @@ def test_a_forecast_with_a_schedule_survives_its_json_round_trip():
     at = np.array([14000.0, 19000.0])
     assert back.predict(at) == pytest.approx(fc.predict(at), rel=1e-3)
     assert back.interval(at).low == pytest.approx(fc.interval(at).low, rel=1e-3)
+
+
+def test_an_unseen_cooldown_forecast_survives_its_json_round_trip():
+    from bertcurve.curves.forecast import CurveForecast
+
+    schedule = _wsd()
+    steps = np.arange(100, 10001, 100).astype(float)
+    y = _law_curve(schedule, steps, np.random.default_rng(12), c=5e-5)
+    fc = policy.fit_and_choose(steps, y, direction=-1, limits=policy.limits_for("loss"), schedule=schedule)
+    assert not fc.schedule_fit.annealing_seen
+    d = fc.to_dict()
+    assert d["schedule_law"]["annealing_seen"] is False and d["schedule_law"]["fitted_last_step"] == 10000
+    back = CurveForecast.from_dict(d, [f.to_dict() for f in fc.fits.values()])
+    at = np.array([14000.0, 19000.0])
+    assert back.predict(at) == pytest.approx(fc.predict(at), rel=1e-3)
+    assert back.interval(at).high == pytest.approx(fc.interval(at).high, rel=1e-3)

@@ -21,13 +21,17 @@ How it works (docs/analysis.md has the reasoning):
    schedule-aware law (:mod:`bertcurve.curves.schedule_law`) is one more candidate, fitted and
    backtested like the families (it needs :data:`LAW_MIN_POINTS` points). Where the schedule
    anneals after the fitted points and those points saw no annealing, the gain is not identified
-   by the log, and the interval's better edge reaches to the law's limit (:meth:`CurveForecast.interval`).
+   by the log: the law's point forecast takes the centre of the open range (half the way to its
+   limit, scaled by how far the rate has fallen, with the law's lag: :meth:`ScheduleLawFit.predict`),
+   and the interval spans
+   the whole range, from the no-gain forecast to the law's limit (:meth:`CurveForecast.interval`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
@@ -61,6 +65,14 @@ SEEN_ANNEALING = 0.9
 UNSEEN_ANNEALING = 0.5
 
 
+#: Where the fitted points saw no annealing, the share of the unidentified gain (between none and the
+#: law's limit L0, scaled by how far the planned rate falls) the law's point forecast takes: the
+#: centre of the range, the point that minimises the worst-case error over it.
+UNIDENTIFIED_GAIN_SHARE = 0.5
+#: ... and the gain builds up after a drop of the rate with the annealing momentum of Tissue et al.
+#: (2024), who use 0.999: without annealing in the points, the fitted momentum is not identified either.
+UNIDENTIFIED_MOMENTUM = 0.999
+
 #: Name of the schedule-aware candidate in weights, rankings and backtests.
 SCHEDULE_LAW = "schedule_law"
 #: A planned schedule is stored in analysis.json as at most this many (step, rate) knots.
@@ -83,11 +95,22 @@ class ScheduleLawFit:
     n: int = 0
     lower: float | None = None
     upper: float | None = None
+    annealing_seen: bool = True        # did the fitted points see the rate fall (else C is not identified)
+    fitted_last_step: float = math.nan  # the last step the law was fitted on
 
     def predict(self, steps: Sequence[float] | np.ndarray) -> np.ndarray:
         """The law at ``steps`` (NaN before step 1 or without a fit). Past the end of the planned
         schedule the run has stopped, so the law holds its value there: steps the plan does not
-        contain buy nothing (a longer run is a different plan: ``analyze --what-if-steps``)."""
+        contain buy nothing (a longer run is a different plan: ``analyze --what-if-steps``).
+
+        When the fitted points saw no annealing, the law's C is not identified (it was fixed at 0):
+        the gain of the annealing still to come lies anywhere between none and all the way to the
+        limit L0 (the interval's better edge, :meth:`CurveForecast.interval`). At a step past the
+        fitted ones, the law then predicts the centre of that range scaled by how far the planned
+        rate has fallen below its peak, ``no_gain - (no_gain - L0) * fallen / 2``, where ``fallen``
+        is ``1 - eta`` (``eta`` the rate over its peak) reached with the law's own lag after each drop
+        (:meth:`_rate_fallen`). The centre minimises the worst-case error over a range the log cannot
+        narrow (:data:`UNIDENTIFIED_GAIN_SHARE`; :meth:`gain_taken`)."""
         s = np.asarray(steps, dtype=np.float64).reshape(-1)
         out = np.full(s.shape, np.nan)
         if not self.converged:
@@ -95,8 +118,44 @@ class ScheduleLawFit:
         idx = np.minimum(np.round(s).astype(np.int64), self.areas.last_step)
         ok = idx >= 1
         if ok.any():
-            out[ok] = self.law.predict(self.areas, idx[ok])
+            out[ok] = self.law.predict(self.areas, idx[ok]) - self._gain_taken(idx[ok])
         return _clip(out, Limits(self.lower, self.upper))
+
+    @property
+    def decay_unidentified(self) -> bool:
+        """The plan lowers the rate after the fitted steps, and the fitted points saw no annealing."""
+        if not self.converged or self.annealing_seen or not math.isfinite(self.fitted_last_step):
+            return False
+        ahead = self.schedule[int(self.fitted_last_step) + 1:]
+        return bool(ahead.size and float(np.min(ahead)) < float(np.max(self.schedule)))
+
+    def gain_taken(self, steps: Sequence[float] | np.ndarray) -> np.ndarray:
+        """How much of the unidentified annealing gain :meth:`predict` took at ``steps``, in the
+        metric's units (positive for a falling metric, negative for a rising one; 0 where the fit
+        saw annealing, at steps it saw, before the peak, or where the rate has not fallen)."""
+        s = np.asarray(steps, dtype=np.float64).reshape(-1)
+        if not self.converged:
+            return np.zeros(s.shape)
+        idx = np.minimum(np.maximum(np.round(s).astype(np.int64), 1), self.areas.last_step)
+        return self._gain_taken(idx)
+
+    def _gain_taken(self, idx: np.ndarray) -> np.ndarray:
+        if self.annealing_seen or not math.isfinite(self.fitted_last_step):
+            return np.zeros(idx.shape)
+        no_gain = self.law.predict(self.areas, idx)
+        after = idx > self.fitted_last_step
+        limit = self.law.sign * self.law.params[0]
+        fallen = np.clip(self._rate_fallen[idx], 0.0, 1.0)
+        return np.where(after, UNIDENTIFIED_GAIN_SHARE * (no_gain - limit) * fallen, 0.0)
+
+    @cached_property
+    def _rate_fallen(self) -> np.ndarray:
+        """Per step, how far the planned rate has fallen below its peak (0..1), with the law's lag:
+        (1 - lam) * S2 at the paper's momentum lam = UNIDENTIFIED_MOMENTUM, which tends to 1 - eta a
+        few 1 / (1 - lam) steps after a drop (the fitted momentum is as unidentified as C here)."""
+        from bertcurve.curves import schedule_law as law
+
+        return (1.0 - UNIDENTIFIED_MOMENTUM) * law.schedule_areas(self.schedule, UNIDENTIFIED_MOMENTUM).annealing
 
     def confidence_interval(self, steps: Sequence[float] | np.ndarray, level: float = DEFAULT_LEVEL) -> Band:
         """The law's own uncertainty about the curve: the standard error of a mean of its residuals
@@ -118,7 +177,8 @@ class ScheduleLawFit:
                 "law": self.law.as_dict() if self.converged else None,
                 "sign": self.law.sign if self.converged else None,
                 "schedule_knots": [[int(i), float(self.schedule[i])] for i in knots],
-                "lower": self.lower, "upper": self.upper}
+                "lower": self.lower, "upper": self.upper, "annealing_seen": self.annealing_seen,
+                "fitted_last_step": self.fitted_last_step if math.isfinite(self.fitted_last_step) else None}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ScheduleLawFit":
@@ -135,7 +195,8 @@ class ScheduleLawFit:
                          n_points=int(p["points"]))
         return cls(SCHEDULE_LAW, True, d.get("message", ""), law=fit,
                    areas=law.schedule_areas(schedule, fit.momentum), schedule=schedule, n=int(d.get("n", 0)),
-                   lower=d.get("lower"), upper=d.get("upper"))
+                   lower=d.get("lower"), upper=d.get("upper"), annealing_seen=bool(d.get("annealing_seen", True)),
+                   fitted_last_step=float(d.get("fitted_last_step") or math.nan))
 
 
 def fit_schedule_law(steps: np.ndarray, values: np.ndarray, schedule: np.ndarray, *, direction: int,
@@ -155,8 +216,16 @@ def fit_schedule_law(steps: np.ndarray, values: np.ndarray, schedule: np.ndarray
                           rising=direction > 0, bootstrap=0, bounds=(limits.lower, limits.upper))
     except ValueError as exc:
         return ScheduleLawFit(SCHEDULE_LAW, False, str(exc), n=n, **base)
-    return ScheduleLawFit(SCHEDULE_LAW, True, f"converged (momentum {fit.momentum})", law=fit,
-                          areas=law.schedule_areas(schedule, fit.momentum), n=n, **base)
+    areas = law.schedule_areas(schedule, fit.momentum)
+    fitted = np.round(s[keep]).astype(np.int64)
+    # _fit_params fixes C at 0 when the points carry no annealing area: then the gain is unidentified.
+    seen = bool(np.max(areas.annealing[fitted]) >= 1e-6)
+    out = ScheduleLawFit(SCHEDULE_LAW, True, f"converged (momentum {fit.momentum})", law=fit, areas=areas, n=n,
+                         annealing_seen=seen, fitted_last_step=float(fitted.max()), **base)
+    if out.decay_unidentified:
+        out = replace(out, message=out.message + "; no annealing seen before the planned decay, so the forecast "
+                                                 "takes half of its unidentified gain")
+    return out
 
 
 @dataclass(frozen=True)
@@ -238,6 +307,15 @@ class CurveForecast:
         centre = self.predict(s)
         half = self.half_width(s, level)
         low, high = centre - half, centre + half
+        # The law's point forecast took part of an unidentified annealing gain (ScheduleLawFit.predict);
+        # the worse edge keeps the no-gain side of that range inside the interval.
+        law_w = self.weights.get(SCHEDULE_LAW, 0.0)
+        if law_w > 0 and self.schedule_fit is not None:
+            shift = law_w * np.nan_to_num(self.schedule_fit.gain_taken(s), nan=0.0)
+            if self.direction < 0:
+                high = high + shift
+            else:
+                low = low + shift
         reach = self.unseen_annealing(s)
         best = self.annealing_reach() if reach.any() else math.nan
         if math.isfinite(best):
@@ -493,6 +571,10 @@ def build_forecast(steps: np.ndarray, values: np.ndarray, *, direction: int, lim
     weights = {m: w / total for m, w in sorted(raw.items(), key=lambda kv: -kv[1])} if total > 0 else {}
     ranking = _ranking(candidates, members, rows, scores, imputed, weights)
     reason = _reason(rule, weights, ranking, fractions)
+    if sched_fit is not None and SCHEDULE_LAW in weights and sched_fit.decay_unidentified:
+        reason += ("; the fitted points saw no annealing, so the gain of the planned decay is not identified: "
+                   f"{SCHEDULE_LAW} takes half of the range between no gain and its limit L0 (scaled by how far "
+                   "the rate falls), and the interval spans the whole range")
     calib = _calibration(bt_steps, bt_values, fractions, weights, split_fits, direction, limits)
     pos = steps[steps > 0]
     return CurveForecast(direction=direction, limits=limits, level=level, fits=fits, backtests=rows,
