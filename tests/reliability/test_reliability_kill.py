@@ -48,6 +48,21 @@ def test_reference_run_is_deterministic(tiny_data_dir, reference_run_dir, tmp_pa
     assert all({"step", "split", "format"} <= set(r) for r in reltools.metrics_lines(out))
 
 
+def test_same_seed_and_two_threads_give_the_same_run(tiny_data_dir, tmp_path):
+    """What the demo does on a 2-core machine: with several threads, the same seed and the same
+    thread count still give the same weights and the same metrics, bit for bit (docs/run-dir.md,
+    Determinism). A different thread count may not: that is documented, not promised."""
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for run in runs:
+        argv = [a if a != "1" or i == 0 or reltools.TINY_RUN[i - 1] != "--threads" else "2"
+                for i, a in enumerate(reltools.TINY_RUN)]
+        assert "2" in argv
+        assert reltools.run_child(["train", "--data", str(tiny_data_dir), "--out", str(run), *argv]).exitcode == 0
+    assert reltools.same_weights(reltools.final_weights(runs[0]), reltools.final_weights(runs[1]))
+    assert reltools.without_timing(reltools.metrics_lines(runs[0])) == \
+        reltools.without_timing(reltools.metrics_lines(runs[1]))
+
+
 @pytest.mark.gpu
 @pytest.mark.slow
 def test_sigkill_and_resume_on_cuda_is_bitwise_identical(tiny_data_dir, tmp_path):
