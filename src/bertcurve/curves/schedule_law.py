@@ -138,25 +138,30 @@ def _fit_params(y: np.ndarray, s1: np.ndarray, s2: np.ndarray, start: Sequence[f
         hi[0] = min(hi[0], l0_range[1])
         if hi[0] <= lo[0]:
             hi[0] = lo[0] + 1e-9
-    if float(np.max(s2)) < SEEN_AREA:
-        # No annealing in these points: C cannot be learned from them, so it stays 0
-        # (the prediction then carries no annealing gain; the caller says so).
-        hi[3] = 1e-12
+    # No annealing in these points: C cannot be learned from them, so it stays 0 and only
+    # (L0, A, alpha) are fitted (a bound of width ~0 on C instead made refits crawl to max_nfev);
+    # the caller takes the unidentified gain into account (unidentified_gain).
+    free = 4 if float(np.max(s2)) >= SEEN_AREA else 3
     if start is None:
         start = [float(np.min(y)), spread * max(float(np.min(s1[s1 > 0])), 1.0) ** 0.5, 0.5,
                  spread / max(float(np.max(s2)), 1.0) * 0.1]
-    start = np.clip(np.asarray(start, dtype=float), np.asarray(lo) + 1e-12,
+    lo, hi = lo[:free], hi[:free]
+    start = np.clip(np.asarray(start, dtype=float)[:free], np.asarray(lo) + 1e-12,
                     np.where(np.isfinite(hi), np.asarray(hi) - 1e-12, np.inf))
+
+    def full(p):
+        return p if free == 4 else np.append(p, 0.0)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            res = optimize.least_squares(lambda p: law_value(p, s1, s2) - y, start, bounds=(lo, hi),
+            res = optimize.least_squares(lambda p: law_value(full(p), s1, s2) - y, start, bounds=(lo, hi),
                                          x_scale="jac", max_nfev=4000)
         except (ValueError, FloatingPointError):
             return None
     if not np.all(np.isfinite(res.x)):
         return None
-    return res.x, float(np.sum(res.fun ** 2))
+    return full(res.x), float(np.sum(res.fun ** 2))
 
 
 def fit_law(steps: Sequence[int], values: Sequence[float], lr_per_step: Sequence[float], *,
