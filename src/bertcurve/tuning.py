@@ -215,7 +215,7 @@ def early_forecast_errors(curves: list[tuple[np.ndarray, np.ndarray, Mapping[str
             fit = law.fit_law(steps[seen], values[seen], rates, rising=rising, bootstrap=0, bounds=bounds)
         except ValueError:
             continue
-        predicted = float(fit.predict(law.schedule_areas(rates, fit.momentum), [last])[0])
+        predicted = float(law.predict_planned(fit, rates, [last], float(steps[seen].max()))[0])
         errors.append(predicted - float(final))
     return errors
 

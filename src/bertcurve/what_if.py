@@ -120,7 +120,8 @@ def what_if(log: TrainingLog, max_steps: int, shape: str | None = None,
     loss_name, *loss = found
     if max_steps <= int(np.argmax(rates)):
         raise UserError(f"--what-if-steps {max_steps:,} ends inside the warm-up; give more steps")
-    new_rates = law.stretched_schedule(rates, max_steps, shape)
+    final, final_note = _decay_end(log, rates, run_shape, shape)
+    new_rates = law.stretched_schedule(rates, max_steps, shape, final=final)
     steps, values = loss
     steps = np.asarray(steps)
     try:
@@ -132,7 +133,8 @@ def what_if(log: TrainingLog, max_steps: int, shape: str | None = None,
     loss_pred = _prediction(loss_fit, steps, values, rates, new_rates, max_steps, level, held_out,
                             shape_changed, LOSS_BOUNDS)
     curve_steps = np.unique(np.linspace(1, max_steps, CURVE_POINTS).astype(int))
-    curve = {loss_name: loss_fit.predict(law.schedule_areas(new_rates, loss_fit.momentum), curve_steps)}
+    fitted_last = float(steps.max())
+    curve = {loss_name: law.predict_planned(loss_fit, new_rates, curve_steps, fitted_last)}
     predictions = {loss_name: loss_pred}
     fits = {loss_name: loss_fit.as_dict()}
     accuracy_method = None
@@ -145,12 +147,15 @@ def what_if(log: TrainingLog, max_steps: int, shape: str | None = None,
         curve[acc_name] = acc_curve
         fits[acc_name] = acc_fit
     notes = [f"learning rate from {rate_source}; the run's decay shape is {run_shape}"]
+    if final_note:
+        notes.append(final_note)
     if not loss_name.startswith("eval"):
         notes.append("no held-out evaluations: the law was fitted to the training-batch metrics, "
                      "which are noisier and measured on training data")
-    if float(law.schedule_areas(rates, 0.99).annealing[steps].max()) < 1e-6:
-        notes.append("the run never lowered its learning rate, so the gain of a decay is unknown "
-                     "to the law: predictions for a decaying schedule are pessimistic")
+    if not loss_fit.annealing_seen:
+        notes.append("the run never lowered its learning rate, so the gain of a decay is unknown to the law: "
+                     "for a decaying schedule the prediction takes half of the range between no gain and the "
+                     "law's limit L0 (scaled by how far the rate falls), and the interval spans the whole range")
     return {
         "max_steps": int(max_steps), "schedule": shape, "law": law.LAW_NAME, "level": level,
         "predictions": predictions, "fits": fits, "accuracy_method": accuracy_method,
@@ -158,6 +163,19 @@ def what_if(log: TrainingLog, max_steps: int, shape: str | None = None,
         "curve": [{"step": int(s), **{k: float(v[i]) for k, v in curve.items()}} for i, s in enumerate(curve_steps)],
         "notes": notes,
     }
+
+
+def _decay_end(log: TrainingLog, rates: np.ndarray, run_shape: str, shape: str) -> tuple[float | None, str | None]:
+    """The rate a decay of the predicted run ends at, when the run never decayed (its last rate is
+    its peak, which a stretched decay would keep): the min_lr_ratio of its config, else 0 (the usual
+    end of a cosine or linear decay). None (the run's own last rate) otherwise; and a note."""
+    if run_shape != "constant" or shape == "constant":
+        return None, None
+    optim = _planned_optim(log)
+    ratio = float(optim.get("min_lr_ratio", 0.0)) if optim is not None else 0.0
+    source = "the min_lr_ratio of the run's config" if optim is not None else "0, the usual end of a decay"
+    return ratio * float(np.max(rates)), (f"the run never decayed: the predicted {shape} decay ends at "
+                                          f"{ratio:g} x the peak rate ({source})")
 
 
 def _prediction(fit: law.LawFit, steps, values, rates, new_rates, at: int, level: float, held_out: bool,
@@ -196,7 +214,7 @@ def _accuracy(log, acc, loss, rates, new_rates, max_steps, curve_steps, level, s
     if use_direct:
         pred = _prediction(direct_fit, steps, values, rates, new_rates, max_steps, level, held_out,
                            shape_changed, ACCURACY_BOUNDS)
-        curve = direct_fit.predict(law.schedule_areas(new_rates, direct_fit.momentum), curve_steps)
+        curve = law.predict_planned(direct_fit, new_rates, curve_steps, float(np.max(steps)))
         return pred, curve, "law fitted to accuracy (smaller backtest error)", direct_fit.as_dict()
     if relation is None:
         raise UserError(f"{log.path}: the schedule law fits neither the accuracy nor its relation to the loss")
@@ -208,7 +226,7 @@ def _accuracy(log, acc, loss, rates, new_rates, max_steps, curve_steps, level, s
     value = intercept + slope * loss_pred["value"]
     half = max(value - ends[0], ends[1] - value)
     half = math.hypot(half, 1.96 * mapped_extra)
-    curve = intercept + slope * loss_fit.predict(law.schedule_areas(new_rates, loss_fit.momentum), curve_steps)
+    curve = intercept + slope * law.predict_planned(loss_fit, new_rates, curve_steps, float(np.max(loss[0])))
     return ({"value": float(value), "pi": _clip([float(value - half), float(value + half)], ACCURACY_BOUNDS)}, curve,
             "held-out loss predicted by the law, mapped to accuracy through the run's own "
             "loss-accuracy line (smaller backtest error)",
@@ -245,6 +263,6 @@ def _mapped_backtest(loss, acc, rates) -> tuple[float, float] | None:
     except ValueError:
         return None
     tail = acc[0] >= acc[0].max() - 0.1 * (acc[0].max() - acc[0].min())
-    predicted_loss = fit.predict(law.schedule_areas(rates, fit.momentum), acc[0][tail])
+    predicted_loss = law.predict_planned(fit, rates, acc[0][tail], float(loss[0][first].max()))
     predicted = relation[1] + relation[0] * predicted_loss
     return float(predicted.mean() - acc[1][tail].mean()), float(acc[0][tail].mean() - cutoff)

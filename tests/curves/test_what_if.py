@@ -105,3 +105,62 @@ def test_analyze_refuses_what_if_without_a_learning_rate_or_without_steps(tmp_pa
     csv.write_text("step,eval_loss\n" + "".join(f"{s},{5 - s / 1000:.4f}\n" for s in range(100, 1100, 100)))
     assert main(["analyze", str(csv), "--what-if-steps", "5000", "--out", str(tmp_path / "x.json")]) == 2
     assert main(["analyze", str(SEED), "--what-if-schedule", "wsd", "--out", str(tmp_path / "y.json")]) == 2
+
+
+def constant_run(max_steps: int, noise: float = 0.004) -> TrainingLog:
+    """A constant-rate run (its config's min_lr_ratio 0) whose held-out loss follows the law: it
+    never anneals, so the law's C is not identified by it."""
+    optim = {"lr": 2e-3, "warmup_steps": 50, "max_steps": max_steps, "schedule": "constant", "min_lr_ratio": 0.0}
+    rates = np.array([lr_at(s, peak_lr=2e-3, warmup_steps=50, max_steps=max_steps, schedule="constant")
+                      for s in range(max_steps + 1)])
+    areas = law.schedule_areas(rates, 0.99)
+    steps = np.arange(50, max_steps + 1, 25)
+    loss = law.law_value(TRUTH, areas.forward[steps], areas.annealing[steps])
+    loss = loss + np.random.default_rng(2).normal(0, noise, len(steps))
+    series = {"eval_loss": Series(steps, loss), "eval_mlm_accuracy": Series(steps, 0.9 - 0.2 * loss)}
+    return TrainingLog(name="const", path=__import__("pathlib").Path("const"), kind="bertcurve-run",
+                       series=series, meta={"config": {"train": {"optim": optim}}})
+
+
+def test_a_run_that_never_annealed_predicts_the_centre_of_the_unidentified_gain():
+    run = constant_run(800)
+    result = what_if(run, 2400, "cosine")
+    loss = result["predictions"]["eval_loss"]
+    low, high = loss["pi"]
+    # the no-gain prediction of the same fit (C fixed at 0) for a cosine decay to 0 (the config's min_lr_ratio)
+    series = run.series["eval_loss"]
+    rates = np.array([lr_at(s, peak_lr=2e-3, warmup_steps=50, max_steps=800, schedule="constant") for s in range(801)])
+    fit = law.fit_law(series.steps, series.values, rates, bootstrap=0, bounds=(0.0, None))
+    assert not fit.annealing_seen
+    new = law.stretched_schedule(rates, 2400, "cosine", final=0.0)
+    no_gain = float(fit.predict(law.schedule_areas(new, fit.momentum), [2400])[0])
+    gain = no_gain - loss["value"]
+    assert gain > 0.03                                   # the decay buys something
+    assert high > no_gain                                # ... or nothing: the no-gain side stays inside
+    assert low <= no_gain - 2 * gain < loss["value"]     # ... or up to twice as much, towards L0
+    assert (low + high) / 2 == pytest.approx(loss["value"])
+    assert low < true_final_loss(2400) < high            # the truth (C > 0) is inside
+    assert result["curve"][-1]["eval_loss"] == pytest.approx(loss["value"])
+    acc = result["predictions"]["eval_mlm_accuracy"]
+    assert acc["pi"][0] < 0.9 - 0.2 * true_final_loss(2400) < acc["pi"][1]
+    assert acc["value"] > 0.9 - 0.2 * no_gain + 0.005   # the accuracy takes the gain too
+    assert any("half of the range" in n for n in result["notes"])
+    assert any("ends at 0 x the peak rate" in n for n in result["notes"])
+    # asked about a constant run, there is no decay and so no gain
+    constant = what_if(run, 2400, "constant")["predictions"]["eval_loss"]
+    steady = law.stretched_schedule(rates, 2400, "constant")
+    assert constant["value"] == pytest.approx(float(fit.predict(law.schedule_areas(steady, fit.momentum), [2400])[0]))
+
+
+def test_a_run_that_annealed_predicts_the_law_as_fitted():
+    run = simulated_run(800)
+    series = run.series["eval_loss"]
+    rates = np.array([lr_at(s, peak_lr=2e-3, warmup_steps=50, max_steps=800) for s in range(801)])
+    fit = law.fit_law(series.steps, series.values, rates, bootstrap=0, bounds=(0.0, None))
+    assert fit.annealing_seen
+    new = law.stretched_schedule(rates, 2400, "cosine")
+    got = law.forecast_at(fit, series.steps, series.values, rates, new, 2400, level=0.95)
+    areas = law.schedule_areas(new, fit.momentum)
+    assert got.value == float(fit.predict(areas, [2400])[0])
+    assert (got.low + got.high) / 2 == pytest.approx(got.value)
+    assert not any("half of the range" in n for n in what_if(run, 2400)["notes"])

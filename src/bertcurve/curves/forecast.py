@@ -22,9 +22,10 @@ How it works (docs/analysis.md has the reasoning):
    backtested like the families (it needs :data:`LAW_MIN_POINTS` points). Where the schedule
    anneals after the fitted points and those points saw no annealing, the gain is not identified
    by the log: the law's point forecast takes the centre of the open range (half the way to its
-   limit, scaled by how far the rate has fallen, with the law's lag: :meth:`ScheduleLawFit.predict`),
-   and the interval spans
-   the whole range, from the no-gain forecast to the law's limit (:meth:`CurveForecast.interval`).
+   limit, scaled by how far the rate has fallen, with the law's lag: the one rule of
+   :func:`bertcurve.curves.schedule_law.unidentified_gain`, which ``analyze --what-if-steps`` uses
+   too), and the interval spans the whole range, from the no-gain forecast to the law's limit
+   (:meth:`CurveForecast.interval`).
 """
 
 from __future__ import annotations
@@ -65,14 +66,6 @@ SEEN_ANNEALING = 0.9
 UNSEEN_ANNEALING = 0.5
 
 
-#: Where the fitted points saw no annealing, the share of the unidentified gain (between none and the
-#: law's limit L0, scaled by how far the planned rate falls) the law's point forecast takes: the
-#: centre of the range, the point that minimises the worst-case error over it.
-UNIDENTIFIED_GAIN_SHARE = 0.5
-#: ... and the gain builds up after a drop of the rate with the annealing momentum of Tissue et al.
-#: (2024), who use 0.999: without annealing in the points, the fitted momentum is not identified either.
-UNIDENTIFIED_MOMENTUM = 0.999
-
 #: Name of the schedule-aware candidate in weights, rankings and backtests.
 SCHEDULE_LAW = "schedule_law"
 #: A planned schedule is stored in analysis.json as at most this many (step, rate) knots.
@@ -110,7 +103,7 @@ class ScheduleLawFit:
         rate has fallen below its peak, ``no_gain - (no_gain - L0) * fallen / 2``, where ``fallen``
         is ``1 - eta`` (``eta`` the rate over its peak) reached with the law's own lag after each drop
         (:meth:`_rate_fallen`). The centre minimises the worst-case error over a range the log cannot
-        narrow (:data:`UNIDENTIFIED_GAIN_SHARE`; :meth:`gain_taken`)."""
+        narrow (:func:`bertcurve.curves.schedule_law.unidentified_gain`; :meth:`gain_taken`)."""
         s = np.asarray(steps, dtype=np.float64).reshape(-1)
         out = np.full(s.shape, np.nan)
         if not self.converged:
@@ -140,22 +133,20 @@ class ScheduleLawFit:
         return self._gain_taken(idx)
 
     def _gain_taken(self, idx: np.ndarray) -> np.ndarray:
-        if self.annealing_seen or not math.isfinite(self.fitted_last_step):
+        from bertcurve.curves import schedule_law as law
+
+        if self.annealing_seen:
             return np.zeros(idx.shape)
-        no_gain = self.law.predict(self.areas, idx)
-        after = idx > self.fitted_last_step
-        limit = self.law.sign * self.law.params[0]
-        fallen = np.clip(self._rate_fallen[idx], 0.0, 1.0)
-        return np.where(after, UNIDENTIFIED_GAIN_SHARE * (no_gain - limit) * fallen, 0.0)
+        taken, _ = law.unidentified_gain(self.law, self.areas, self._rate_fallen, idx, self.fitted_last_step)
+        return taken
 
     @cached_property
     def _rate_fallen(self) -> np.ndarray:
-        """Per step, how far the planned rate has fallen below its peak (0..1), with the law's lag:
-        (1 - lam) * S2 at the paper's momentum lam = UNIDENTIFIED_MOMENTUM, which tends to 1 - eta a
-        few 1 / (1 - lam) steps after a drop (the fitted momentum is as unidentified as C here)."""
+        """:func:`bertcurve.curves.schedule_law.rate_fallen` of the planned schedule (cached: the
+        forecast's searches call :meth:`predict` many times)."""
         from bertcurve.curves import schedule_law as law
 
-        return (1.0 - UNIDENTIFIED_MOMENTUM) * law.schedule_areas(self.schedule, UNIDENTIFIED_MOMENTUM).annealing
+        return law.rate_fallen(self.schedule)
 
     def confidence_interval(self, steps: Sequence[float] | np.ndarray, level: float = DEFAULT_LEVEL) -> Band:
         """The law's own uncertainty about the curve: the standard error of a mean of its residuals
@@ -190,12 +181,13 @@ class ScheduleLawFit:
             return cls(SCHEDULE_LAW, False, d.get("message", ""), schedule=schedule)
         p = d["law"]
         sign = float(d.get("sign") or 1.0)
+        seen = bool(d.get("annealing_seen", True))
         fit = law.LawFit(params=(sign * p["L0"], sign * p["A"], p["alpha"], sign * p["C"]),
                          momentum=float(p["momentum"]), sign=sign, residual_sd=float(p["residual_sd"]),
-                         n_points=int(p["points"]))
+                         n_points=int(p["points"]), annealing_seen=seen)
         return cls(SCHEDULE_LAW, True, d.get("message", ""), law=fit,
                    areas=law.schedule_areas(schedule, fit.momentum), schedule=schedule, n=int(d.get("n", 0)),
-                   lower=d.get("lower"), upper=d.get("upper"), annealing_seen=bool(d.get("annealing_seen", True)),
+                   lower=d.get("lower"), upper=d.get("upper"), annealing_seen=seen,
                    fitted_last_step=float(d.get("fitted_last_step") or math.nan))
 
 
@@ -218,10 +210,9 @@ def fit_schedule_law(steps: np.ndarray, values: np.ndarray, schedule: np.ndarray
         return ScheduleLawFit(SCHEDULE_LAW, False, str(exc), n=n, **base)
     areas = law.schedule_areas(schedule, fit.momentum)
     fitted = np.round(s[keep]).astype(np.int64)
-    # _fit_params fixes C at 0 when the points carry no annealing area: then the gain is unidentified.
-    seen = bool(np.max(areas.annealing[fitted]) >= 1e-6)
+    # fit_law fixes C at 0 when the points carry no annealing area: then the gain is unidentified.
     out = ScheduleLawFit(SCHEDULE_LAW, True, f"converged (momentum {fit.momentum})", law=fit, areas=areas, n=n,
-                         annealing_seen=seen, fitted_last_step=float(fitted.max()), **base)
+                         annealing_seen=fit.annealing_seen, fitted_last_step=float(fitted.max()), **base)
     if out.decay_unidentified:
         out = replace(out, message=out.message + "; no annealing seen before the planned decay, so the forecast "
                                                  "takes half of its unidentified gain")

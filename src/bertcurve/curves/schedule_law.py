@@ -40,6 +40,16 @@ MAX_POINTS = 300            # longer logs are thinned evenly: enough for four pa
 # value: the RMS relative error of the five published cross-schedule cases in bench/what_if.py
 # (0.2-1.7 %). A run's own backtest cannot see this error, so it is added in quadrature.
 SHAPE_CHANGE_REL_SD = 0.011
+#: Where the fitted points saw no annealing (C fixed at 0, not identified), the gain of a later
+#: decay lies anywhere between none and the law's limit L0 (scaled by how far the rate falls):
+#: predictions take this share of it, the centre of the range, the point that minimises the
+#: worst-case error over a range the log cannot narrow (:func:`unidentified_gain`).
+UNIDENTIFIED_GAIN_SHARE = 0.5
+#: ... and the gain builds up after a drop of the rate with the annealing momentum of Tissue et al.
+#: (2024), who use 0.999: without annealing in the points, the fitted momentum is not identified either.
+UNIDENTIFIED_MOMENTUM = 0.999
+#: Fitted points "saw annealing" when their annealing area S2 reaches this (else C stays 0).
+SEEN_AREA = 1e-6
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,7 @@ class LawFit:
     residual_sd: float
     n_points: int
     boot_params: np.ndarray = field(default_factory=lambda: np.empty((0, 4)))
+    annealing_seen: bool = True     # did the fitted points see the rate fall (else C is fixed at 0)
 
     def predict(self, areas: ScheduleAreas, steps: Sequence[int]) -> np.ndarray:
         idx = np.asarray(steps, dtype=int)
@@ -127,25 +138,30 @@ def _fit_params(y: np.ndarray, s1: np.ndarray, s2: np.ndarray, start: Sequence[f
         hi[0] = min(hi[0], l0_range[1])
         if hi[0] <= lo[0]:
             hi[0] = lo[0] + 1e-9
-    if float(np.max(s2)) < 1e-6:
-        # No annealing in these points: C cannot be learned from them, so it stays 0
-        # (the prediction then carries no annealing gain; the caller says so).
-        hi[3] = 1e-12
+    # No annealing in these points: C cannot be learned from them, so it stays 0 and only
+    # (L0, A, alpha) are fitted (a bound of width ~0 on C instead made refits crawl to max_nfev);
+    # the caller takes the unidentified gain into account (unidentified_gain).
+    free = 4 if float(np.max(s2)) >= SEEN_AREA else 3
     if start is None:
         start = [float(np.min(y)), spread * max(float(np.min(s1[s1 > 0])), 1.0) ** 0.5, 0.5,
                  spread / max(float(np.max(s2)), 1.0) * 0.1]
-    start = np.clip(np.asarray(start, dtype=float), np.asarray(lo) + 1e-12,
+    lo, hi = lo[:free], hi[:free]
+    start = np.clip(np.asarray(start, dtype=float)[:free], np.asarray(lo) + 1e-12,
                     np.where(np.isfinite(hi), np.asarray(hi) - 1e-12, np.inf))
+
+    def full(p):
+        return p if free == 4 else np.append(p, 0.0)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            res = optimize.least_squares(lambda p: law_value(p, s1, s2) - y, start, bounds=(lo, hi),
+            res = optimize.least_squares(lambda p: law_value(full(p), s1, s2) - y, start, bounds=(lo, hi),
                                          x_scale="jac", max_nfev=4000)
         except (ValueError, FloatingPointError):
             return None
     if not np.all(np.isfinite(res.x)):
         return None
-    return res.x, float(np.sum(res.fun ** 2))
+    return full(res.x), float(np.sum(res.fun ** 2))
 
 
 def fit_law(steps: Sequence[int], values: Sequence[float], lr_per_step: Sequence[float], *,
@@ -190,7 +206,8 @@ def fit_law(steps: Sequence[int], values: Sequence[float], lr_per_step: Sequence
     dof = max(len(y) - 4, 1)
     boot = _block_bootstrap(params, fitted, resid, s1, s2, bootstrap, block, seed, l0_range)
     return LawFit(params=tuple(float(p) for p in params), momentum=momentum, sign=sign,
-                  residual_sd=math.sqrt(sse / dof), n_points=len(y), boot_params=boot)
+                  residual_sd=math.sqrt(sse / dof), n_points=len(y), boot_params=boot,
+                  annealing_seen=bool(float(np.max(s2)) >= SEEN_AREA))
 
 
 def _block_bootstrap(params, fitted, resid, s1, s2, n_boot, block, seed, l0_range) -> np.ndarray:
@@ -209,6 +226,48 @@ def _block_bootstrap(params, fitted, resid, s1, s2, n_boot, block, seed, l0_rang
         if got is not None:
             rows.append(got[0])
     return np.asarray(rows).reshape(len(rows), 4)
+
+
+def rate_fallen(lr_per_step: Sequence[float]) -> np.ndarray:
+    """Per step, how far the rate has fallen below its peak (0..1), with the law's lag:
+    (1 - lam) * S2 at the paper's momentum lam = :data:`UNIDENTIFIED_MOMENTUM`, which tends to
+    1 - eta a few 1 / (1 - lam) steps after a drop."""
+    annealing = schedule_areas(lr_per_step, UNIDENTIFIED_MOMENTUM).annealing
+    return np.clip((1.0 - UNIDENTIFIED_MOMENTUM) * annealing, 0.0, 1.0)
+
+
+def unidentified_gain(fit: LawFit, areas: ScheduleAreas, fallen: np.ndarray, steps: Sequence[int],
+                      fitted_last_step: float) -> tuple[np.ndarray, np.ndarray]:
+    """(taken, whole): the annealing gain the fitted points could not identify, at ``steps`` of a
+    schedule with ``areas`` (at ``fit.momentum``) and ``fallen`` (:func:`rate_fallen`).
+
+    When the fit saw no annealing its C is 0, so ``fit.predict`` carries no gain of a decay; the
+    gain lies anywhere between none and the limit L0: ``whole`` = (no-gain prediction - L0) x how
+    far the rate has fallen, at steps after ``fitted_last_step`` (0 elsewhere, and everywhere
+    when the fit saw annealing). ``taken`` = :data:`UNIDENTIFIED_GAIN_SHARE` x ``whole`` is what
+    a prediction subtracts. Both are in the metric's units (negative for a rising metric).
+    """
+    idx = np.asarray(steps, dtype=int)
+    if fit.annealing_seen or not math.isfinite(fitted_last_step):
+        zero = np.zeros(idx.shape)
+        return zero, zero
+    no_gain = fit.predict(areas, idx)
+    limit = fit.sign * fit.params[0]
+    whole = np.where(idx > fitted_last_step, (no_gain - limit) * fallen[idx], 0.0)
+    return UNIDENTIFIED_GAIN_SHARE * whole, whole
+
+
+def predict_planned(fit: LawFit, lr_per_step: Sequence[float], steps: Sequence[int],
+                    fitted_last_step: float) -> np.ndarray:
+    """The law's prediction at ``steps`` of the schedule ``lr_per_step``, with the share of an
+    unidentified annealing gain taken (:func:`unidentified_gain`) after ``fitted_last_step``."""
+    areas = schedule_areas(lr_per_step, fit.momentum)
+    taken, _ = unidentified_gain(fit, areas, _fallen_if_needed(fit, lr_per_step), steps, fitted_last_step)
+    return fit.predict(areas, steps) - taken
+
+
+def _fallen_if_needed(fit: LawFit, lr_per_step: Sequence[float]) -> np.ndarray:
+    return np.zeros(0) if fit.annealing_seen else rate_fallen(lr_per_step)
 
 
 def prediction_interval(fit: LawFit, areas: ScheduleAreas, steps: Sequence[int], level: float,
@@ -251,6 +310,11 @@ def forecast_at(fit: LawFit, steps: Sequence[int], values: Sequence[float], lr_p
     ``model_error``, a standard deviation measured elsewhere, when given: then no backtest
     is made), plus the published cross-schedule error when the decay shape changes. It is
     clipped to ``bounds``, the metric's possible values.
+
+    When the fitted points saw no annealing (``fit.annealing_seen`` False) and the new schedule
+    decays after them, the value takes the centre of the unidentified gain and the interval
+    spans the whole range, from the no-gain prediction's worse edge to its better edge moved by
+    the whole gain (:func:`unidentified_gain`).
     """
     rising = fit.sign < 0
     backtest = None
@@ -262,28 +326,34 @@ def forecast_at(fit: LawFit, steps: Sequence[int], values: Sequence[float], lr_p
     if shape_changed:
         extra = math.hypot(extra, SHAPE_CHANGE_REL_SD * abs(fit.params[0]))
     areas = schedule_areas(new_lr_per_step, fit.momentum)
-    value = float(fit.predict(areas, [at])[0])
+    taken, whole = unidentified_gain(fit, areas, _fallen_if_needed(fit, new_lr_per_step), [at],
+                                     float(np.max(steps)))
+    value = float(fit.predict(areas, [at])[0] - taken[0])
     lo, hi = prediction_interval(fit, areas, [at], level, extra_sd=extra, observation=observation)
+    # the interval is the no-gain prediction's, its better edge moved by the whole unidentified gain
+    lo = float(lo[0]) - max(float(whole[0]), 0.0)
+    hi = float(hi[0]) - min(float(whole[0]), 0.0)
     low = -math.inf if bounds[0] is None else bounds[0]
     high = math.inf if bounds[1] is None else bounds[1]
-    return LawForecast(value=value, low=min(max(float(lo[0]), low), high),
-                       high=min(max(float(hi[0]), low), high), extra_sd=extra, backtest=backtest)
+    return LawForecast(value=value, low=min(max(lo, low), high),
+                       high=min(max(hi, low), high), extra_sd=extra, backtest=backtest)
 
 
 # ------------------------------------------------------------------ schedules to predict
 
 def stretched_schedule(lr_per_step: Sequence[float], new_last_step: int, shape: str,
-                       decay_fraction: float = 0.2) -> np.ndarray:
+                       decay_fraction: float = 0.2, final: float | None = None) -> np.ndarray:
     """The learning rate per step of a run like ``lr_per_step`` but ``new_last_step`` long.
 
     The warm-up (steps up to the peak) and the peak rate stay; after them the rate follows
-    ``shape`` from the peak to the run's final rate at the new end: ``cosine``, ``linear``,
-    ``constant`` (no decay), or ``wsd`` (constant, then a linear cooldown over the last
-    ``decay_fraction`` of the steps).
+    ``shape`` from the peak to the run's final rate (or ``final``, for a run that never
+    decayed) at the new end: ``cosine``, ``linear``, ``constant`` (no decay), or ``wsd``
+    (constant, then a linear cooldown over the last ``decay_fraction`` of the steps).
     """
     eta = np.asarray(lr_per_step, dtype=float)
     peak_at = int(np.argmax(eta))
-    peak, final = float(eta[peak_at]), float(eta[-1])
+    peak = float(eta[peak_at])
+    final = float(eta[-1]) if final is None else float(final)
     if new_last_step <= peak_at:
         raise ValueError(f"{new_last_step:,} steps end inside the warm-up ({peak_at:,} steps)")
     out = np.empty(new_last_step + 1)
@@ -350,8 +420,7 @@ def backtest_error(steps: Sequence[int], values: Sequence[float], lr_per_step: S
         fit = fit_law(x[train], y[train], lr_per_step, rising=rising, bootstrap=0, bounds=bounds)
     except ValueError:
         return None
-    areas = schedule_areas(lr_per_step, fit.momentum)
-    predicted = float(fit.predict(areas, x[tail].astype(int)).mean())
+    predicted = float(predict_planned(fit, lr_per_step, x[tail].astype(int), float(x[train].max())).mean())
     return predicted - float(y[tail].mean()), float(x[tail].mean() - x[train].max())
 
 
