@@ -235,13 +235,12 @@ class ForecastPruner(_pruner_base()):
     """Prune a trial when the optimistic end of its forecast final metric is worse than the
     best finished trial's final metric.
 
-    The forecast's interval includes the law's model error, measured two ways: on the trial
+    The forecast's interval includes the law's model error measured on the trials of this
+    study that finished (forecast each from the same share of its steps, compare with its
+    final value: :func:`early_forecast_errors`, through an upper ``confidence`` bound on their
+    error's spread), once ``min_calibration`` such errors exist; before that, on the trial
     itself (fit on its first part, predict its last evaluations: :func:`forecast_final`; only
-    possible once the curve has seen part of the decay) and on the trials of this study that
-    finished (forecast each from the same share of its steps, compare with its final value:
-    :func:`early_forecast_errors`; used once ``min_calibration`` of them exist, through an
-    upper ``confidence`` bound on their error's spread). A trial is pruned only when every
-    interval that can be made says so.
+    possible once the curve has seen part of the decay). docs/sweep.md says why.
 
     ``min_fraction``: never prune before this share of the trial's steps (the first part of
     a curve says least about its end). ``level``: the prediction interval's level; a higher
@@ -284,18 +283,20 @@ class ForecastPruner(_pruner_base()):
                                             "best": best, "error_from": how}
             return high < best if maximize else low > best
 
-        # Every measure of the model error that exists must agree: a curve on a plateau
-        # backtests well on itself, yet finished trials may have broken out of that plateau.
         fit = fit_curve(steps, curve, schedule, rising=maximize, bounds=bounds)
         if fit is None:
             return False
-        own = forecast_final(steps, curve, schedule, rising=maximize, level=self.level, bounds=bounds, fit=fit)
-        if own is not None and not hopeless(own, "own backtest"):
-            return False
+        # The model error measured on finished trials of this study, forecast from the same share
+        # of their steps, is the one that matters: same forecaster, same kind of curve, same
+        # horizon. A trial's own backtest (its first part against its last evaluations) is the
+        # fallback before enough trials have finished: on a plateau it is too narrow (finished
+        # trials may have broken out of the same plateau later), and with a curve that bends
+        # within its few points it is far too wide to prune anything.
         borrowed = self._calibrated_forecast(finished, steps, curve, schedule, maximize, bounds, fit)
         if borrowed is not None:
             return hopeless(borrowed, "finished trials")
-        return own is not None
+        own = forecast_final(steps, curve, schedule, rising=maximize, level=self.level, bounds=bounds, fit=fit)
+        return own is not None and hopeless(own, "own backtest")
 
     def _calibrated_forecast(self, finished: list, steps: np.ndarray, curve: np.ndarray,
                              schedule: Mapping[str, Any], maximize: bool,
