@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
 
         threads = 1 if args.jobs > 1 else 0
         # trial-major, so that a sweep cut short leaves every seed with its first trials
-        todo = [Job(data, run, args.preset, {**fixed_settings(args.steps, args.preset), **values}, args.device, threads)
+        fixed = fixed_settings(args.steps, args.preset)
+        todo = [Job(data, run, args.preset, {**fixed, **values}, args.device, threads)
                 for i in range(args.trials) for seed in seeds for run, values in drawn[seed][i:i + 1]]
         train_many(todo, args.jobs, log=lambda line: print(line, flush=True))
     results: dict[str, list[tuple[float, int, float]]] = {"none": [], "median": [], "forecast": []}
