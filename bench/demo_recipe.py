@@ -36,6 +36,8 @@ RECIPES = {
     "wsd-1sqrt": {"schedule": "wsd", "decay_shape": "1-sqrt"},
     # Candidates for a recipe that leaves the unigram plateau sooner, at about the same cost:
     # the same steps and tokens per step, unless the name says otherwise.
+    # the peak rate held through the [MASK] transition (~1,000-1,500 steps), then a short cooldown
+    "wsd-cool10": {"schedule": "wsd", "decay_fraction": 0.1},
     "wsd-mask25": {"schedule": "wsd", "mask_prob": 0.25},
     "wsd-mask40": {"schedule": "wsd", "mask_prob": 0.4},
     "wsd-lr3-w300": {"schedule": "wsd", "lr": 3e-3, "warmup_steps": 300},
