@@ -88,7 +88,6 @@ class ScheduleLawFit:
     n: int = 0
     lower: float | None = None
     upper: float | None = None
-    annealing_seen: bool = True        # did the fitted points see the rate fall (else C is not identified)
     fitted_last_step: float = math.nan  # the last step the law was fitted on
 
     def predict(self, steps: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -113,6 +112,11 @@ class ScheduleLawFit:
         if ok.any():
             out[ok] = self.law.predict(self.areas, idx[ok]) - self._gain_taken(idx[ok])
         return _clip(out, Limits(self.lower, self.upper))
+
+    @property
+    def annealing_seen(self) -> bool:
+        """Did the fitted points see the rate fall (else the law's C is not identified)."""
+        return self.law is None or self.law.annealing_seen
 
     @property
     def decay_unidentified(self) -> bool:
@@ -181,13 +185,12 @@ class ScheduleLawFit:
             return cls(SCHEDULE_LAW, False, d.get("message", ""), schedule=schedule)
         p = d["law"]
         sign = float(d.get("sign") or 1.0)
-        seen = bool(d.get("annealing_seen", True))
         fit = law.LawFit(params=(sign * p["L0"], sign * p["A"], p["alpha"], sign * p["C"]),
                          momentum=float(p["momentum"]), sign=sign, residual_sd=float(p["residual_sd"]),
-                         n_points=int(p["points"]), annealing_seen=seen)
+                         n_points=int(p["points"]), annealing_seen=bool(d.get("annealing_seen", True)))
         return cls(SCHEDULE_LAW, True, d.get("message", ""), law=fit,
                    areas=law.schedule_areas(schedule, fit.momentum), schedule=schedule, n=int(d.get("n", 0)),
-                   lower=d.get("lower"), upper=d.get("upper"), annealing_seen=seen,
+                   lower=d.get("lower"), upper=d.get("upper"),
                    fitted_last_step=float(d.get("fitted_last_step") or math.nan))
 
 
@@ -203,16 +206,16 @@ def fit_schedule_law(steps: np.ndarray, values: np.ndarray, schedule: np.ndarray
     if n < LAW_MIN_POINTS:
         return ScheduleLawFit(SCHEDULE_LAW, False, f"{n} point(s) inside the planned schedule, "
                               f"{LAW_MIN_POINTS} needed for the law's four parameters", n=n, **base)
+    fitted = np.round(s[keep]).astype(np.int64)
     try:
-        fit = law.fit_law(np.round(s[keep]).astype(np.int64), np.asarray(values, dtype=np.float64)[keep], schedule,
+        fit = law.fit_law(fitted, np.asarray(values, dtype=np.float64)[keep], schedule,
                           rising=direction > 0, bootstrap=0, bounds=(limits.lower, limits.upper))
     except ValueError as exc:
         return ScheduleLawFit(SCHEDULE_LAW, False, str(exc), n=n, **base)
     areas = law.schedule_areas(schedule, fit.momentum)
-    fitted = np.round(s[keep]).astype(np.int64)
     # fit_law fixes C at 0 when the points carry no annealing area: then the gain is unidentified.
     out = ScheduleLawFit(SCHEDULE_LAW, True, f"converged (momentum {fit.momentum})", law=fit, areas=areas, n=n,
-                         annealing_seen=fit.annealing_seen, fitted_last_step=float(fitted.max()), **base)
+                         fitted_last_step=float(fitted.max()), **base)
     if out.decay_unidentified:
         out = replace(out, message=out.message + "; no annealing seen before the planned decay, so the forecast "
                                                  "takes half of its unidentified gain")
