@@ -5,9 +5,10 @@ prints per run and per recipe (mean and standard error over seeds): the final he
 accuracy, the accuracy where the input was [MASK] (the part that needs the context; the rest
 of the held-out positions kept their character or got a random one), the held-out loss, the
 training time, and how many of six everyday sentences get the expected character in their
-top 5. All recipes train the same number of steps, so at equal speed they cost the same time.
+top 5, and how many runs never left the constant guess. All recipes but b64x3200 train the
+same steps of the same size, so at equal speed they cost the same time.
 
-    python bench/demo_recipe.py [--seeds 0,1,2] [--recipes cosine,wsd] [--data DATA_DIR]
+    python bench/demo_recipe.py [--seeds 0,1,2] [--recipes before,demo] [--data DATA_DIR]
                                 [--work bench-demo-recipe] [--threads 1] [--jobs N]
                                 [--device cpu|cuda] [--json OUT]
 
@@ -29,27 +30,27 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-RECIPES = {
-    "cosine": {"schedule": "cosine"},                       # the demo preset before WSD
-    "wsd": {"schedule": "wsd"},                             # warm-up, stable, 20 % linear cooldown
-    "wsd-1sqrt": {"schedule": "wsd", "decay_shape": "1-sqrt"},
-    # Candidates for a recipe that leaves the unigram plateau sooner, at about the same cost:
-    # the same steps and tokens per step, unless the name says otherwise.
-    # the peak rate held through the [MASK] transition (~1,000-1,500 steps), then a short cooldown
-    "wsd-cool10": {"schedule": "wsd", "decay_fraction": 0.1},
-    "wsd-mask25": {"schedule": "wsd", "mask_prob": 0.25},
-    "wsd-mask40": {"schedule": "wsd", "mask_prob": 0.4},
-    "wsd-lr3-w300": {"schedule": "wsd", "lr": 3e-3, "warmup_steps": 300},
-    "wsd-lr1.5": {"schedule": "wsd", "lr": 1.5e-3},
-    "wsd-heads4": {"schedule": "wsd", "num_heads": 4},
-    "wsd-wd0.1": {"schedule": "wsd", "weight_decay": 0.1},
-    "wsd-b0.95": {"schedule": "wsd", "beta2": 0.95},
-    # same tokens: half the batch, twice the steps (more optimizer steps, less parallel work)
-    "wsd-b64x3200": {"schedule": "wsd", "micro_batch": 64, "max_steps": 3200, "warmup_steps": 300,
-                     "lr": 1.5e-3},
-    # same tokens: twice the window, half the batch
-    "wsd-seq32": {"schedule": "wsd", "seq_len": 32, "micro_batch": 64},
+RECIPES = {   # name -> train overrides of the demo preset
+    "demo": {},                                                     # the preset as shipped
+    # the demo preset before issue 23: cosine decay from BERT's initial weights (std 0.02)
+    "before": {"schedule": "cosine", "initializer_range": 0.02},
+    "wsd-init0.02": {"initializer_range": 0.02},                    # the schedule change alone
+    "cosine": {"schedule": "cosine"},                               # the initial weights alone
+    "init0.088": {"initializer_range": 0.088},                      # 1/sqrt(width): too large
+    # robustness: warm-ups from a third to twice the preset's 150 steps
+    "warmup50": {"warmup_steps": 50},
+    "warmup300": {"warmup_steps": 300},
+    # candidates not measured yet (for a machine with time to spare)
+    "cool10": {"decay_fraction": 0.1},
+    "mask25": {"mask_prob": 0.25},
+    "mask40": {"mask_prob": 0.4},
+    "lr3e-3": {"lr": 3e-3},
+    "init0.035": {"initializer_range": 0.035},
+    "b64x3200": {"micro_batch": 64, "max_steps": 3200, "warmup_steps": 300, "lr": 1.5e-3},
 }
+# At-[MASK] accuracy below this is the constant guess: the most frequent character alone
+# scores about 0.05 there; a run that reads its context passes 0.10 within the demo's steps.
+STUCK_BELOW = 0.08
 # (sentence, characters that count as right) — the sentences of the README's fill-mask section
 SENTENCES = [
     ("今天天气很[MASK]。", "好"),
@@ -83,7 +84,7 @@ def mean_se(values: list[float]) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--recipes", default="cosine,wsd", help=f"comma-separated, of {', '.join(RECIPES)}")
+    parser.add_argument("--recipes", default="before,demo", help=f"comma-separated, of {', '.join(RECIPES)}")
     parser.add_argument("--data", type=Path, help="a prepared data dir (default: prepare demo into --work)")
     parser.add_argument("--work", type=Path, default=Path("bench-demo-recipe"))
     parser.add_argument("--threads", type=int, default=0,
@@ -137,12 +138,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     names = [n for n in names if rows[n]]
-    print(f"\n{'recipe':14s} {'acc (mean ± SE)':>18s} {'@mask (mean ± SE)':>19s} {'fill':>5s}   over {len(seeds)} seeds")
+    print(f"\n{'recipe':14s} {'acc (mean ± SE)':>18s} {'@mask (mean ± SE)':>19s} {'acc range':>15s} {'fill':>5s} "
+          f"{'stuck':>5s}   over {len(seeds)} seeds")
     for name in names:
-        acc, acc_se = mean_se([m["acc"] for m in rows[name]])
+        accs = [m["acc"] for m in rows[name]]
+        acc, acc_se = mean_se(accs)
         at, at_se = mean_se([m["at_mask"] for m in rows[name]])
         fill = statistics.fmean([m["fill"] for m in rows[name]])
-        print(f"{name:14s} {acc:9.4f} ± {acc_se:.4f} {at:10.4f} ± {at_se:.4f} {fill:5.1f}")
+        stuck = sum(m["at_mask"] < STUCK_BELOW for m in rows[name])
+        print(f"{name:14s} {acc:9.4f} ± {acc_se:.4f} {at:10.4f} ± {at_se:.4f} {min(accs):7.4f}-{max(accs):.4f} "
+              f"{fill:5.1f} {stuck:2d}/{len(accs)}")
     base = names[0]
     for name in names[1:]:   # paired by seed against the first recipe, the baseline of this run
         base_of = {b["seed"]: b for b in rows[base]}

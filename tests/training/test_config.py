@@ -77,3 +77,17 @@ def test_unknown_preset_and_bad_file(tmp_path):
         build_config("tiny", bad)
     with pytest.raises(UserError, match="max_position_embeddings"):
         build_config("tiny", overrides={"seq_len": 128})
+
+
+def test_initializer_range_sets_the_initial_weights_and_is_validated():
+    from bertcurve.training.model import build_model
+
+    for std in (0.02, 0.05):
+        cfg = build_config("demo", overrides={"initializer_range": std})
+        net = build_model(cfg.model, 3000)
+        assert net.config.initializer_range == std       # saved with the model, HF's own field
+        query = net.bert.encoder.layer[0].attention.self.query.weight
+        assert abs(float(query.std()) - std) < 0.1 * std
+    assert build_config("demo").model.initializer_range == 0.05
+    with pytest.raises(UserError, match=r"model.initializer_range must be > 0, got 0"):
+        build_config("demo", overrides={"initializer_range": 0.0})

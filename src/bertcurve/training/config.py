@@ -60,6 +60,8 @@ class ModelConfig:
     tie_word_embeddings: bool = field(default=True, metadata={"flag": "--untied", "const": False})
     """Share the MLM output matrix with the input embeddings (BERT default; the flag
     ``--untied`` sets false: a separate output matrix)."""
+    initializer_range: float = 0.02
+    """Standard deviation of the normal initial weights (``BertConfig.initializer_range``)."""
 
 
 @dataclass(frozen=True)
@@ -212,12 +214,18 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # learnt to copy the kept tokens) for the whole five minutes; in short
     # windows it starts reading its neighbours within a few hundred steps.
     # lr 2e-3 beat 1.5e-3 and 3e-3 there; 5e-3 diverged.
+    # Initial weights at std 0.05 instead of BERT's 0.02 (tuned for width 768; 128 is this
+    # model's): at 0.02 the model reads no context at [MASK] for 1,000-1,600 steps, at
+    # 0.05 it leaves that plateau hundreds of steps sooner; 0.088 never learnt at all. WSD
+    # holds the peak rate through that transition, where cosine is already decaying.
+    # bench/demo_recipe.py measures both (docs/run-dir.md, "Measurements").
     "demo": {
         "model": dict(hidden_size=128, num_layers=4, num_heads=2, intermediate_size=512,
-                      max_position_embeddings=128, hidden_dropout=0.0, attention_dropout=0.0),
+                      max_position_embeddings=128, hidden_dropout=0.0, attention_dropout=0.0,
+                      initializer_range=0.05),
         "data": dict(seq_len=16),
         "optim": dict(lr=2e-3, beta2=0.98, warmup_steps=150, max_steps=1600, micro_batch=128,
-                      grad_accum=1),
+                      grad_accum=1, schedule="wsd"),
         "eval": dict(eval_every=50, eval_tokens=3000, log_every=10, save_every=250, keep=2),
     },
     "seed-48m": {
@@ -464,6 +472,8 @@ def validate(cfg: TrainConfig, vocab_size: int | None = None) -> list[str]:
     if m.num_heads >= 1 and m.hidden_size % m.num_heads:
         p.append(f"model.hidden_size ({m.hidden_size}) must be divisible by "
                  f"model.num_heads ({m.num_heads})")
+    if not m.initializer_range > 0:
+        p.append(f"model.initializer_range must be > 0, got {m.initializer_range}")
     for name in ("hidden_dropout", "attention_dropout"):
         if not 0.0 <= getattr(m, name) < 1.0:
             p.append(f"model.{name} must be in [0, 1), got {getattr(m, name)}")

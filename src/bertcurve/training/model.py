@@ -38,6 +38,7 @@ def bert_config(model: ModelConfig, vocab_size: int, pad_token_id: int = 0):
         hidden_dropout_prob=model.hidden_dropout,
         attention_probs_dropout_prob=model.attention_dropout,
         tie_word_embeddings=model.tie_word_embeddings,
+        initializer_range=model.initializer_range,
         pad_token_id=pad_token_id,
         type_vocab_size=2,
     )
