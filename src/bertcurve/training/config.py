@@ -217,14 +217,15 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # Initial weights at std 0.05 instead of BERT's 0.02 (tuned for width 768; 128 is this
     # model's): at 0.02 the model reads no context at [MASK] for 1,000-1,600 steps, at
     # 0.05 it leaves that plateau hundreds of steps sooner; 0.088 never learnt at all. WSD
-    # holds the peak rate through that transition, where cosine is already decaying.
-    # bench/demo_recipe.py measures both (docs/run-dir.md, "Measurements").
+    # holds the peak rate through that transition, where cosine is already decaying. A
+    # 300-step warm-up ended higher than 150, and 50 left a run at the constant guess.
+    # bench/demo_recipe.py measures them (docs/run-dir.md, "Measurements").
     "demo": {
         "model": dict(hidden_size=128, num_layers=4, num_heads=2, intermediate_size=512,
                       max_position_embeddings=128, hidden_dropout=0.0, attention_dropout=0.0,
                       initializer_range=0.05),
         "data": dict(seq_len=16),
-        "optim": dict(lr=2e-3, beta2=0.98, warmup_steps=150, max_steps=1600, micro_batch=128,
+        "optim": dict(lr=2e-3, beta2=0.98, warmup_steps=300, max_steps=1600, micro_batch=128,
                       grad_accum=1, schedule="wsd"),
         "eval": dict(eval_every=50, eval_tokens=3000, log_every=10, save_every=250, keep=2),
     },
