@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT / "src"))
 # steps, so a sweep of a few hundred steps would have nothing to choose; this one leaves it
 # within about 200 steps (0.13 at step 600, lr 3e-3) and trains a step in a third of the time.
 TRIAL_SETTINGS = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 256,
-               # the demo preset as the measured sweeps ran (docs/sweep.md), before issue 23
-               "schedule": "cosine", "initializer_range": 0.02}
+                  # the demo preset as the measured sweeps ran (docs/sweep.md), before issue 23
+                  "schedule": "cosine", "initializer_range": 0.02}
 SPACE = {"lr": {"low": 5e-4, "high": 4e-3, "log": True},
          "warmup_steps": {"low": 10, "high": 80},
          "mask_prob": [0.15, 0.2, 0.3]}

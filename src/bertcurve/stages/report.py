@@ -507,12 +507,14 @@ def _model(doc: Doc, info: RunInfo, lang: str) -> None:
         ("Layers × hidden × heads", f"{m.num_layers} × {m.hidden_size} × {m.num_heads}"),
         ("Feed-forward width", m.intermediate_size),
         ("Output layer tied to embeddings", m.tie_word_embeddings),
+        ("Initial weights", f"normal, std {m.initializer_range:g}"),
         ("Vocabulary", f"{cfg.vocab_size:,}" if cfg.vocab_size else None),
         ("Sequence length", d.seq_len),
         ("Masking", f"{d.mask_prob:.0%} of tokens" + (", whole words" if d.whole_word else "")),
         ("Next-sentence prediction", d.nsp),
         ("Optimizer", f"AdamW, lr {o.lr}, weight decay {o.weight_decay}"),
-        ("Schedule", f"{o.warmup_steps} warm-up steps, then {o.schedule} to {o.min_lr_ratio:g} × lr"),
+        ("Schedule", f"{o.warmup_steps} warm-up steps, then {o.schedule} to {o.min_lr_ratio:g} × lr"
+                     + (f" (cooldown over the last {o.decay_fraction:.0%} of the steps)" if o.schedule == "wsd" else "")),
         ("Steps", f"{o.max_steps:,}"),
         ("Batch", f"{o.micro_batch} × {o.grad_accum} accumulation"
                   + (f" × {cfg.world_size} processes" if cfg.world_size > 1 else "")
