@@ -30,10 +30,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+# The demo preset before issue 23: cosine decay from BERT's initial weights (std 0.02) after a
+# 150-step warm-up. bench/what_if.py and bench/sweep.py train their stored runs with it too.
+DEMO_BEFORE = {"schedule": "cosine", "initializer_range": 0.02, "warmup_steps": 150}
 RECIPES = {   # name -> train overrides of the demo preset
     "demo": {},                                                     # the preset as shipped
-    # the demo preset before issue 23: cosine decay from BERT's initial weights (std 0.02)
-    "before": {"schedule": "cosine", "initializer_range": 0.02, "warmup_steps": 150},
+    "before": DEMO_BEFORE,
     # one change at a time, at the old 150-step warm-up
     "wsd-init0.02": {"initializer_range": 0.02, "warmup_steps": 150},     # the schedule alone
     "cosine": {"schedule": "cosine", "warmup_steps": 150},                # the initial weights alone

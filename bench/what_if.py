@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from bertcurve.curves import schedule_law as law  # noqa: E402
+from demo_recipe import DEMO_BEFORE  # noqa: E402  (the settings these runs and tests/fixtures/what_if used)
 from bertcurve.curves.fits import backtest, choose_model, fit_all  # noqa: E402
 
 
@@ -114,10 +115,7 @@ def step_extrapolation(steps, values, at_steps, direction: int = -1) -> float:
 
 # ------------------------------------------------------------------ part 1: our demo runs
 
-# The demo preset as these runs (and the fixtures in tests/fixtures/what_if) were trained:
-# before issue 23 it was a cosine schedule from BERT's initial weights (std 0.02).
-DEMO_BEFORE = {"schedule": "cosine", "initializer_range": 0.02}
-DEMO_RUNS = {          # name -> train overrides (demo preset, seed 0)
+DEMO_RUNS = {          # name -> train overrides (the demo preset before issue 23, seed 0)
     "cos400": {"max_steps": 400},
     "cos1200": {"max_steps": 1200},
     "cos800": {"max_steps": 800},

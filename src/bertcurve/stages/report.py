@@ -514,7 +514,8 @@ def _model(doc: Doc, info: RunInfo, lang: str) -> None:
         ("Next-sentence prediction", d.nsp),
         ("Optimizer", f"AdamW, lr {o.lr}, weight decay {o.weight_decay}"),
         ("Schedule", f"{o.warmup_steps} warm-up steps, then {o.schedule} to {o.min_lr_ratio:g} × lr"
-                     + (f" (cooldown over the last {o.decay_fraction:.0%} of the steps)" if o.schedule == "wsd" else "")),
+                     + (f" (cooldown over the last {o.decay_fraction:.0%} of the steps)"
+                        if o.schedule == "wsd" else "")),
         ("Steps", f"{o.max_steps:,}"),
         ("Batch", f"{o.micro_batch} × {o.grad_accum} accumulation"
                   + (f" × {cfg.world_size} processes" if cfg.world_size > 1 else "")
