@@ -91,3 +91,5 @@ def test_initializer_range_sets_the_initial_weights_and_is_validated():
     assert build_config("demo").model.initializer_range == 0.05
     with pytest.raises(UserError, match=r"model.initializer_range must be > 0, got 0"):
         build_config("demo", overrides={"initializer_range": 0.0})
+    with pytest.raises(UserError, match=r"model.initializer_range inf is far too large"):
+        build_config("demo", overrides={"initializer_range": float("inf")})

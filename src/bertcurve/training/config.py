@@ -475,6 +475,9 @@ def validate(cfg: TrainConfig, vocab_size: int | None = None) -> list[str]:
                  f"model.num_heads ({m.num_heads})")
     if not m.initializer_range > 0:
         p.append(f"model.initializer_range must be > 0, got {m.initializer_range}")
+    elif m.initializer_range > 1.0:
+        p.append(f"model.initializer_range {m.initializer_range} is far too large "
+                 "(BERT uses 0.02, the demo preset 0.05)")
     for name in ("hidden_dropout", "attention_dropout"):
         if not 0.0 <= getattr(m, name) < 1.0:
             p.append(f"model.{name} must be in [0, 1), got {getattr(m, name)}")
