@@ -32,19 +32,25 @@ sys.path.insert(0, str(ROOT / "src"))
 
 # The demo preset before issue 23: cosine decay from BERT's initial weights (std 0.02) after a
 # 150-step warm-up. bench/what_if.py and bench/sweep.py train their stored runs with it too.
-DEMO_BEFORE = {"schedule": "cosine", "initializer_range": 0.02, "warmup_steps": 150}
+DEMO_BEFORE = {"schedule": "cosine", "initializer_range": 0.02, "warmup_steps": 150, "short_seq_prob": 0.0}
+FULL = {"short_seq_prob": 0.0}   # only full packed windows, as before the short ones
 RECIPES = {   # name -> train overrides of the demo preset
     "demo": {},                                                     # the preset as shipped
     "before": DEMO_BEFORE,
-    # one change at a time, at the old 150-step warm-up
-    "wsd-init0.02": {"initializer_range": 0.02, "warmup_steps": 150},     # the schedule alone
-    "cosine": {"schedule": "cosine", "warmup_steps": 150},                # the initial weights alone
-    "warmup150": {"warmup_steps": 150},                                   # both
-    "init0.088": {"initializer_range": 0.088, "warmup_steps": 150},       # 1/sqrt(width): too large
+    # one change at a time, at the old 150-step warm-up, in full windows
+    "wsd-init0.02": {**FULL, "initializer_range": 0.02, "warmup_steps": 150},  # the schedule alone
+    "cosine": {**FULL, "schedule": "cosine", "warmup_steps": 150},             # the initial weights alone
+    "warmup150": {**FULL, "warmup_steps": 150},                                # both
+    "init0.088": {**FULL, "initializer_range": 0.088, "warmup_steps": 150},    # 1/sqrt(width): too large
+    "full": FULL,                                                   # then the 300-step warm-up
+    # BERT's short sequences: in full windows "中华人民共和[MASK]" + [SEP] reads as a document's end
+    "short10": {"short_seq_prob": 0.1},
     # robustness: warm-ups from a third to twice the preset's 300 steps (and a sixth)
-    "warmup50": {"warmup_steps": 50},
     "warmup100": {"warmup_steps": 100},
     "warmup600": {"warmup_steps": 600},
+    "full-warmup50": {**FULL, "warmup_steps": 50},
+    "full-warmup100": {**FULL, "warmup_steps": 100},
+    "full-warmup600": {**FULL, "warmup_steps": 600},
     # candidates not measured yet (for a machine with time to spare)
     "cool10": {"decay_fraction": 0.1},
     "mask25": {"mask_prob": 0.25},

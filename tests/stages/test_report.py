@@ -80,12 +80,14 @@ def test_cjk_font_is_subset_to_the_characters_used():
 
 
 @pytest.mark.slow
-def test_report_states_the_runs_initial_weights_and_cooldown(tmp_path, tiny_data_dir):
+def test_report_states_the_runs_initial_weights_cooldown_and_short_sequences(tmp_path, tiny_data_dir):
     from bertcurve.stages.train import train
 
     run = tmp_path / "run"
     train(tiny_data_dir, run, preset="tiny", quiet=True,
-          overrides={"max_steps": 20, "warmup_steps": 4, "schedule": "wsd", "initializer_range": 0.03})
+          overrides={"max_steps": 20, "warmup_steps": 4, "schedule": "wsd", "initializer_range": 0.03,
+                     "short_seq_prob": 0.25})
     md = report([run], out=tmp_path / "rep").markdown.read_text(encoding="utf-8")
     assert "normal, std 0.03" in md
     assert "then wsd to 0 × lr (cooldown over the last 20% of the steps)" in md
+    assert "32 (25% of training sequences cut short)" in md

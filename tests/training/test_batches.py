@@ -82,6 +82,45 @@ def test_full_batches_need_no_attention_mask():
     assert batch.n_masked == int((batch.labels != IGNORE_INDEX).sum()) > 0
 
 
+def test_short_sequences_end_mid_sentence_with_sep_and_are_masked_out_of_attention():
+    split = _split([[28] * 150])  # 300 full sequences of 16
+    ex = make_examples(split, seq_len=16, special=SP, whole_word=False, nsp=False)
+    full = TrainStream(ex, micro_batch=64, mask_prob=0.15, seed=0)
+    short = TrainStream(ex, micro_batch=64, mask_prob=0.15, seed=0, short_seq_prob=0.25)
+    lengths, seps = [], []
+    for k in range(20):
+        b = short.batch(k)
+        assert torch.equal(b.input_ids, short.batch(k).input_ids)  # a pure function of (seed, k)
+        real = b.attention_mask.bool() if b.attention_mask is not None else torch.ones_like(b.input_ids).bool()
+        for row, r in zip(b.input_ids, real):
+            n = int(r.sum())
+            lengths.append(n)
+            # [CLS] first, a [SEP] last, padding after it and nothing masked there
+            assert row[0] == SP.cls and row[n - 1] == SP.sep and bool((row[n:] == SP.pad).all())
+            seps.append(n - 1)
+        assert bool((b.labels[~real] == IGNORE_INDEX).all())
+        assert b.n_tokens == int(real.sum())
+    share_short = np.mean([n < 16 for n in lengths])
+    assert 0.15 < share_short < 0.35                   # about the share asked for
+    assert min(lengths) >= 4 and len(set(lengths)) > 8  # [CLS] + 2..13 tokens + [SEP], spread
+    # Without it every sequence is full, so [SEP] closes a row only at its last position.
+    assert all(full.batch(k).attention_mask is None for k in range(5))
+
+
+def test_cut_short_keeps_a_prefix_and_word_starts_in_step():
+    from bertcurve.training.batches import cut_short
+
+    ids = np.array([SP.cls, 10, 11, 12, 13, 14, 15, SP.sep])
+    ws = np.array([0, 1, 0, 1, 1, 0, 1, 0], dtype=np.uint8)
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        cut, cws = cut_short(ids, ws, rng, SP.sep)
+        assert 4 <= len(cut) < len(ids) and cut[-1] == SP.sep
+        assert list(cut[:-1]) == list(ids[:len(cut) - 1]) and len(cws) == len(cut) and cws[-1] == 0
+    tiny = np.array([SP.cls, 10, 11, SP.sep])
+    assert cut_short(tiny, None, rng, SP.sep)[0] is tiny  # nothing to cut
+
+
 def test_whole_word_needs_word_starts():
     from bertcurve.errors import UserError
 

@@ -93,3 +93,13 @@ def test_initializer_range_sets_the_initial_weights_and_is_validated():
         build_config("demo", overrides={"initializer_range": 0.0})
     with pytest.raises(UserError, match=r"model.initializer_range inf is far too large"):
         build_config("demo", overrides={"initializer_range": float("inf")})
+
+
+def test_short_seq_prob_is_a_share_and_not_for_nsp():
+    assert build_config("tiny").data.short_seq_prob == 0.0   # runs saved before it read as 0
+    assert build_config("tiny", overrides={"short_seq_prob": 0.1}).data.short_seq_prob == 0.1
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(UserError, match=r"data.short_seq_prob must be in \[0, 1\]"):
+            build_config("tiny", overrides={"short_seq_prob": bad})
+    with pytest.raises(UserError, match="NSP pairs already vary"):
+        build_config("tiny", overrides={"short_seq_prob": 0.1, "nsp": True})

@@ -17,7 +17,7 @@ def _sha_seed(text: str) -> int:
 def test_every_stream_has_its_own_name_and_number():
     names = [s.name for s in seeds.STREAMS]
     numbers = [s.number for s in seeds.STREAMS if s.number is not None]
-    assert len(set(names)) == len(names) == 8
+    assert len(set(names)) == len(names) == 9
     assert len(set(numbers)) == len(numbers)
     numbered = [s for s in seeds.STREAMS if s.number is not None]
     keys = {seeds.stream_key(3, s, 41) for s in numbered}

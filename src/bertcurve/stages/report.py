@@ -509,7 +509,8 @@ def _model(doc: Doc, info: RunInfo, lang: str) -> None:
         ("Output layer tied to embeddings", m.tie_word_embeddings),
         ("Initial weights", f"normal, std {m.initializer_range:g}"),
         ("Vocabulary", f"{cfg.vocab_size:,}" if cfg.vocab_size else None),
-        ("Sequence length", d.seq_len),
+        ("Sequence length", f"{d.seq_len}" + (f" ({d.short_seq_prob:.0%} of training sequences cut short)"
+                                              if d.short_seq_prob else "")),
         ("Masking", f"{d.mask_prob:.0%} of tokens" + (", whole words" if d.whole_word else "")),
         ("Next-sentence prediction", d.nsp),
         ("Optimizer", f"AdamW, lr {o.lr}, weight decay {o.weight_decay}"),

@@ -4,7 +4,8 @@ Packing: the sentences of a document are concatenated, in order, into
 sequences of ``seq_len`` tokens (``[CLS] ... [SEP]``); when a document ends
 before the sequence is full, the next document follows after a ``[SEP]``,
 and a sentence that does not fit continues in the next sequence, so no
-padding is wasted. With ``nsp`` the examples are
+padding is wasted. With ``short_seq_prob`` that share of training sequences is
+cut short at a random length and padded, as BERT does. With ``nsp`` the examples are
 sentence pairs instead (50 % the next sentence of the same document, 50 % a
 random sentence of another document), padded per batch with the padding
 masked out of attention.
@@ -286,6 +287,23 @@ class SentencePairs:
         return ids, types, label
 
 
+def cut_short(ids: np.ndarray, word_starts: np.ndarray | None, gen: np.random.Generator,
+              sep: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The sequence ``ids`` ([CLS] ... [SEP]) cut after a random 2 .. n-3 of its content tokens,
+    then closed with [SEP] (BERT's short sequences; the batch pads it back).
+
+    Sequences too short to cut come back whole.
+    """
+    content = len(ids) - 2
+    if content < 3:
+        return ids, word_starts
+    keep = 1 + int(gen.integers(2, content))          # [CLS] + 2 .. content-1 tokens
+    if ids[keep - 1] == sep:                          # already ends at a document boundary
+        return ids[:keep], None if word_starts is None else word_starts[:keep]
+    cut = np.append(ids[:keep], sep)
+    return cut, None if word_starts is None else np.append(word_starts[:keep], 0).astype(np.uint8)
+
+
 def _pad(rows: list[np.ndarray], value: int) -> np.ndarray:
     width = max(len(r) for r in rows)
     out = np.full((len(rows), width), value, dtype=np.int64)
@@ -335,13 +353,14 @@ class TrainStream:
     """
 
     def __init__(self, examples: PackedSequences | SentencePairs, *, micro_batch: int,
-                 mask_prob: float, seed: int):
+                 mask_prob: float, seed: int, short_seq_prob: float = 0.0):
         if len(examples) == 0:
             raise UserError("the training split has no tokens; prepare a larger corpus")
         self.examples = examples
         self.micro_batch = micro_batch
         self.mask_prob = mask_prob
         self.seed = seed
+        self.short_seq_prob = short_seq_prob
         self._order = lru_cache(maxsize=2)(self._permutation)
 
     def _permutation(self, epoch: int) -> np.ndarray:
@@ -372,6 +391,11 @@ class TrainStream:
             return collate(rows, sp, mask_prob=self.mask_prob, generator=gen,
                            token_types=types, nsp_labels=labels)
         seqs = [ex.sequence(i) for i in self.example_ids(k)]
+        if self.short_seq_prob > 0:
+            cut_gen = seeds.numpy_rng(self.seed, seeds.SHORT_SEQS, k)
+            short = cut_gen.random(len(seqs)) < self.short_seq_prob
+            seqs = [cut_short(ids, ws, cut_gen, sp.sep) if s else (ids, ws)
+                    for (ids, ws), s in zip(seqs, short)]
         return collate([s[0] for s in seqs], sp, mask_prob=self.mask_prob, generator=gen,
                        word_starts=[s[1] for s in seqs] if ex.whole_word else None)
 

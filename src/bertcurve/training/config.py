@@ -76,6 +76,10 @@ class DataConfig:
     """Mask whole jieba words (needs a data dir prepared with --whole-word)."""
     nsp: bool = False
     """Next-sentence prediction: 50 % adjacent / 50 % random sentence pairs, padded."""
+    short_seq_prob: float = 0.0
+    """Share of training sequences cut short at a random length, padded (BERT's
+    ``short_seq_prob``, 0.1): without it a [SEP] early in a packed sequence only ever
+    follows a document's end, and the model learns to predict punctuation before it."""
 
 
 @dataclass(frozen=True)
@@ -219,12 +223,14 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # 0.05 it leaves that plateau hundreds of steps sooner; 0.088 never learnt at all. WSD
     # holds the peak rate through that transition, where cosine is already decaying. A
     # 300-step warm-up ended higher than 150, and 50 left a run at the constant guess.
+    # A quarter of the training windows cut short (BERT's short sequences): in full packed
+    # windows an early [SEP] only ever follows a document's end, so "中华人民共和[MASK]" got "。".
     # bench/demo_recipe.py measures them (docs/run-dir.md, "Measurements").
     "demo": {
         "model": dict(hidden_size=128, num_layers=4, num_heads=2, intermediate_size=512,
                       max_position_embeddings=128, hidden_dropout=0.0, attention_dropout=0.0,
                       initializer_range=0.05),
-        "data": dict(seq_len=16),
+        "data": dict(seq_len=16, short_seq_prob=0.25),
         "optim": dict(lr=2e-3, beta2=0.98, warmup_steps=300, max_steps=1600, micro_batch=128,
                       grad_accum=1, schedule="wsd"),
         "eval": dict(eval_every=50, eval_tokens=3000, log_every=10, save_every=250, keep=2),
@@ -490,6 +496,11 @@ def validate(cfg: TrainConfig, vocab_size: int | None = None) -> list[str]:
         p.append("data.whole_word and data.nsp cannot be combined yet; choose one")
     if not 0.0 < d.mask_prob < 1.0:
         p.append(f"data.mask_prob must be in (0, 1), got {d.mask_prob}")
+    if not 0.0 <= d.short_seq_prob <= 1.0:
+        p.append(f"data.short_seq_prob must be in [0, 1], got {d.short_seq_prob}")
+    elif d.short_seq_prob > 0 and d.nsp:
+        p.append("data.short_seq_prob applies to packed sequences; NSP pairs already vary in "
+                 "length, so leave it at 0 with --nsp")
     if not 0.0 < e.mask_prob < 1.0:
         p.append(f"eval.mask_prob must be in (0, 1), got {e.mask_prob}")
     if not o.lr > 0 or o.lr != o.lr:

@@ -1,6 +1,6 @@
 """Every random stream of a training run, by name, and the one way their seeds are derived.
 
-A run draws from eight streams. Each is a pure function of a root seed (the
+A run draws from nine streams. Each is a pure function of a root seed (the
 run's ``seed``, or ``eval.eval_seed`` for the held-out set) and an index such
 as the micro-batch number, so a resumed run, a run on another number of
 processes and an uninterrupted run draw exactly the same numbers without
@@ -14,6 +14,7 @@ stream             root seed   index
 ``TRAIN_MASKS``    seed        micro-batch: which tokens are masked, and how
 ``NSP_PAIRS``      seed        micro-batch: adjacent or random sentence B
 ``DROPOUT``        seed        micro-batch: dropout masks (the global generator)
+``SHORT_SEQS``     seed        micro-batch: which sequences are cut short, and where
 ``EVAL_ORDER``     eval_seed   (none): which validation examples form the set
 ``EVAL_MASKS``     eval_seed   example: the held-out set's masks
 ``EVAL_NSP_PAIRS`` eval_seed   example: the held-out set's sentence B
@@ -52,9 +53,10 @@ EVAL_MASKS = Stream("eval-masks", 3)
 EVAL_ORDER = Stream("eval-order", 4)
 EVAL_NSP_PAIRS = Stream("eval-nsp-pairs", 5)
 DROPOUT = Stream("dropout", 7)
+SHORT_SEQS = Stream("short-seqs", 8)
 
 STREAMS = (MODEL_INIT, DATA_ORDER, TRAIN_MASKS, NSP_PAIRS, EVAL_MASKS, EVAL_ORDER, EVAL_NSP_PAIRS,
-           DROPOUT)
+           DROPOUT, SHORT_SEQS)
 
 
 def stream_key(seed: int, stream: Stream, *index: int) -> tuple[int, ...]:

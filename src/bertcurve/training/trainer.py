@@ -348,7 +348,8 @@ class Trainer:
                                          nsp=cfg.data.nsp)
                     for split in ("train", "val")}
         self.stream = TrainStream(examples["train"], micro_batch=cfg.optim.micro_batch,
-                                  mask_prob=cfg.data.mask_prob, seed=cfg.seed)
+                                  mask_prob=cfg.data.mask_prob, seed=cfg.seed,
+                                  short_seq_prob=cfg.data.short_seq_prob)
         self.eval_set = build_eval_set(examples["val"], eval_tokens=cfg.eval.eval_tokens,
                                        mask_prob=cfg.eval.mask_prob, eval_seed=cfg.eval.eval_seed,
                                        batch_size=max(cfg.optim.micro_batch, 32))
