@@ -45,6 +45,7 @@ RECIPES = {   # name -> train overrides of the demo preset
     "full": FULL,                                                   # then the 300-step warm-up
     # BERT's short sequences: in full windows "中华人民共和[MASK]" + [SEP] reads as a document's end
     "short10": {"short_seq_prob": 0.1},
+    "short50": {"short_seq_prob": 0.5},
     # robustness: warm-ups from a third to twice the preset's 300 steps (and a sixth)
     "warmup100": {"warmup_steps": 100},
     "warmup600": {"warmup_steps": 600},
