@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 # The demo preset before issue 23: cosine decay from BERT's initial weights (std 0.02) after a
 # 150-step warm-up. bench/what_if.py and bench/sweep.py train their stored runs with it too.
-DEMO_BEFORE = {"schedule": "cosine", "initializer_range": 0.02, "warmup_steps": 150, "short_seq_prob": 0.0}
 FULL = {"short_seq_prob": 0.0}   # only full packed windows, as before the short ones
+DEMO_BEFORE = {**FULL, "schedule": "cosine", "initializer_range": 0.02, "warmup_steps": 150}
 RECIPES = {   # name -> train overrides of the demo preset
     "demo": {},                                                     # the preset as shipped
     "before": DEMO_BEFORE,

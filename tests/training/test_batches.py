@@ -87,7 +87,7 @@ def test_short_sequences_end_mid_sentence_with_sep_and_are_masked_out_of_attenti
     ex = make_examples(split, seq_len=16, special=SP, whole_word=False, nsp=False)
     full = TrainStream(ex, micro_batch=64, mask_prob=0.15, seed=0)
     short = TrainStream(ex, micro_batch=64, mask_prob=0.15, seed=0, short_seq_prob=0.25)
-    lengths, seps = [], []
+    lengths = []
     for k in range(20):
         b = short.batch(k)
         assert torch.equal(b.input_ids, short.batch(k).input_ids)  # a pure function of (seed, k)
@@ -97,7 +97,6 @@ def test_short_sequences_end_mid_sentence_with_sep_and_are_masked_out_of_attenti
             lengths.append(n)
             # [CLS] first, a [SEP] last, padding after it and nothing masked there
             assert row[0] == SP.cls and row[n - 1] == SP.sep and bool((row[n:] == SP.pad).all())
-            seps.append(n - 1)
         assert bool((b.labels[~real] == IGNORE_INDEX).all())
         assert b.n_tokens == int(real.sum())
     share_short = np.mean([n < 16 for n in lengths])
