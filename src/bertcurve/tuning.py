@@ -2,10 +2,11 @@
 
 ``bertcurve sweep`` (``stages/sweep.py``) runs ordinary ``bertcurve train`` runs as Optuna
 trials. What bertcurve adds is :class:`ForecastPruner`: at each held-out evaluation it
-forecasts the trial's final metric from its curve so far with the schedule-aware law
+forecasts the trial's final metric from its curve so far, by the schedule-aware law
 (:mod:`bertcurve.curves.schedule_law`, which knows the rest of the trial's learning-rate
-schedule) and stops the trial when even the optimistic end of the prediction interval is
-worse than the best finished trial.
+schedule) or by the growth finished trials made from the same point, whichever erred less on
+the finished trials, and stops the trial when even the optimistic end of the prediction
+interval is worse than the best finished trial.
 """
 
 from __future__ import annotations
@@ -193,6 +194,33 @@ def forecast_final(steps: np.ndarray, values: np.ndarray, schedule: Mapping[str,
     return got.value, got.low, got.high
 
 
+def recent_mean(steps: np.ndarray, values: np.ndarray, upto: float, window: int = 3) -> float | None:
+    """Mean of the last ``window`` evaluations at or before step ``upto`` (None before any):
+    a trial's level at that point, less noisy than its one evaluation there."""
+    seen = values[steps <= upto]
+    return float(np.mean(seen[-window:])) if len(seen) else None
+
+
+def analogue_forecast(level: float, pairs: list[tuple[float, float]]) -> float | None:
+    """Final metric of a trial now at ``level``, by the growth of finished trials from the same
+    share of their steps: ``level`` times the geometric mean of their final / level ratios
+    (``pairs``: (level then, final) per finished trial). None without a positive pair."""
+    ratios = [math.log(final / then) for then, final in pairs if then > 0 and final > 0]
+    if not ratios or level <= 0:
+        return None
+    return level * math.exp(float(np.mean(ratios)))
+
+
+def analogue_errors(pairs: list[tuple[float, float]]) -> list[float]:
+    """Leave-one-out errors (forecast - final) of :func:`analogue_forecast` on finished trials."""
+    errors = []
+    for i, (then, final) in enumerate(pairs):
+        got = analogue_forecast(then, pairs[:i] + pairs[i + 1:])
+        if got is not None:
+            errors.append(got - final)
+    return errors
+
+
 def _pruner_base():
     import optuna
 
@@ -220,15 +248,19 @@ def early_forecast_errors(curves: list[tuple[np.ndarray, np.ndarray, Mapping[str
     return errors
 
 
-def error_sd_bound(errors: list[float], confidence: float) -> float:
-    """Upper ``confidence`` bound on the standard deviation of forecast errors from a few
-    samples (chi-square bound on the root mean square: from 2 samples it is 4.4 times the
-    RMS at 90 %, from 6 samples 1.7 times; from 1 sample 8 times)."""
-    from scipy.stats import chi2
+def predictive_error_sd(errors: list[float], level: float) -> float:
+    """The model-error standard deviation that makes a ``level`` normal interval around a
+    forecast the exact prediction interval for one more error, when the forecast errors seen
+    (``errors``, of trials like this one) are independent draws from N(0, sigma^2): a new
+    error over their root mean square is Student-t distributed with n degrees of freedom, so
+    the half-width is t_n times the RMS; divided by the normal quantile, that is 6.5 times the
+    RMS from one error at 95 %, 2.2 times from two, 1.3 times from five."""
+    from scipy.stats import norm, t
 
     n = len(errors)
     rms = math.sqrt(float(np.mean(np.square(errors))))
-    return rms * math.sqrt(n / float(chi2.ppf(1.0 - confidence, n)))
+    q = (1.0 + level) / 2.0
+    return rms * float(t.ppf(q, n)) / float(norm.ppf(q))
 
 
 class ForecastPruner(_pruner_base()):
@@ -237,10 +269,11 @@ class ForecastPruner(_pruner_base()):
 
     The forecast's interval includes the law's model error measured on the trials of this
     study that finished (forecast each from the same share of its steps, compare with its
-    final value: :func:`early_forecast_errors`, through an upper ``confidence`` bound on their
-    error's spread), once ``min_calibration`` such errors exist; before that, on the trial
-    itself (fit on its first part, predict its last evaluations: :func:`forecast_final`; only
-    possible once the curve has seen part of the decay). docs/sweep.md says why.
+    final value: :func:`early_forecast_errors`; :func:`predictive_error_sd` makes the interval
+    one for one more such error), once ``min_calibration`` such errors exist; before that, on
+    the trial itself (fit on its first part, predict its last evaluations:
+    :func:`forecast_final`; only possible once the curve has seen part of the decay).
+    docs/sweep.md says why.
 
     ``min_fraction``: never prune before this share of the trial's steps (the first part of
     a curve says least about its end). ``level``: the prediction interval's level; a higher
@@ -248,12 +281,11 @@ class ForecastPruner(_pruner_base()):
     """
 
     def __init__(self, *, level: float = 0.95, min_fraction: float = 0.2, min_evaluations: int = law.MIN_POINTS,
-                 min_calibration: int = 1, confidence: float = 0.9):
+                 min_calibration: int = 1):
         self.level = level
         self.min_fraction = min_fraction
         self.min_evaluations = min_evaluations
         self.min_calibration = min_calibration
-        self.confidence = confidence
         self.forecasts: dict[int, dict[str, float]] = {}   # trial number -> its latest forecast
         self._errors: dict[tuple[int, float], list[float]] = {}   # (finished trial, fraction) -> its error
 
@@ -283,29 +315,39 @@ class ForecastPruner(_pruner_base()):
                                             "best": best, "error_from": how}
             return high < best if maximize else low > best
 
+        # Two forecasters, each judged by its errors on the finished trials of this study when
+        # forecast from the same share of their steps: the same kind of curve, the same horizon.
+        # The one with the smaller error forecasts; its errors make the interval. The law knows
+        # the rest of the schedule but extrapolates a curve still bending from a few points
+        # badly; the analogue (the trial's level times the growth finished trials made from
+        # the same point) knows nothing of the trial's own schedule but nothing needs fitting.
+        fraction = round(float(steps[-1]) / last, 4)
+        law_errors = self._law_errors(finished, fraction, maximize, bounds)
+        analogue = self._analogue(finished, steps, curve, fraction)
+        if analogue is not None and (len(law_errors) < self.min_calibration
+                                     or _rms(analogue[1]) < _rms(law_errors)):
+            value, errors = analogue
+            half = _quantile(self.level) * predictive_error_sd(errors, self.level)
+            low, high = bounds[0], bounds[1] if bounds[1] is not None else math.inf
+            return hopeless((value, min(max(value - half, low), high), min(max(value + half, low), high)),
+                            "finished trials (analogue)")
         fit = fit_curve(steps, curve, schedule, rising=maximize, bounds=bounds)
         if fit is None:
             return False
-        # The model error measured on finished trials of this study, forecast from the same share
-        # of their steps, is the one that matters: same forecaster, same kind of curve, same
-        # horizon. A trial's own backtest (its first part against its last evaluations) is the
-        # fallback before enough trials have finished: on a plateau it is too narrow (finished
-        # trials may have broken out of the same plateau later), and with a curve that bends
-        # within its few points it is far too wide to prune anything.
-        borrowed = self._calibrated_forecast(finished, steps, curve, schedule, maximize, bounds, fit)
-        if borrowed is not None:
-            return hopeless(borrowed, "finished trials")
+        if len(law_errors) >= self.min_calibration:
+            got = law.forecast_at(fit, steps, curve, rates_of(schedule), rates_of(schedule), last,
+                                  level=self.level, model_error=predictive_error_sd(law_errors, self.level))
+            return hopeless((got.value, got.low, got.high), "finished trials (law)")
+        # Before any finished trial could be forecast from this share, the trial's own backtest
+        # (its first part against its last evaluations) stands in: on a plateau it is too
+        # narrow (finished trials may break out of the same plateau later), and with a curve
+        # that bends within its few points far too wide to prune anything.
         own = forecast_final(steps, curve, schedule, rising=maximize, level=self.level, bounds=bounds, fit=fit)
         return own is not None and hopeless(own, "own backtest")
 
-    def _calibrated_forecast(self, finished: list, steps: np.ndarray, curve: np.ndarray,
-                             schedule: Mapping[str, Any], maximize: bool,
-                             bounds: tuple[float | None, float | None],
-                             fit: law.LawFit) -> tuple[float, float, float] | None:
-        """(value, low, high) at the last step from ``fit`` with the model error of finished
-        trials forecast from the same share of their steps; None with too few of them."""
-        last = int(schedule["max_steps"])
-        fraction = round(float(steps[-1]) / last, 4)
+    def _law_errors(self, finished: list, fraction: float, maximize: bool,
+                    bounds: tuple[float | None, float | None]) -> list[float]:
+        """The law's errors on finished trials forecast from ``fraction`` of their steps."""
         errors = []
         for t in finished:
             key = (t.number, fraction)
@@ -317,12 +359,38 @@ class ForecastPruner(_pruner_base()):
                     [(done, np.array([points[s] for s in done]), other, t.value)], fraction,
                     rising=maximize, bounds=bounds)
             errors += self._errors[key]
-        if len(errors) < self.min_calibration:
+        return errors
+
+    def _analogue(self, finished: list, steps: np.ndarray, curve: np.ndarray,
+                  fraction: float) -> tuple[float, list[float]] | None:
+        """(:func:`analogue_forecast` of this trial, its leave-one-out errors on the finished
+        trials), or None with fewer than two finished trials evaluated by ``fraction``."""
+        pairs = []
+        for t in finished:
+            other = t.user_attrs.get(SCHEDULE_ATTR) if hasattr(t, "user_attrs") else None
+            points = getattr(t, "intermediate_values", None) or {}
+            if not other or not points:
+                continue
+            done = np.array(sorted(points), dtype=int)
+            then = recent_mean(done, np.array([points[s] for s in done]), fraction * int(other["max_steps"]))
+            if then is not None:
+                pairs.append((then, float(t.value)))
+        errors = analogue_errors(pairs)
+        value = analogue_forecast(recent_mean(steps, curve, float(steps[-1])), pairs)
+        if value is None or len(errors) < max(2, self.min_calibration):
             return None
-        rates = rates_of(schedule)
-        got = law.forecast_at(fit, steps, curve, rates, rates, last, level=self.level,
-                              model_error=error_sd_bound(errors, self.confidence))
-        return got.value, got.low, got.high
+        return value, errors
+
+
+def _rms(errors: list[float]) -> float:
+    return math.sqrt(float(np.mean(np.square(errors)))) if errors else math.inf
+
+
+def _quantile(level: float) -> float:
+    """The normal quantile of a two-sided ``level`` interval."""
+    from scipy.stats import norm
+
+    return float(norm.ppf((1.0 + level) / 2.0))
 
 
 def trial_record(run_dir: Path, state: str, **fields: Any) -> None:

@@ -17,7 +17,8 @@ optuna = pytest.importorskip("optuna")
 
 from bertcurve.curves import schedule_law as law  # noqa: E402
 from bertcurve.errors import UserError  # noqa: E402
-from bertcurve.tuning import SCHEDULE_ATTR, ForecastPruner, parse_space, rates_of  # noqa: E402
+from bertcurve.tuning import (SCHEDULE_ATTR, ForecastPruner, analogue_errors, analogue_forecast,  # noqa: E402
+                              parse_space, predictive_error_sd, rates_of)
 
 
 def test_a_bad_space_lists_every_problem_and_runs_nothing(tmp_path):
@@ -105,11 +106,12 @@ def test_before_its_own_backtest_the_forecast_pruner_borrows_the_error_of_finish
     bad = _accuracy_curve(schedule, 1.8, steps[early])
     pruner = ForecastPruner()
     assert pruner.prune(_Study(finished=finished), _Trial(5, schedule, dict(zip(steps[early].tolist(), bad))))
-    assert pruner.forecasts[5]["error_from"] == "finished trials"
-    close = _accuracy_curve(schedule, 1.05, steps[early])
+    assert pruner.forecasts[5]["error_from"].startswith("finished trials")
+    # one that will end a little above the best finished trial runs on
+    close = _accuracy_curve(schedule, 0.97, steps[early])
     assert not pruner.prune(_Study(finished=finished), _Trial(6, schedule, dict(zip(steps[early].tolist(), close))))
-    # one finished trial measures the law's error too loosely (its spread's upper bound is
-    # 8 times the error seen) to prune at a quarter of the steps
+    # one finished trial measures the law's error too loosely (the 95 % interval for one more
+    # error is 12.7 times the error seen) to prune at a quarter of the steps
     assert not pruner.prune(_Study(finished=finished[:1]), _Trial(7, schedule, dict(zip(steps[early].tolist(), bad))))
 
 
@@ -127,6 +129,48 @@ def test_the_forecast_pruner_keeps_a_plateaued_trial_when_finished_trials_broke_
     # also when only one trial has finished (its own backtest alone would prune it)
     assert not pruner.prune(_Study(finished=finished[2:]), _Trial(10, schedule, dict(zip(steps[steps <= 130].tolist(),
                                                                                           flat))))
+
+
+def test_the_model_error_from_a_few_errors_makes_an_exact_prediction_interval():
+    # n errors of a forecaster, then one more: the interval made from the n covers the next one
+    # in `level` of the cases (not more, as a confidence bound on their spread times z would)
+    rng = np.random.default_rng(0)
+    z = 1.959963984540054
+    for n in (1, 2, 5):
+        draws = rng.normal(0.0, 0.01, size=(20000, n + 1))
+        covered = [abs(d[-1]) <= z * predictive_error_sd(list(d[:-1]), 0.95) for d in draws]
+        assert np.mean(covered) == pytest.approx(0.95, abs=0.006), n
+
+
+def test_the_analogue_forecast_grows_a_trial_as_finished_trials_grew_from_the_same_point():
+    # finished trials doubled and quadrupled from where this trial is now: it grows by their
+    # geometric mean, and each finished trial forecast from the others misses its final
+    pairs = [(0.05, 0.10), (0.05, 0.20)]
+    assert analogue_forecast(0.06, pairs) == pytest.approx(0.06 * 2 * 2 ** 0.5)
+    assert analogue_errors(pairs) == pytest.approx([0.20 - 0.10, 0.10 - 0.20])
+    assert analogue_forecast(0.06, []) is None
+
+
+def test_the_forecast_pruner_takes_the_forecaster_with_the_smaller_error_on_finished_trials():
+    # finished trials sit on the plateau, then rise: the law fitted to a third of such a curve
+    # misses its end badly; the growth the finished trials made from a third of their steps
+    # does not, so it forecasts. A trial on the plateau when they had all risen is hopeless.
+    schedule = {"lr": 1e-3, "warmup_steps": 20, "max_steps": 400, "schedule": "cosine", "min_lr_ratio": 0.0}
+    steps = np.arange(10, 401, 10)
+    finished = [_Finished(i, schedule, dict(zip(steps.tolist(), 0.05 + gain * np.clip((steps - 60) / 340, 0, 1)
+                                                + np.random.default_rng(i).normal(0, 0.001, len(steps)))))
+                for i, gain in enumerate((0.06, 0.08, 0.1, 0.12))]
+    third = steps <= 130
+    pruner = ForecastPruner()
+    stuck = 0.05 + np.random.default_rng(9).normal(0, 0.001, third.sum())
+    assert pruner.prune(_Study(finished=finished), _Trial(9, schedule, dict(zip(steps[third].tolist(), stuck))))
+    assert pruner.forecasts[9]["error_from"] == "finished trials (analogue)"
+    assert pruner.forecasts[9]["high"] < 0.17
+    # as high as the best finished trial was by then: it may end as well, so it runs on
+    rising = [float(finished[3].intermediate_values[int(s)]) for s in steps[third]]
+    assert not pruner.prune(_Study(finished=finished), _Trial(10, schedule, dict(zip(steps[third].tolist(),
+                                                                                      rising))))
+    assert pruner.forecasts[10]["low"] < 0.17 < pruner.forecasts[10]["high"]
 
 
 SPACE = "lr: {low: 1.0e-3, high: 4.0e-3, log: true}\nwarmup_steps: [3, 6]\n"
