@@ -201,21 +201,33 @@ def recent_mean(steps: np.ndarray, values: np.ndarray, upto: float, window: int 
     return float(np.mean(seen[-window:])) if len(seen) else None
 
 
-def analogue_forecast(level: float, pairs: list[tuple[float, float]]) -> float | None:
-    """Final metric of a trial now at ``level``, by the growth of finished trials from the same
-    share of their steps: ``level`` times the geometric mean of their final / level ratios
-    (``pairs``: (level then, final) per finished trial). None without a positive pair."""
-    ratios = [math.log(final / then) for then, final in pairs if then > 0 and final > 0]
-    if not ratios or level <= 0:
+ANALOGUES = ("growth", "power")
+
+
+def analogue_forecast(level: float, pairs: list[tuple[float, float]], kind: str = "growth") -> float | None:
+    """Final metric of a trial now at ``level``, from finished trials' (level at the same
+    share of their steps, final) ``pairs``. ``growth``: ``level`` times the geometric mean of
+    their final / level ratios. ``power``: log final as a straight line in log level across
+    them (growth is its slope-1 case; the line lets trials lower now grow more, or less).
+    None where the pairs cannot say (no positive pair; for ``power``, one level only)."""
+    logs = np.array([(math.log(then), math.log(final)) for then, final in pairs if then > 0 and final > 0])
+    if level <= 0 or not len(logs):
         return None
-    return level * math.exp(float(np.mean(ratios)))
+    x, y = logs[:, 0], logs[:, 1]
+    if kind == "growth":
+        return level * math.exp(float(np.mean(y - x)))
+    if np.ptp(x) == 0.0:
+        return None
+    slope, intercept = np.polyfit(x, y, 1)
+    with np.errstate(over="ignore"):
+        return float(np.exp(intercept + slope * math.log(level)))
 
 
-def analogue_errors(pairs: list[tuple[float, float]]) -> list[float]:
+def analogue_errors(pairs: list[tuple[float, float]], kind: str = "growth") -> list[float]:
     """Leave-one-out errors (forecast - final) of :func:`analogue_forecast` on finished trials."""
     errors = []
     for i, (then, final) in enumerate(pairs):
-        got = analogue_forecast(then, pairs[:i] + pairs[i + 1:])
+        got = analogue_forecast(then, pairs[:i] + pairs[i + 1:], kind)
         if got is not None:
             errors.append(got - final)
     return errors
@@ -315,22 +327,23 @@ class ForecastPruner(_pruner_base()):
                                             "best": best, "error_from": how}
             return high < best if maximize else low > best
 
-        # Two forecasters, each judged by its errors on the finished trials of this study when
-        # forecast from the same share of their steps: the same kind of curve, the same horizon.
-        # The one with the smaller error forecasts; its errors make the interval. The law knows
-        # the rest of the schedule but extrapolates a curve still bending from a few points
-        # badly; the analogue (the trial's level times the growth finished trials made from
-        # the same point) knows nothing of the trial's own schedule but nothing needs fitting.
+        # Forecasters compete, each judged by its errors on the finished trials of this study
+        # when forecast from the same share of their steps: the same kind of curve, the same
+        # horizon. The one with the smaller error forecasts; its errors make the interval. The
+        # law knows the rest of the schedule but extrapolates a curve still bending from a few
+        # points badly; the analogues (the final as the finished trials' growth from the same
+        # point, or as a power of the level there across them) know nothing of the trial's own
+        # schedule, but the trials of one sweep share their curve's shape.
         fraction = round(float(steps[-1]) / last, 4)
         law_errors = self._law_errors(finished, fraction, maximize, bounds)
         analogue = self._analogue(finished, steps, curve, fraction)
         if analogue is not None and (len(law_errors) < self.min_calibration
                                      or _rms(analogue[1]) < _rms(law_errors)):
-            value, errors = analogue
+            value, errors, kind = analogue
             half = _quantile(self.level) * predictive_error_sd(errors, self.level)
             low, high = bounds[0], bounds[1] if bounds[1] is not None else math.inf
             return hopeless((value, min(max(value - half, low), high), min(max(value + half, low), high)),
-                            "finished trials (analogue)")
+                            f"finished trials ({kind})")
         fit = fit_curve(steps, curve, schedule, rising=maximize, bounds=bounds)
         if fit is None:
             return False
@@ -362,9 +375,10 @@ class ForecastPruner(_pruner_base()):
         return errors
 
     def _analogue(self, finished: list, steps: np.ndarray, curve: np.ndarray,
-                  fraction: float) -> tuple[float, list[float]] | None:
+                  fraction: float) -> tuple[float, list[float], str] | None:
         """(:func:`analogue_forecast` of this trial, its leave-one-out errors on the finished
-        trials), or None with fewer than two finished trials evaluated by ``fraction``."""
+        trials, its kind) of the kind with the smaller error, or None with fewer than two
+        finished trials evaluated by ``fraction``."""
         pairs = []
         for t in finished:
             other = t.user_attrs.get(SCHEDULE_ATTR) if hasattr(t, "user_attrs") else None
@@ -375,11 +389,16 @@ class ForecastPruner(_pruner_base()):
             then = recent_mean(done, np.array([points[s] for s in done]), fraction * int(other["max_steps"]))
             if then is not None:
                 pairs.append((then, float(t.value)))
-        errors = analogue_errors(pairs)
-        value = analogue_forecast(recent_mean(steps, curve, float(steps[-1])), pairs)
-        if value is None or len(errors) < max(2, self.min_calibration):
-            return None
-        return value, errors
+        level = recent_mean(steps, curve, float(steps[-1]))
+        best = None
+        for kind in ANALOGUES:
+            errors = analogue_errors(pairs, kind)
+            value = analogue_forecast(level, pairs, kind)
+            if value is None or not math.isfinite(value) or len(errors) < max(2, self.min_calibration):
+                continue
+            if best is None or _rms(errors) < _rms(best[1]):
+                best = (value, errors, kind)
+        return best
 
 
 def _rms(errors: list[float]) -> float:
