@@ -321,10 +321,10 @@ class ForecastPruner(_pruner_base()):
         bounds = (0.0, 1.0) if maximize else (0.0, None)
         curve = np.array([values[s] for s in steps])
 
-        def hopeless(got: tuple[float, float, float], how: str) -> bool:
+        def hopeless(got: tuple[float, float, float], forecaster: str, how: str) -> bool:
             value, low, high = got
             self.forecasts[trial.number] = {"step": int(steps[-1]), "value": value, "low": low, "high": high,
-                                            "best": best, "error_from": how}
+                                            "best": best, "forecaster": forecaster, "error_from": how}
             return high < best if maximize else low > best
 
         # Forecasters compete, each judged by its errors on the finished trials of this study
@@ -343,20 +343,20 @@ class ForecastPruner(_pruner_base()):
             half = _quantile(self.level) * predictive_error_sd(errors, self.level)
             low, high = bounds[0], bounds[1] if bounds[1] is not None else math.inf
             return hopeless((value, min(max(value - half, low), high), min(max(value + half, low), high)),
-                            f"finished trials ({kind})")
+                            kind, "finished trials")
         fit = fit_curve(steps, curve, schedule, rising=maximize, bounds=bounds)
         if fit is None:
             return False
         if len(law_errors) >= self.min_calibration:
             got = law.forecast_at(fit, steps, curve, rates_of(schedule), rates_of(schedule), last,
                                   level=self.level, model_error=predictive_error_sd(law_errors, self.level))
-            return hopeless((got.value, got.low, got.high), "finished trials (law)")
+            return hopeless((got.value, got.low, got.high), "law", "finished trials")
         # Before any finished trial could be forecast from this share, the trial's own backtest
         # (its first part against its last evaluations) stands in: on a plateau it is too
         # narrow (finished trials may break out of the same plateau later), and with a curve
         # that bends within its few points far too wide to prune anything.
         own = forecast_final(steps, curve, schedule, rising=maximize, level=self.level, bounds=bounds, fit=fit)
-        return own is not None and hopeless(own, "own backtest")
+        return own is not None and hopeless(own, "law", "own backtest")
 
     def _law_errors(self, finished: list, fraction: float, maximize: bool,
                     bounds: tuple[float | None, float | None]) -> list[float]:

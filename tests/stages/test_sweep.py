@@ -106,7 +106,7 @@ def test_before_its_own_backtest_the_forecast_pruner_borrows_the_error_of_finish
     bad = _accuracy_curve(schedule, 1.8, steps[early])
     pruner = ForecastPruner()
     assert pruner.prune(_Study(finished=finished), _Trial(5, schedule, dict(zip(steps[early].tolist(), bad))))
-    assert pruner.forecasts[5]["error_from"].startswith("finished trials")
+    assert pruner.forecasts[5]["error_from"] == "finished trials"
     # one that will end a little above the best finished trial runs on
     close = _accuracy_curve(schedule, 0.97, steps[early])
     assert not pruner.prune(_Study(finished=finished), _Trial(6, schedule, dict(zip(steps[early].tolist(), close))))
@@ -164,7 +164,8 @@ def test_the_forecast_pruner_takes_the_forecaster_with_the_smaller_error_on_fini
     pruner = ForecastPruner()
     stuck = 0.05 + np.random.default_rng(9).normal(0, 0.001, third.sum())
     assert pruner.prune(_Study(finished=finished), _Trial(9, schedule, dict(zip(steps[third].tolist(), stuck))))
-    assert pruner.forecasts[9]["error_from"] in ("finished trials (growth)", "finished trials (power)")
+    assert pruner.forecasts[9]["forecaster"] in ("growth", "power")
+    assert pruner.forecasts[9]["error_from"] == "finished trials"
     assert pruner.forecasts[9]["high"] < 0.17
     # as high as the best finished trial was by then: it may end as well, so it runs on
     rising = [float(finished[3].intermediate_values[int(s)]) for s in steps[third]]

@@ -305,9 +305,9 @@ class _Objective:
             forecast = getattr(self.study.pruner, "forecasts", {}).get(trial.number)
             trial_record(run_dir, "pruned", trial=trial.number, step=reported.get("step"), forecast=forecast)
             trial.set_user_attr("steps", reported.get("step"))
-            self.say(f"trial {trial.number}: pruned at step {reported.get('step'):,}"
-                + (f" (forecast {forecast['value']:.4f}, interval up to {forecast['high']:.4f}, best "
-                   f"{forecast['best']:.4f})" if forecast and self.maximize else ""))
+            self.say(f"trial {trial.number}: pruned at step {reported.get('step'):,}" + (
+                f" ({forecast['forecaster']} forecast {forecast['value']:.4f}, interval "
+                f"{forecast['low']:.4f}-{forecast['high']:.4f}, best {forecast['best']:.4f})" if forecast else ""))
             raise
         except UserError as exc:
             trial.set_user_attr("error", str(exc))
