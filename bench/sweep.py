@@ -13,8 +13,9 @@ sweep.
 
 Prints, per pruner: the best final accuracy found (mean over seeds, and its standard error),
 training steps spent as a share of the unpruned sweep, and how often the pruned sweep found
-a best trial within one standard error of the unpruned best. Trained trials are kept in
---work, so a second run only replays.
+a best trial within one standard error of the unpruned best; then how often the forecast
+pruner's intervals, asked at every evaluation, held the trial's final value. Trained trials
+are kept in --work, so a second run only replays.
 """
 
 from __future__ import annotations
@@ -119,6 +120,33 @@ def replay(trials: list[dict], pruner_name: str, seed: int) -> tuple[float, int,
     return study.best_value, spent, trials[study.best_trial.number]["se"]
 
 
+def interval_coverage(trials: list[dict], seed: int) -> tuple[int, int, int]:
+    """(forecasts, finals at or below the upper end, finals inside the interval) of the forecast
+    pruner asked at every evaluation before the last of the unpruned sweep: how honest its
+    intervals are, the upper end being the one that prunes."""
+    import optuna
+
+    from bertcurve.tuning import SCHEDULE_ATTR, ForecastPruner
+
+    pruner = ForecastPruner()
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=seed))
+    made = below = inside = 0
+    for t in trials:
+        trial = study.ask()
+        trial.set_user_attr(SCHEDULE_ATTR, t["schedule"])
+        final = float(t["values"][-1])
+        for step, value in zip(t["steps"][:-1], t["values"][:-1]):
+            trial.report(float(value), int(step))
+            pruner.prune(study, study.get_trials(deepcopy=False)[trial.number])   # as the pruner sees it
+            got = pruner.forecasts.get(trial.number)
+            if got and got["step"] == int(step):
+                made += 1
+                below += final <= got["high"]
+                inside += got["low"] <= final <= got["high"]
+        study.tell(trial, final)
+    return made, below, inside
+
+
 def main(argv: list[str] | None = None) -> int:
     import optuna
 
@@ -184,6 +212,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:10s} {best.mean():24.4f} ± {spread:.4f} {int(spent.sum()):12,d} "
               f"{spent.sum() / sum(full):7.1%} {within:>24d}/{len(rows)}")
     print("(standard error: of the unpruned best trial's held-out accuracy, from its fixed eval set)")
+    made = below = inside = 0
+    for seed in seeds:
+        trials = read_trials(drawn[seed], args.steps, args.preset)
+        if len(trials) >= 2:
+            got = interval_coverage(trials, seed)
+            made, below, inside = made + got[0], below + got[1], inside + got[2]
+    if made:
+        print(f"forecast pruner's 95% intervals, asked at every evaluation of the unpruned sweeps ({made:,} "
+              f"forecasts): final at or below the upper end {below / made:.1%} (nominal 97.5%), "
+              f"inside {inside / made:.1%} (nominal 95%)")
     return 0
 
 

@@ -223,6 +223,35 @@ def analogue_forecast(level: float, pairs: list[tuple[float, float]], kind: str 
         return float(np.exp(intercept + slope * math.log(level)))
 
 
+def analogue_interval(level: float, pairs: list[tuple[float, float]], kind: str,
+                      confidence: float) -> tuple[float, float] | None:
+    """The ``confidence`` prediction interval of :func:`analogue_forecast`: the normal-theory
+    interval of its regression in log space (growth: a mean log ratio, t with n - 1 degrees of
+    freedom times their spread times sqrt(1 + 1/n); power: a straight line, t with n - 2,
+    grown by the distance of ``level`` from the finished trials' levels). None with too few
+    pairs (growth 2, power 3)."""
+    from scipy.stats import t
+
+    logs = np.array([(math.log(then), math.log(final)) for then, final in pairs if then > 0 and final > 0])
+    if level <= 0 or len(logs) < (2 if kind == "growth" else 3):
+        return None
+    x, y, x0, n = logs[:, 0], logs[:, 1], math.log(level), len(logs)
+    q = (1.0 + confidence) / 2.0
+    if kind == "growth":
+        r = y - x
+        centre, half = x0 + float(np.mean(r)), float(t.ppf(q, n - 1)) * float(np.std(r, ddof=1)) * math.sqrt(1 + 1 / n)
+    else:
+        sxx = float(np.sum((x - x.mean()) ** 2))
+        if sxx == 0.0:
+            return None
+        slope, intercept = np.polyfit(x, y, 1)
+        sd = math.sqrt(float(np.sum((y - (intercept + slope * x)) ** 2)) / (n - 2))
+        centre = float(intercept + slope * x0)
+        half = float(t.ppf(q, n - 2)) * sd * math.sqrt(1 + 1 / n + (x0 - float(x.mean())) ** 2 / sxx)
+    with np.errstate(over="ignore"):
+        return float(np.exp(centre - half)), float(np.exp(centre + half))
+
+
 def analogue_errors(pairs: list[tuple[float, float]], kind: str = "growth") -> list[float]:
     """Leave-one-out errors (forecast - final) of :func:`analogue_forecast` on finished trials."""
     errors = []
@@ -338,12 +367,10 @@ class ForecastPruner(_pruner_base()):
         law_errors = self._law_errors(finished, fraction, maximize, bounds)
         analogue = self._analogue(finished, steps, curve, fraction)
         if analogue is not None and (len(law_errors) < self.min_calibration
-                                     or _rms(analogue[1]) < _rms(law_errors)):
-            value, errors, kind = analogue
-            half = _quantile(self.level) * predictive_error_sd(errors, self.level)
-            low, high = bounds[0], bounds[1] if bounds[1] is not None else math.inf
-            return hopeless((value, min(max(value - half, low), high), min(max(value + half, low), high)),
-                            kind, "finished trials")
+                                     or _rms(analogue[3]) < _rms(law_errors)):
+            value, low, high, _, kind = analogue
+            top = bounds[1] if bounds[1] is not None else math.inf
+            return hopeless((value, max(low, bounds[0]), min(high, top)), kind, "finished trials")
         fit = fit_curve(steps, curve, schedule, rising=maximize, bounds=bounds)
         if fit is None:
             return False
@@ -375,10 +402,10 @@ class ForecastPruner(_pruner_base()):
         return errors
 
     def _analogue(self, finished: list, steps: np.ndarray, curve: np.ndarray,
-                  fraction: float) -> tuple[float, list[float], str] | None:
-        """(:func:`analogue_forecast` of this trial, its leave-one-out errors on the finished
-        trials, its kind) of the kind with the smaller error, or None with fewer than two
-        finished trials evaluated by ``fraction``."""
+                  fraction: float) -> tuple[float, float, float, list[float], str] | None:
+        """(:func:`analogue_forecast` of this trial, its :func:`analogue_interval`, its
+        leave-one-out errors on the finished trials, its kind) of the kind with the smaller
+        error, or None with too few finished trials evaluated by ``fraction``."""
         pairs = []
         for t in finished:
             other = t.user_attrs.get(SCHEDULE_ATTR) if hasattr(t, "user_attrs") else None
@@ -394,22 +421,16 @@ class ForecastPruner(_pruner_base()):
         for kind in ANALOGUES:
             errors = analogue_errors(pairs, kind)
             value = analogue_forecast(level, pairs, kind)
-            if value is None or not math.isfinite(value) or len(errors) < max(2, self.min_calibration):
+            band = analogue_interval(level, pairs, kind, self.level)
+            if value is None or band is None or not math.isfinite(value) or len(errors) < self.min_calibration:
                 continue
-            if best is None or _rms(errors) < _rms(best[1]):
-                best = (value, errors, kind)
+            if best is None or _rms(errors) < _rms(best[3]):
+                best = (value, *band, errors, kind)
         return best
 
 
 def _rms(errors: list[float]) -> float:
     return math.sqrt(float(np.mean(np.square(errors)))) if errors else math.inf
-
-
-def _quantile(level: float) -> float:
-    """The normal quantile of a two-sided ``level`` interval."""
-    from scipy.stats import norm
-
-    return float(norm.ppf((1.0 + level) / 2.0))
 
 
 def trial_record(run_dir: Path, state: str, **fields: Any) -> None:

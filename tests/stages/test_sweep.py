@@ -18,7 +18,7 @@ optuna = pytest.importorskip("optuna")
 from bertcurve.curves import schedule_law as law  # noqa: E402
 from bertcurve.errors import UserError  # noqa: E402
 from bertcurve.tuning import (SCHEDULE_ATTR, ForecastPruner, analogue_errors, analogue_forecast,  # noqa: E402
-                              parse_space, predictive_error_sd, rates_of)
+                              analogue_interval, parse_space, predictive_error_sd, rates_of)
 
 
 def test_a_bad_space_lists_every_problem_and_runs_nothing(tmp_path):
@@ -149,6 +149,23 @@ def test_the_analogue_forecast_grows_a_trial_as_finished_trials_grew_from_the_sa
     assert analogue_forecast(0.06, pairs) == pytest.approx(0.06 * 2 * 2 ** 0.5)
     assert analogue_errors(pairs) == pytest.approx([0.20 - 0.10, 0.10 - 0.20])
     assert analogue_forecast(0.06, []) is None
+
+
+@pytest.mark.parametrize("kind", ["growth", "power"])
+def test_the_analogue_interval_covers_a_new_trial_as_often_as_its_level_says(kind):
+    # finished trials whose final is a power of their level then, with noise: the interval for
+    # one more trial (here often beyond the finished trials' levels) covers its final 95 % of
+    # the time; growth is told the truth (slope 1), power must fit the slope
+    rng = np.random.default_rng(1)
+    slope = 1.0 if kind == "growth" else 0.6
+    inside = []
+    for _ in range(3000):
+        levels = rng.uniform(0.05, 0.12, 6)
+        finals = np.exp(0.5 + slope * np.log(levels) + rng.normal(0, 0.05, 6))
+        low, high = analogue_interval(float(levels[-1]), list(zip(levels[:-1], finals[:-1])), kind, 0.95)
+        inside.append(low <= finals[-1] <= high)
+    assert np.mean(inside) == pytest.approx(0.95, abs=0.012)
+    assert analogue_interval(0.1, [(0.05, 0.1)], kind, 0.95) is None
 
 
 def test_the_forecast_pruner_takes_the_forecaster_with_the_smaller_error_on_finished_trials():
