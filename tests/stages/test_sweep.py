@@ -340,3 +340,24 @@ def test_ctrl_c_leaves_the_study_consistent_and_the_same_command_finishes_it(tin
     for rel in run_dirs:
         assert json.loads((out / rel / "trial.json").read_text())["step"] == 60
     assert {name: (first / name).read_bytes() for name in finished} == finished   # not trained again
+
+
+def test_the_sweep_report_says_which_forecast_pruned_each_trial(tmp_path):
+    from bertcurve.stages.sweep import summarize, write_sweep_report
+
+    study = optuna.create_study(direction="maximize")
+    dist = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
+    study.add_trial(optuna.trial.create_trial(params={"lr": 3e-3}, distributions=dist, value=0.1323,
+                                              intermediate_values={400: 0.1323}, user_attrs={"steps": 400}))
+    forecast = {"step": 140, "value": 0.1055, "low": 0.0834, "high": 0.1276, "best": 0.1323,
+                "forecaster": "growth", "error_from": "finished trials"}
+    study.add_trial(optuna.trial.create_trial(params={"lr": 2e-3}, distributions=dist,
+                                              state=optuna.trial.TrialState.PRUNED,
+                                              intermediate_values={140: 0.056},
+                                              user_attrs={"steps": 140, "forecast": forecast}))
+    result = summarize(study, tmp_path, "sqlite://")
+    assert result.steps_trained == 540
+    write_sweep_report(study, tmp_path, result, "accuracy")
+    report = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "| pruned by |" in report
+    assert "growth 0.1055 (0.0834-0.1276; best 0.1323)" in report

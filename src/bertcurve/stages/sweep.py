@@ -305,6 +305,8 @@ class _Objective:
             forecast = getattr(self.study.pruner, "forecasts", {}).get(trial.number)
             trial_record(run_dir, "pruned", trial=trial.number, step=reported.get("step"), forecast=forecast)
             trial.set_user_attr("steps", reported.get("step"))
+            if forecast:
+                trial.set_user_attr("forecast", forecast)
             self.say(f"trial {trial.number}: pruned at step {reported.get('step'):,}" + (
                 f" ({forecast['forecaster']} forecast {forecast['value']:.4f}, interval "
                 f"{forecast['low']:.4f}-{forecast['high']:.4f}, best {forecast['best']:.4f})" if forecast else ""))
@@ -342,7 +344,8 @@ def summarize(study, out: Path, url: str) -> SweepResult:
     for t in study.get_trials(deepcopy=False):
         row = {"number": t.number, "state": t.state.name.lower(), "params": dict(t.params), "value": t.value,
                "steps": t.user_attrs.get("steps") or (max(t.intermediate_values) if t.intermediate_values else 0),
-               "run_dir": t.user_attrs.get("run_dir"), "error": t.user_attrs.get("error")}
+               "run_dir": t.user_attrs.get("run_dir"), "error": t.user_attrs.get("error"),
+               "forecast": t.user_attrs.get("forecast") or _recorded_forecast(out, t.user_attrs.get("run_dir"))}
         result.trials.append(row)
         result.steps_trained += int(row["steps"] or 0)
     complete = [r for r in result.trials if r["state"] == "complete" and r["value"] is not None]
@@ -413,9 +416,10 @@ def write_sweep_report(study, out: Path, result: SweepResult, objective: str, la
           f"{counts['fail']} failed, {counts['running']} running; {result.steps_trained:,} training steps in all. "
           f"Storage: `{result.storage}`.")
     doc.h2(F.label("Trials", "试验", lang), "trials")
-    doc.table(["trial", "state", *names, objective, "steps", "run"],
+    doc.table(["trial", "state", *names, objective, "steps", "pruned by", "run"],
               [[r["number"], r["state"], *[_fmt(r["params"].get(n, "")) for n in names],
-                "" if r["value"] is None else f"{r['value']:.4f}", f"{int(r['steps'] or 0):,}", r["run_dir"] or ""]
+                "" if r["value"] is None else f"{r['value']:.4f}", f"{int(r['steps'] or 0):,}",
+                _pruned_by(r["forecast"]), r["run_dir"] or ""]
                for r in result.trials])
     doc.h2(F.label("Figures", "图表", lang), "figures")
     for path, caption in drawn:
@@ -424,6 +428,23 @@ def write_sweep_report(study, out: Path, result: SweepResult, objective: str, la
     atomic_write_bytes(md, doc.markdown().encode("utf-8"))
     atomic_write_bytes(page, doc.html().encode("utf-8"))
     return page
+
+
+def _recorded_forecast(out: Path, run_dir: str | None) -> dict | None:
+    """The pruning forecast in a trial's trial.json (sweeps before the trial attribute)."""
+    path = out / run_dir / "trial.json" if run_dir else None
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("forecast") if path and path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _pruned_by(forecast: Mapping[str, Any] | None) -> str:
+    """The forecast that pruned a trial, in one cell: forecaster, value, interval, best then."""
+    if not forecast:
+        return ""
+    return (f"{forecast.get('forecaster', 'law')} {forecast['value']:.4f} "
+            f"({forecast['low']:.4f}-{forecast['high']:.4f}; best {forecast['best']:.4f})")
 
 
 def _searched_log(study, name: str) -> bool:
