@@ -194,7 +194,11 @@ def forecast_final(steps: np.ndarray, values: np.ndarray, schedule: Mapping[str,
     return got.value, got.low, got.high
 
 
-def recent_mean(steps: np.ndarray, values: np.ndarray, upto: float, window: int = 3) -> float | None:
+#: Evaluations whose mean is a trial's level for the analogue forecasts.
+RECENT = 3
+
+
+def recent_mean(steps: np.ndarray, values: np.ndarray, upto: float, window: int = RECENT) -> float | None:
     """Mean of the last ``window`` evaluations at or before step ``upto`` (None before any):
     a trial's level at that point, less noisy than its one evaluation there."""
     seen = values[steps <= upto]
@@ -317,11 +321,13 @@ class ForecastPruner(_pruner_base()):
     docs/sweep.md says why.
 
     ``min_fraction``: never prune before this share of the trial's steps (the first part of
-    a curve says least about its end). ``level``: the prediction interval's level; a higher
-    level prunes less and later.
+    a curve says least about its end). ``min_evaluations``: nor before this many evaluations
+    (the analogues' level is the mean of the last :data:`RECENT`; the law needs
+    ``law.MIN_POINTS``). ``level``: the prediction interval's level; a higher level prunes
+    less and later.
     """
 
-    def __init__(self, *, level: float = 0.95, min_fraction: float = 0.2, min_evaluations: int = law.MIN_POINTS,
+    def __init__(self, *, level: float = 0.95, min_fraction: float = 0.2, min_evaluations: int = RECENT,
                  min_calibration: int = 1):
         self.level = level
         self.min_fraction = min_fraction
@@ -364,13 +370,16 @@ class ForecastPruner(_pruner_base()):
         # point, or as a power of the level there across them) know nothing of the trial's own
         # schedule, but the trials of one sweep share their curve's shape.
         fraction = round(float(steps[-1]) / last, 4)
-        law_errors = self._law_errors(finished, fraction, maximize, bounds)
+        # the law needs law.MIN_POINTS evaluations of this trial; the analogues only its level
+        law_errors = self._law_errors(finished, fraction, maximize, bounds) if len(steps) >= law.MIN_POINTS else []
         analogue = self._analogue(finished, steps, curve, fraction)
         if analogue is not None and (len(law_errors) < self.min_calibration
                                      or _rms(analogue[3]) < _rms(law_errors)):
             value, low, high, _, kind = analogue
             top = bounds[1] if bounds[1] is not None else math.inf
             return hopeless((value, max(low, bounds[0]), min(high, top)), kind, "finished trials")
+        if len(steps) < law.MIN_POINTS:
+            return False
         fit = fit_curve(steps, curve, schedule, rising=maximize, bounds=bounds)
         if fit is None:
             return False

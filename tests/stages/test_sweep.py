@@ -189,6 +189,10 @@ def test_the_forecast_pruner_takes_the_forecaster_with_the_smaller_error_on_fini
     assert not pruner.prune(_Study(finished=finished), _Trial(10, schedule, dict(zip(steps[third].tolist(),
                                                                                       rising))))
     assert pruner.forecasts[10]["low"] < 0.17 < pruner.forecasts[10]["high"]
+    # the analogues need only the trial's level: three evaluations (too few for the law) do
+    few = {100: 0.05, 115: 0.0505, 130: 0.0498}
+    assert pruner.prune(_Study(finished=finished), _Trial(11, schedule, few))
+    assert pruner.forecasts[11]["forecaster"] in ("growth", "power")
 
 
 SPACE = "lr: {low: 1.0e-3, high: 4.0e-3, log: true}\nwarmup_steps: [3, 6]\n"
