@@ -208,23 +208,38 @@ def recent_mean(steps: np.ndarray, values: np.ndarray, upto: float, window: int 
 ANALOGUES = ("growth", "power")
 
 
+def _analogue_fit(level: float, pairs: list[tuple[float, float]], kind: str) -> tuple[float, float, int] | None:
+    """(log forecast, its standard error for one new trial, degrees of freedom) of the
+    analogue regression in log space; None where the pairs cannot say. Degrees of freedom 0:
+    a forecast but no spread to make an interval from."""
+    logs = np.array([(math.log(then), math.log(final)) for then, final in pairs if then > 0 and final > 0])
+    if level <= 0 or not len(logs):
+        return None
+    x, y, x0, n = logs[:, 0], logs[:, 1], math.log(level), len(logs)
+    if kind == "growth":   # log final = log level + mean log ratio
+        r = y - x
+        spread = float(np.std(r, ddof=1)) if n > 1 else 0.0
+        return x0 + float(np.mean(r)), spread * math.sqrt(1 + 1 / n), n - 1
+    sxx = float(np.sum((x - x.mean()) ** 2))
+    if sxx == 0.0:
+        return None
+    slope, intercept = np.polyfit(x, y, 1)
+    spread = math.sqrt(float(np.sum((y - (intercept + slope * x)) ** 2)) / (n - 2)) if n > 2 else 0.0
+    return (float(intercept + slope * x0), spread * math.sqrt(1 + 1 / n + (x0 - float(x.mean())) ** 2 / sxx),
+            max(n - 2, 0))
+
+
 def analogue_forecast(level: float, pairs: list[tuple[float, float]], kind: str = "growth") -> float | None:
     """Final metric of a trial now at ``level``, from finished trials' (level at the same
     share of their steps, final) ``pairs``. ``growth``: ``level`` times the geometric mean of
     their final / level ratios. ``power``: log final as a straight line in log level across
     them (growth is its slope-1 case; the line lets trials lower now grow more, or less).
     None where the pairs cannot say (no positive pair; for ``power``, one level only)."""
-    logs = np.array([(math.log(then), math.log(final)) for then, final in pairs if then > 0 and final > 0])
-    if level <= 0 or not len(logs):
+    fit = _analogue_fit(level, pairs, kind)
+    if fit is None:
         return None
-    x, y = logs[:, 0], logs[:, 1]
-    if kind == "growth":
-        return level * math.exp(float(np.mean(y - x)))
-    if np.ptp(x) == 0.0:
-        return None
-    slope, intercept = np.polyfit(x, y, 1)
     with np.errstate(over="ignore"):
-        return float(np.exp(intercept + slope * math.log(level)))
+        return float(np.exp(fit[0]))
 
 
 def analogue_interval(level: float, pairs: list[tuple[float, float]], kind: str,
@@ -236,22 +251,11 @@ def analogue_interval(level: float, pairs: list[tuple[float, float]], kind: str,
     pairs (growth 2, power 3)."""
     from scipy.stats import t
 
-    logs = np.array([(math.log(then), math.log(final)) for then, final in pairs if then > 0 and final > 0])
-    if level <= 0 or len(logs) < (2 if kind == "growth" else 3):
+    fit = _analogue_fit(level, pairs, kind)
+    if fit is None or fit[2] < 1:
         return None
-    x, y, x0, n = logs[:, 0], logs[:, 1], math.log(level), len(logs)
-    q = (1.0 + confidence) / 2.0
-    if kind == "growth":
-        r = y - x
-        centre, half = x0 + float(np.mean(r)), float(t.ppf(q, n - 1)) * float(np.std(r, ddof=1)) * math.sqrt(1 + 1 / n)
-    else:
-        sxx = float(np.sum((x - x.mean()) ** 2))
-        if sxx == 0.0:
-            return None
-        slope, intercept = np.polyfit(x, y, 1)
-        sd = math.sqrt(float(np.sum((y - (intercept + slope * x)) ** 2)) / (n - 2))
-        centre = float(intercept + slope * x0)
-        half = float(t.ppf(q, n - 2)) * sd * math.sqrt(1 + 1 / n + (x0 - float(x.mean())) ** 2 / sxx)
+    centre, se, df = fit
+    half = float(t.ppf((1.0 + confidence) / 2.0, df)) * se
     with np.errstate(over="ignore"):
         return float(np.exp(centre - half)), float(np.exp(centre + half))
 
