@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                 for i in range(args.trials) for seed in seeds for run, values in drawn[seed][i:i + 1]]
         train_many(todo, args.jobs, log=lambda line: print(line, flush=True))
     results: dict[str, list[tuple[float, int, float]]] = {"none": [], "median": [], "forecast": []}
-    replayed: list[int] = []   # trials replayed per seed
+    replayed: dict[int, list[dict]] = {}   # seed -> its trials replayed
     for seed in seeds:
         trials = read_trials(drawn[seed], args.steps, args.preset)
         if len(trials) < 2:
@@ -193,13 +193,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if len(trials) < args.trials:
             print(f"seed {seed}: replaying the {len(trials)} trained trial(s) of {args.trials}")
-        replayed.append(len(trials))
+        replayed[seed] = trials
         for name in results:
             results[name].append(replay(trials, name, seed))
     if not results["none"]:
         return 1
     full = [spent for _, spent, _ in results["none"]]
-    print(f"\n{len(full)} sweep seed(s) x {'/'.join(map(str, replayed))} trials x {args.steps} steps "
+    print(f"\n{len(full)} sweep seed(s) x {'/'.join(str(len(t)) for t in replayed.values())} trials x {args.steps} steps "
           f"({args.preset} preset, random search)")
     print(f"{'pruner':10s} {'best acc (mean ± se over seeds)':>32s} {'steps spent':>12s} {'share':>7s} "
           f"{'within 1 SE of unpruned best':>30s}")
@@ -213,11 +213,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{spent.sum() / sum(full):7.1%} {within:>24d}/{len(rows)}")
     print("(standard error: of the unpruned best trial's held-out accuracy, from its fixed eval set)")
     made = below = inside = 0
-    for seed in seeds:
-        trials = read_trials(drawn[seed], args.steps, args.preset)
-        if len(trials) >= 2:
-            got = interval_coverage(trials, seed)
-            made, below, inside = made + got[0], below + got[1], inside + got[2]
+    for seed, trials in replayed.items():
+        got = interval_coverage(trials, seed)
+        made, below, inside = made + got[0], below + got[1], inside + got[2]
     if made:
         print(f"forecast pruner's 95% intervals, asked at every evaluation of the unpruned sweeps ({made:,} "
               f"forecasts): final at or below the upper end {below / made:.1%} (nominal 97.5%), "

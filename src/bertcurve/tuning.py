@@ -4,8 +4,8 @@
 trials. What bertcurve adds is :class:`ForecastPruner`: at each held-out evaluation it
 forecasts the trial's final metric from its curve so far, by the schedule-aware law
 (:mod:`bertcurve.curves.schedule_law`, which knows the rest of the trial's learning-rate
-schedule) or by the growth finished trials made from the same point, whichever erred less on
-the finished trials, and stops the trial when even the optimistic end of the prediction
+schedule) or by the finished trials' growth from the same point (or a power of the level
+there, fitted across them), whichever erred least on the finished trials, and stops the trial when even the optimistic end of the prediction
 interval is worse than the best finished trial.
 """
 
@@ -235,7 +235,11 @@ def analogue_forecast(level: float, pairs: list[tuple[float, float]], kind: str 
     their final / level ratios. ``power``: log final as a straight line in log level across
     them (growth is its slope-1 case; the line lets trials lower now grow more, or less).
     None where the pairs cannot say (no positive pair; for ``power``, one level only)."""
-    fit = _analogue_fit(level, pairs, kind)
+    return _value(_analogue_fit(level, pairs, kind))
+
+
+def _value(fit: tuple[float, float, int] | None) -> float | None:
+    """The forecast of an :func:`_analogue_fit`, back from log space (inf where it overflows)."""
     if fit is None:
         return None
     with np.errstate(over="ignore"):
@@ -249,9 +253,13 @@ def analogue_interval(level: float, pairs: list[tuple[float, float]], kind: str,
     freedom times their spread times sqrt(1 + 1/n); power: a straight line, t with n - 2,
     grown by the distance of ``level`` from the finished trials' levels). None with too few
     pairs (growth 2, power 3)."""
+    return _band(_analogue_fit(level, pairs, kind), confidence)
+
+
+def _band(fit: tuple[float, float, int] | None, confidence: float) -> tuple[float, float] | None:
+    """The ``confidence`` interval of an :func:`_analogue_fit`, back from log space."""
     from scipy.stats import t
 
-    fit = _analogue_fit(level, pairs, kind)
     if fit is None or fit[2] < 1:
         return None
     centre, se, df = fit
@@ -306,10 +314,8 @@ def predictive_error_sd(errors: list[float], level: float) -> float:
     RMS from one error at 95 %, 2.2 times from two, 1.3 times from five."""
     from scipy.stats import norm, t
 
-    n = len(errors)
-    rms = math.sqrt(float(np.mean(np.square(errors))))
     q = (1.0 + level) / 2.0
-    return rms * float(t.ppf(q, n)) / float(norm.ppf(q))
+    return _rms(errors) * float(t.ppf(q, len(errors))) / float(norm.ppf(q))
 
 
 class ForecastPruner(_pruner_base()):
@@ -388,7 +394,8 @@ class ForecastPruner(_pruner_base()):
         if fit is None:
             return False
         if len(law_errors) >= self.min_calibration:
-            got = law.forecast_at(fit, steps, curve, rates_of(schedule), rates_of(schedule), last,
+            rates = rates_of(schedule)
+            got = law.forecast_at(fit, steps, curve, rates, rates, last,
                                   level=self.level, model_error=predictive_error_sd(law_errors, self.level))
             return hopeless((got.value, got.low, got.high), "law", "finished trials")
         # Before any finished trial could be forecast from this share, the trial's own backtest
@@ -405,12 +412,9 @@ class ForecastPruner(_pruner_base()):
         for t in finished:
             key = (t.number, fraction)
             if key not in self._errors:
-                other = t.user_attrs.get(SCHEDULE_ATTR) if hasattr(t, "user_attrs") else None
-                points = getattr(t, "intermediate_values", None) or {}
-                done = np.array(sorted(points), dtype=int)
-                self._errors[key] = [] if not other or not len(done) else early_forecast_errors(
-                    [(done, np.array([points[s] for s in done]), other, t.value)], fraction,
-                    rising=maximize, bounds=bounds)
+                curve = _finished_curve(t)
+                self._errors[key] = [] if curve is None else early_forecast_errors(
+                    [(*curve, t.value)], fraction, rising=maximize, bounds=bounds)
             errors += self._errors[key]
         return errors
 
@@ -421,25 +425,32 @@ class ForecastPruner(_pruner_base()):
         error, or None with too few finished trials evaluated by ``fraction``."""
         pairs = []
         for t in finished:
-            other = t.user_attrs.get(SCHEDULE_ATTR) if hasattr(t, "user_attrs") else None
-            points = getattr(t, "intermediate_values", None) or {}
-            if not other or not points:
-                continue
-            done = np.array(sorted(points), dtype=int)
-            then = recent_mean(done, np.array([points[s] for s in done]), fraction * int(other["max_steps"]))
+            got = _finished_curve(t)
+            then = None if got is None else recent_mean(got[0], got[1], fraction * int(got[2]["max_steps"]))
             if then is not None:
                 pairs.append((then, float(t.value)))
         level = recent_mean(steps, curve, float(steps[-1]))
         best = None
         for kind in ANALOGUES:
             errors = analogue_errors(pairs, kind)
-            value = analogue_forecast(level, pairs, kind)
-            band = analogue_interval(level, pairs, kind, self.level)
-            if value is None or band is None or not math.isfinite(value) or len(errors) < self.min_calibration:
+            fit = _analogue_fit(level, pairs, kind)
+            band = _band(fit, self.level)
+            value = _value(fit)
+            if band is None or not math.isfinite(value) or len(errors) < self.min_calibration:
                 continue
             if best is None or _rms(errors) < _rms(best[3]):
                 best = (value, *band, errors, kind)
         return best
+
+
+def _finished_curve(t: Any) -> tuple[np.ndarray, np.ndarray, Mapping[str, Any]] | None:
+    """(steps, values, schedule) of a finished trial's reported curve; None without them."""
+    schedule = t.user_attrs.get(SCHEDULE_ATTR) if hasattr(t, "user_attrs") else None
+    points = getattr(t, "intermediate_values", None) or {}
+    if not schedule or not points:
+        return None
+    done = np.array(sorted(points), dtype=int)
+    return done, np.array([points[s] for s in done]), schedule
 
 
 def _rms(errors: list[float]) -> float:
