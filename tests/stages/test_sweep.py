@@ -359,9 +359,20 @@ def test_the_sweep_report_says_which_forecast_pruned_each_trial(tmp_path):
                                               state=optuna.trial.TrialState.PRUNED,
                                               intermediate_values={140: 0.056},
                                               user_attrs={"steps": 140, "forecast": forecast}))
+    # an older sweep keeps the forecast only in trial.json; a damaged one leaves the cell empty
+    for i, text in enumerate(['{"state": "pruned", "forecast": ' + json.dumps({**forecast, "value": 0.1}) + "}",
+                              "[1, 2]", '{"forecast": {"value": 1}}', "not json"]):
+        run = tmp_path / f"trials/old-{i}"
+        run.mkdir(parents=True)
+        (run / "trial.json").write_text(text, encoding="utf-8")
+        study.add_trial(optuna.trial.create_trial(params={"lr": 1e-3}, distributions=dist,
+                                                  state=optuna.trial.TrialState.PRUNED, intermediate_values={100: 0.05},
+                                                  user_attrs={"steps": 100, "run_dir": f"trials/old-{i}"}))
     result = summarize(study, tmp_path, "sqlite://")
-    assert result.steps_trained == 540
+    assert result.steps_trained == 940
     write_sweep_report(study, tmp_path, result, "accuracy")
     report = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "| pruned by |" in report
     assert "growth 0.1055 (0.0834-0.1276; best 0.1323)" in report
+    assert "growth 0.1000 (0.0834-0.1276; best 0.1323)" in report
+    assert (tmp_path / "trials/old-3/trial.json").read_text(encoding="utf-8") == "not json"

@@ -431,20 +431,25 @@ def write_sweep_report(study, out: Path, result: SweepResult, objective: str, la
 
 
 def _recorded_forecast(out: Path, run_dir: str | None) -> dict | None:
-    """The pruning forecast in a trial's trial.json (sweeps before the trial attribute)."""
+    """The pruning forecast in a trial's trial.json (sweeps before the trial attribute); None
+    where the file is missing, unreadable or holds no forecast."""
     path = out / run_dir / "trial.json" if run_dir else None
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get("forecast") if path and path.is_file() else None
+        record = json.loads(path.read_text(encoding="utf-8")) if path and path.is_file() else None
     except (OSError, ValueError):
         return None
+    forecast = record.get("forecast") if isinstance(record, dict) else None
+    return forecast if isinstance(forecast, dict) else None
 
 
 def _pruned_by(forecast: Mapping[str, Any] | None) -> str:
-    """The forecast that pruned a trial, in one cell: forecaster, value, interval, best then."""
-    if not forecast:
+    """The forecast that pruned a trial, in one cell: forecaster, value, interval, best then
+    (empty where the record lacks any of them)."""
+    try:
+        return (f"{forecast.get('forecaster', 'law')} {forecast['value']:.4f} "
+                f"({forecast['low']:.4f}-{forecast['high']:.4f}; best {forecast['best']:.4f})")
+    except (AttributeError, KeyError, TypeError, ValueError):
         return ""
-    return (f"{forecast.get('forecaster', 'law')} {forecast['value']:.4f} "
-            f"({forecast['low']:.4f}-{forecast['high']:.4f}; best {forecast['best']:.4f})")
 
 
 def _searched_log(study, name: str) -> bool:
