@@ -14,7 +14,8 @@ sweep.
 Prints, per pruner: the best final accuracy found (mean over seeds, and its standard error),
 training steps spent as a share of the unpruned sweep, and how often the pruned sweep found
 a best trial within one standard error of the unpruned best; then how often the forecast
-pruner's intervals, asked at every evaluation, held the trial's final value. Trained trials
+pruner's intervals, asked at every evaluation, held the trial's final value; and what a pruner
+whose analogues knew every other trial's final value (hindsight) would spend. Trained trials
 are kept in --work, so a second run only replays.
 """
 
@@ -32,19 +33,19 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from demo_recipe import DEMO_BEFORE  # noqa: E402
 
+SPACE = {"lr": {"low": 5e-4, "high": 4e-3, "log": True},
+         "warmup_steps": {"low": 10, "high": 80},
+         "mask_prob": [0.15, 0.2, 0.3]}
 # The trials: the demo preset narrowed to 64 wide and 2 layers, in full windows with a cosine
-# schedule (DEMO_BEFORE, but its warm-up, which is searched) and the preset's initial weights
+# schedule (DEMO_BEFORE, but the settings SPACE searches) and the preset's initial weights
 # (std 0.05). The demo model itself reads no context at [MASK] for its first several hundred
 # steps, so a few-hundred-step sweep of it would have little to choose from; this one leaves
 # the constant guess within 150-200 steps even at lr 1e-3 and trains a step in a third of the
 # time. At BERT's std 0.02 (DEMO_BEFORE) trials below lr 1.2e-3 never left the constant guess
 # in 500 steps (docs/sweep.md).
 TRIAL_SETTINGS = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 256,
-                  **{k: v for k, v in DEMO_BEFORE.items() if k != "warmup_steps"},
+                  **{k: v for k, v in DEMO_BEFORE.items() if k not in SPACE},
                   "initializer_range": 0.05}
-SPACE = {"lr": {"low": 5e-4, "high": 4e-3, "log": True},
-         "warmup_steps": {"low": 10, "high": 80},
-         "mask_prob": [0.15, 0.2, 0.3]}
 
 
 def fixed_settings(steps: int, preset: str = "demo") -> dict:
@@ -147,6 +148,39 @@ def interval_coverage(trials: list[dict], seed: int) -> tuple[int, int, int]:
     return made, below, inside
 
 
+def hindsight_share(trials: list[dict], level: float) -> tuple[int, int]:
+    """(steps spent, steps of the unpruned sweep) of a pruner that knows more than any real one:
+    the forecast pruner's analogues (growth or power, whichever has the smaller leave-one-out
+    error), fitted at every evaluation on *all the other* trials of the sweep, later ones
+    included, each with its true final value. It prunes, as the real one does, when the upper
+    end of its ``level`` interval is below the best finished trial, from a fifth of the steps.
+    What it spends is what the analogues cost once their calibration is not limited by how few
+    trials have finished (the real pruner, on few trials, is sometimes luckier and sometimes
+    more cautious)."""
+    from bertcurve.tuning import ANALOGUES, RECENT, _rms, analogue_errors, analogue_interval, recent_mean
+
+    spent = full = 0
+    best = None
+    for i, t in enumerate(trials):
+        last = int(t["schedule"]["max_steps"])
+        full += last
+        others = [o for j, o in enumerate(trials) if j != i]
+        stop = None
+        for k, step in enumerate(t["steps"][:-1]):
+            if best is None or k + 1 < RECENT or step < 0.2 * last:
+                continue
+            pairs = [(recent_mean(o["steps"], o["values"], step), float(o["values"][-1])) for o in others]
+            kind = min(ANALOGUES, key=lambda a: _rms(analogue_errors(pairs, a)))
+            band = analogue_interval(recent_mean(t["steps"], t["values"], step), pairs, kind, level)
+            if band is not None and band[1] < best:
+                stop = int(step)
+                break
+        spent += last if stop is None else stop
+        if stop is None:
+            best = max(best or -math.inf, float(t["values"][-1]))
+    return spent, full
+
+
 def main(argv: list[str] | None = None) -> int:
     import optuna
 
@@ -220,6 +254,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"forecast pruner's 95% intervals, asked at every evaluation of the unpruned sweeps ({made:,} "
               f"forecasts): final at or below the upper end {below / made:.1%} (nominal 97.5%), "
               f"inside {inside / made:.1%} (nominal 95%)")
+    # how far the forecasts themselves are from saving more: the analogues calibrated in hindsight
+    shares = []
+    for level in (0.95, 0.9, 0.8):
+        got = [hindsight_share(trials, level) for trials in replayed.values()]
+        shares.append(f"{sum(s for s, _ in got) / sum(f for _, f in got):.1%} at the {level:.0%} level")
+    print("analogues calibrated in hindsight (on every other trial of the sweep, with its final value) "
+          "would spend " + ", ".join(shares))
     return 0
 
 
