@@ -173,11 +173,15 @@ def thin(*arrays: np.ndarray, max_points: int = MAX_DRAWN_POINTS) -> tuple[np.nd
     return tuple(np.asarray(a)[idx] for a in arrays)
 
 
+def tail_count(n: int, share: float = 0.05) -> int:
+    """How many of ``n`` points :func:`tail_mean` averages."""
+    return max(1, int(round(n * share)))
+
+
 def tail_mean(values: np.ndarray, share: float = 0.05) -> float:
     """Mean of the last ``share`` of the points (at least one): where a noisy run ended."""
     v = np.asarray(values, dtype=float)
-    k = max(1, int(round(len(v) * share)))
-    return float(np.mean(v[-k:]))
+    return float(np.mean(v[-tail_count(len(v), share):]))
 
 
 def _step_formatter(max_step: float) -> FuncFormatter:
@@ -310,9 +314,12 @@ def _panel_mlm_accuracy(ax_acc: Any, log: TrainingLog, lang: str) -> None:
         else:
             ax_acc.legend(loc="best", fontsize=8.5)
         best = ser["eval_mlm_accuracy"] if "eval_mlm_accuracy" in ser else ser["train_mlm_accuracy"]
-        last_sm = tail_mean(best.values)
-        # In the title, where no legend or curve can hide it.
-        ax_acc.set_title(title(f"MLM accuracy — end of run {last_sm:.1%}", f"MLM 准确率——结束时 {last_sm:.1%}", lang))
+        last_sm, k = tail_mean(best.values), tail_count(len(best.values))
+        # In the title, where no legend or curve can hide it; an average says so, since the
+        # run's own "done" line reports the last evaluation alone.
+        mean_en, mean_zh = (f" (mean of the last {k})", f"（最后 {k} 次的均值）") if k > 1 else ("", "")
+        ax_acc.set_title(title(f"MLM accuracy — end of run {last_sm:.1%}{mean_en}",
+                               f"MLM 准确率——结束时 {last_sm:.1%}{mean_zh}", lang))
     else:
         other = _other_metric(log)
         if other is not None:
