@@ -153,12 +153,13 @@ def hindsight_share(trials: list[dict], level: float) -> tuple[int, int]:
     the forecast pruner's analogues (growth or power, whichever has the smaller leave-one-out
     error), fitted at every evaluation on *all the other* trials of the sweep, later ones
     included, each with its true final value. It prunes, as the real one does, when the upper
-    end of its ``level`` interval is below the best finished trial, from a fifth of the steps.
+    end of its ``level`` interval is below the best finished trial, from the same point on.
     What it spends is what the analogues cost once their calibration is not limited by how few
     trials have finished (the real pruner, on few trials, is sometimes luckier and sometimes
     more cautious)."""
-    from bertcurve.tuning import ANALOGUES, RECENT, _rms, analogue_errors, analogue_interval, recent_mean
+    from bertcurve.tuning import ForecastPruner, best_analogue, recent_mean
 
+    rules = ForecastPruner()   # when the real pruner may prune: its min_fraction, min_evaluations
     spent = full = 0
     best = None
     for i, t in enumerate(trials):
@@ -167,12 +168,11 @@ def hindsight_share(trials: list[dict], level: float) -> tuple[int, int]:
         others = [o for j, o in enumerate(trials) if j != i]
         stop = None
         for k, step in enumerate(t["steps"][:-1]):
-            if best is None or k + 1 < RECENT or step < 0.2 * last:
+            if best is None or k + 1 < rules.min_evaluations or step < rules.min_fraction * last:
                 continue
             pairs = [(recent_mean(o["steps"], o["values"], step), float(o["values"][-1])) for o in others]
-            kind = min(ANALOGUES, key=lambda a: _rms(analogue_errors(pairs, a)))
-            band = analogue_interval(recent_mean(t["steps"], t["values"], step), pairs, kind, level)
-            if band is not None and band[1] < best:
+            got = best_analogue(recent_mean(t["steps"], t["values"], step), pairs, level)
+            if got is not None and got[2] < best:
                 stop = int(step)
                 break
         spent += last if stop is None else stop

@@ -5,8 +5,8 @@ trials. What bertcurve adds is :class:`ForecastPruner`: at each held-out evaluat
 forecasts the trial's final metric from its curve so far, by the schedule-aware law
 (:mod:`bertcurve.curves.schedule_law`, which knows the rest of the trial's learning-rate
 schedule) or by the finished trials' growth from the same point (or a power of the level
-there, fitted across them), whichever erred least on the finished trials, and stops the trial when even the optimistic end of the prediction
-interval is worse than the best finished trial.
+there, fitted across them), whichever erred least on the finished trials, and stops the trial
+when even the optimistic end of the prediction interval is worse than the best finished trial.
 """
 
 from __future__ import annotations
@@ -278,6 +278,25 @@ def analogue_errors(pairs: list[tuple[float, float]], kind: str = "growth") -> l
     return errors
 
 
+def best_analogue(level: float, pairs: list[tuple[float, float]], confidence: float, min_errors: int = 1
+                  ) -> tuple[float, float, float, list[float], str] | None:
+    """(forecast, low, high, leave-one-out errors, kind) of the analogue kind (:data:`ANALOGUES`)
+    with the smaller RMS of :func:`analogue_errors` on ``pairs``, among those that give a finite
+    forecast of ``level``, a ``confidence`` interval and at least ``min_errors`` errors; None
+    where neither does."""
+    best = None
+    for kind in ANALOGUES:
+        errors = analogue_errors(pairs, kind)
+        fit = _analogue_fit(level, pairs, kind)
+        band = _band(fit, confidence)
+        value = _value(fit)
+        if band is None or not math.isfinite(value) or len(errors) < min_errors:
+            continue
+        if best is None or _rms(errors) < _rms(best[3]):
+            best = (value, *band, errors, kind)
+    return best
+
+
 def _pruner_base():
     import optuna
 
@@ -420,27 +439,15 @@ class ForecastPruner(_pruner_base()):
 
     def _analogue(self, finished: list, steps: np.ndarray, curve: np.ndarray,
                   fraction: float) -> tuple[float, float, float, list[float], str] | None:
-        """(:func:`analogue_forecast` of this trial, its :func:`analogue_interval`, its
-        leave-one-out errors on the finished trials, its kind) of the kind with the smaller
-        error, or None with too few finished trials evaluated by ``fraction``."""
+        """:func:`best_analogue` for this trial's level now, from the finished trials' (level
+        at ``fraction`` of their steps, final) pairs; None with too few of them."""
         pairs = []
         for t in finished:
             got = _finished_curve(t)
             then = None if got is None else recent_mean(got[0], got[1], fraction * int(got[2]["max_steps"]))
             if then is not None:
                 pairs.append((then, float(t.value)))
-        level = recent_mean(steps, curve, float(steps[-1]))
-        best = None
-        for kind in ANALOGUES:
-            errors = analogue_errors(pairs, kind)
-            fit = _analogue_fit(level, pairs, kind)
-            band = _band(fit, self.level)
-            value = _value(fit)
-            if band is None or not math.isfinite(value) or len(errors) < self.min_calibration:
-                continue
-            if best is None or _rms(errors) < _rms(best[3]):
-                best = (value, *band, errors, kind)
-        return best
+        return best_analogue(recent_mean(steps, curve, float(steps[-1])), pairs, self.level, self.min_calibration)
 
 
 def _finished_curve(t: Any) -> tuple[np.ndarray, np.ndarray, Mapping[str, Any]] | None:
