@@ -181,7 +181,9 @@ def test_unseen_cooldown_takes_half_the_open_gain_and_the_interval_spans_it():
     assert not law.annealing_seen and fc.weights.get("schedule_law", 0) > 0
     taken = law.gain_taken(end)
     assert np.all(taken > 0) and not law.gain_taken(np.array([5000.0, 12000.0])).any()   # only after the decay starts
-    no_gain = fc.predict(end) + fc.weights["schedule_law"] * taken
+    # Every member took that share: the law itself, and each family through the law's plan_change.
+    assert fc.families_follow_plan
+    no_gain = fc.predict(end) + taken
     assert truth.mean() < no_gain.mean() - 0.03                       # no gain misses the cooldown
     assert abs(fc.predict(end).mean() - truth.mean()) < abs(no_gain.mean() - truth.mean())
     assert fc.unseen_annealing(end).all() and not fc.unseen_annealing(np.array([12000.0])).any()
@@ -205,10 +207,35 @@ def test_unseen_cooldown_of_a_rising_metric_takes_the_gain_upwards():
     truth = acc[steps >= 19000]
     taken = fc.schedule_fit.gain_taken(end)
     assert fc.weights.get("schedule_law", 0) > 0 and np.all(taken < 0)
-    no_gain = fc.predict(end) + fc.weights["schedule_law"] * taken
+    no_gain = fc.predict(end) + taken
     assert abs(fc.predict(end).mean() - truth.mean()) < abs(no_gain.mean() - truth.mean())
     band = fc.interval(end)
     assert np.all(band.low <= no_gain) and np.all(band.high >= truth)
+
+
+def test_the_step_only_families_follow_an_unseen_cooldown_of_the_plan():
+    # Seen in its stable phase only, a warm-up-stable-decay run's families extrapolate a constant
+    # rate; each adds what the law says the plan's cooldown changes, and lands nearer the truth.
+    rng = np.random.default_rng(8)
+    schedule = _wsd()
+    steps = np.arange(100, 20001, 100).astype(float)
+    y = _law_curve(schedule, steps, rng, c=5e-5)
+    seen = steps <= 10000
+    fc = policy.fit_and_choose(steps[seen], y[seen], direction=-1, limits=policy.limits_for("loss"),
+                               schedule=schedule)
+    end = steps >= 19000
+    change = fc.schedule_fit.plan_change(steps[end])
+    assert np.all(change < 0) and not fc.schedule_fit.plan_change(steps[seen]).any()
+    assert not fc.schedule_fit.plan_change(np.array([12000.0, 15000.0])).any()   # the rate has not moved yet
+    families = [m for m in fc.weights if m != "schedule_law"]
+    assert families
+    for m in families:
+        own = float(np.mean(fc.fits[m].predict(steps[end])))
+        assert abs(own + float(np.mean(change)) - y[end].mean()) < abs(own - y[end].mean())
+    weights = fc.weights
+    combined = sum(w * (fc.member(m).predict(steps[end]) + (change if m != "schedule_law" else 0))
+                   for m, w in weights.items())
+    assert fc.predict(steps[end]) == pytest.approx(combined)
 
 
 def test_an_unseen_step_drop_buys_its_gain_over_the_laws_lag_not_at_once():
@@ -247,6 +274,7 @@ def test_a_seen_decay_or_a_constant_plan_leaves_the_law_unchanged():
         law = fc.schedule_fit
         at = np.array([12000.0, 19000.0])
         assert not law.gain_taken(at).any() and "no annealing" not in fc.reason
+        assert not fc.families_follow_plan          # the families' own curve already holds the plan
         assert law.predict(at) == pytest.approx(law.law.predict(sl.schedule_areas(schedule, law.law.momentum),
                                                                  at.astype(int)))
 

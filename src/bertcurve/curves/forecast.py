@@ -25,7 +25,9 @@ How it works (docs/analysis.md has the reasoning):
    limit, scaled by how far the rate has fallen, with the law's lag: the one rule of
    :func:`bertcurve.curves.schedule_law.unidentified_gain`, which ``analyze --what-if-steps`` uses
    too), and the interval spans the whole range, from the no-gain forecast to the law's limit
-   (:meth:`CurveForecast.interval`).
+   (:meth:`CurveForecast.interval`). The step-only families then follow the plan too: each adds
+   the law's :meth:`ScheduleLawFit.plan_change` (its forecast under the plan less its forecast had
+   the rate stayed where the log last saw it) to its own extrapolation of the constant-rate curve.
 """
 
 from __future__ import annotations
@@ -152,6 +154,33 @@ class ScheduleLawFit:
 
         return law.rate_fallen(self.schedule)
 
+    def plan_change(self, steps: Sequence[float] | np.ndarray) -> np.ndarray:
+        """What the rest of the planned schedule changes in the metric, by the law: its prediction
+        under the plan (:meth:`predict`, with the share of an unidentified gain it takes) less its
+        prediction had the rate stayed where the fitted points last saw it. 0 at or before the
+        last fitted step, and everywhere without a fit.
+
+        The step-only families extrapolate the curve under the rate they saw; where the plan
+        lowers it later, this is what they add to stay on the plan (:meth:`CurveForecast.predict`).
+        """
+        s = np.asarray(steps, dtype=np.float64).reshape(-1)
+        if not self.converged:
+            return np.zeros(s.shape)
+        idx = np.minimum(np.maximum(np.round(s).astype(np.int64), 1), self.areas.last_step)
+        with np.errstate(all="ignore"):
+            change = self.predict(idx.astype(np.float64)) - self.law.predict(self._held_areas, idx)
+        return np.where(s > self.fitted_last_step, np.nan_to_num(change, nan=0.0), 0.0)
+
+    @cached_property
+    def _held_areas(self):
+        """The law's areas of the schedule that keeps the last fitted step's rate to the end."""
+        from bertcurve.curves import schedule_law as law
+
+        held = self.schedule.copy()
+        last = min(int(self.fitted_last_step), held.size - 1)
+        held[last + 1:] = held[last]
+        return law.schedule_areas(held, self.law.momentum)
+
     def confidence_interval(self, steps: Sequence[float] | np.ndarray, level: float = DEFAULT_LEVEL) -> Band:
         """The law's own uncertainty about the curve: the standard error of a mean of its residuals
         over its four parameters' worth of points (the out-of-sample part of the forecast interval
@@ -259,10 +288,21 @@ class CurveForecast:
     def main_fit(self) -> FitResult | None:
         return self.fits.get(self.model) if self.model else None
 
+    @property
+    def families_follow_plan(self) -> bool:
+        """Do the step-only families take the schedule law's :meth:`ScheduleLawFit.plan_change`?
+        Only where the fitted points saw no annealing and the plan anneals later: their curve is
+        then the curve of a constant rate, and the change is all the plan's. Where the points saw
+        some annealing, the families' shape carries part of its effect already (adding the change
+        there doubled it on bench/forecast.py's cosine logs)."""
+        return self.schedule_fit is not None and self.schedule_fit.decay_unidentified
+
     def _raw_kilo(self, t: np.ndarray) -> np.ndarray:
         out = np.zeros_like(t, dtype=np.float64)
+        change = self.schedule_fit.plan_change(t * STEP_UNIT) if self.families_follow_plan else 0.0
         for m, w in self.weights.items():
-            out = out + w * self.member(m).predict(t * STEP_UNIT)
+            value = self.member(m).predict(t * STEP_UNIT)
+            out = out + w * (value if m == SCHEDULE_LAW else value + change)
         return out
 
     def predict(self, steps: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -301,9 +341,10 @@ class CurveForecast:
         centre = self.predict(s)
         half = self.half_width(s, level)
         low, high = centre - half, centre + half
-        # The law's point forecast took part of an unidentified annealing gain (ScheduleLawFit.predict);
-        # the worse edge keeps the no-gain side of that range inside the interval.
-        law_w = self.weights.get(SCHEDULE_LAW, 0.0)
+        # The law's point forecast took part of an unidentified annealing gain (ScheduleLawFit.predict),
+        # and so did every family that follows the plan; the worse edge keeps the no-gain side of that
+        # range inside the interval.
+        law_w = 1.0 if self.families_follow_plan else self.weights.get(SCHEDULE_LAW, 0.0)
         if law_w > 0 and self.schedule_fit is not None:
             shift = law_w * np.nan_to_num(self.schedule_fit.gain_taken(s), nan=0.0)
             if self.direction < 0:
