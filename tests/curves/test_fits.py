@@ -154,3 +154,52 @@ def test_limits_for_metric_names():
 def test_flat_values_are_a_failed_fit_not_nonsense():
     fit = cv.fit_curve("exp_saturation", STEPS, np.full(STEPS.size, 0.0246), direction=1, limits=cv.Limits(0, 1))
     assert not fit.converged and "no curve to fit" in fit.message
+
+
+# ------------------------------------------------------------------ fits from the knee
+def _restart_curve(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A resumed run: a steep climb over its first 3,000 steps, then a slow power law (a = 0.74)."""
+    steps = np.arange(1, 61, dtype=float) * 500
+    slow = 0.74 - 0.05 * (steps / 1000) ** -0.5
+    climb = np.where(steps <= 3000, (3000 - steps) / 2500 * 0.3, 0.0)
+    return steps, slow - climb + np.random.default_rng(seed).normal(0, 0.0005, steps.size)
+
+
+def test_the_knee_is_where_a_steep_start_ends_and_nowhere_on_a_curve_still_on_its_way():
+    steps, y = _restart_curve()
+    knee = cv.knee_index(steps, y, 1)
+    assert knee is not None and 3000 <= steps[knee] <= 4000
+    line = np.arange(1, 40, dtype=float)
+    assert cv.knee_index(line * 1000, 0.1 + 0.01 * line, 1) is None          # still on its way
+    assert cv.knee_index(steps, -y, -1) == knee                               # a loss the same way
+    assert cv.knee_index(steps, np.full(steps.size, 0.5), 1) is None          # no change at all
+
+
+def test_a_fit_from_the_knee_describes_the_slow_regime_the_transient_bends():
+    steps, y = _restart_curve()
+    whole = cv.fit_curve("power_law", steps, y, direction=1, limits=cv.Limits(0, 1))
+    late = cv.fit_curve("power_law_from_knee", steps, y, direction=1, limits=cv.Limits(0, 1))
+    assert late.converged and late.family == "power_law" and late.from_knee and not whole.from_knee
+    assert 3000 <= late.first_step <= 4000 and late.n < steps.size and "knee at step" in late.message
+    assert abs(policy.asymptote(late) - 0.74) < 0.005 < abs(policy.asymptote(whole) - 0.74)
+    again = cv.FitResult.from_dict(late.to_dict())
+    assert again.from_knee and again.predict([1e5]) == pytest.approx(late.predict([1e5]))
+
+
+def test_a_fit_from_the_knee_says_why_it_could_not_be_made():
+    line = np.arange(1, 40, dtype=float)
+    fit = cv.fit_curve("exp_saturation_from_knee", line * 1000, 0.1 + 0.01 * line, direction=1)
+    assert not fit.converged and "no knee" in fit.message
+    steps, y = np.arange(1, 7) * 1000.0, np.array([0.3, 0.7, 0.71, 0.712, 0.713, 0.714])
+    few = cv.fit_curve("log_linear_from_knee", steps, y, direction=1)
+    assert not few.converged and "after the knee" in few.message
+
+
+def test_a_forecast_led_by_fits_from_the_knee_describes_the_curve_from_the_knee_on():
+    # The slow regime after a restart is what the fits from the knee describe and the forecast
+    # weighs them; its curve (and the figures' line) starts at the knee, not before.
+    steps, y = _restart_curve()
+    fc = policy.fit_and_choose(steps, y, direction=1, limits=policy.limits_for("accuracy"))
+    from_knee = [m for m in fc.weights if fc.fits[m].from_knee]
+    assert from_knee and fc.start_step == max(fc.fits[m].first_step for m in from_knee) > fc.first_step
+    assert abs(float(fc.predict([60_000])[0]) - (0.74 - 0.05 * 60 ** -0.5)) < 0.003

@@ -15,6 +15,11 @@ model              increasing (accuracy)                   decreasing (loss)
 ``linear``         a + b t (the seed's assumption; a baseline)
 =================  ======================================  =====================
 
+``power_law_from_knee``, ``exp_saturation_from_knee`` and ``log_linear_from_knee`` are the same
+families fitted only on the points after the curve's knee (:func:`knee_index`): where a run starts
+with a steep transient (a resumed phase-2 run, a from-scratch loss falling from ln(vocab)), the
+families describe the slow regime after it, which the transient would otherwise bend.
+
 Fits use ``scipy.optimize.curve_fit`` (trust-region reflective, bounded, analytic
 Jacobians). Starting points come from a grid over the nonlinear parameter with the
 linear ones solved exactly (variable projection), on a subsample for speed; the
@@ -53,9 +58,15 @@ class CurveModel:
     saturating: bool
     func: Callable[..., np.ndarray] = field(repr=False)
     jac: Callable[..., np.ndarray] = field(repr=False)
+    from_knee: bool = False     # fitted on the points after the knee only (knee_index)
 
     def formula(self, direction: int) -> str:
         return self.formula_up if direction > 0 else self.formula_down
+
+    @property
+    def family(self) -> str:
+        """The family's own name (without ``_from_knee``)."""
+        return self.name.removesuffix(FROM_KNEE)
 
 
 def _power(t, s, a, b, c):
@@ -118,12 +129,48 @@ MODELS: dict[str, CurveModel] = {
 }
 
 
+#: Suffix of the families fitted from the knee on, and the families that have such a variant.
+FROM_KNEE = "_from_knee"
+KNEE_FAMILIES = ("power_law", "exp_saturation", "log_linear")
+for _name in KNEE_FAMILIES:
+    _spec = MODELS[_name]
+    MODELS[_name + FROM_KNEE] = CurveModel(
+        _name + FROM_KNEE, _spec.param_names, _spec.formula_up + " after the knee",
+        _spec.formula_down + " after the knee", _spec.saturating, _spec.func, _spec.jac, from_knee=True)
+
+#: The knee (:func:`knee_index`): the first point after which less than this share of the curve's
+#: whole change (in its direction) is left ...
+KNEE_REMAINING = 0.1
+#: ... when that point lies within this share of the step range (a transient at the start, not a
+#: curve still on its way). Both chosen on bench/forecast.py; 0.05-0.15 and 0.3-0.5 did about as well.
+KNEE_WITHIN = 0.3
+#: A family is fitted from the knee only with at least this many points after it.
+KNEE_MIN_POINTS = 6
+
+
 def models_for(direction: int) -> list[str]:
     """The model names that make sense for a metric that grows (+1) or falls (-1)."""
     names = ["power_law", "exp_saturation", "log_linear", "linear"]
     if direction > 0:
         names.insert(3, "logistic_log")
-    return names
+    return names + [m + FROM_KNEE for m in KNEE_FAMILIES]
+
+
+def knee_index(steps: np.ndarray, values: np.ndarray, direction: int) -> int | None:
+    """Index of the curve's knee: the first point after which less than KNEE_REMAINING of its
+    whole change is left (measured on its best value so far, so noise does not end the transient
+    early), when that comes within KNEE_WITHIN of the step range and after the first point; else
+    None. Steps and values as fitted (step > 0)."""
+    y = direction * np.asarray(values, dtype=np.float64)
+    steps = np.asarray(steps, dtype=np.float64)
+    if y.size < 3 or not (y[-1] - y[0]) > 0:
+        return None
+    remaining = (y[-1] - np.maximum.accumulate(y)) / (y[-1] - y[0])
+    hit = np.flatnonzero(remaining < KNEE_REMAINING)
+    if hit.size == 0 or hit[0] == 0:
+        return None
+    i = int(hit[0])
+    return i if steps[i] - steps[0] <= KNEE_WITHIN * (steps[-1] - steps[0]) else None
 
 
 # ------------------------------------------------------------------ results
@@ -161,6 +208,16 @@ class FitResult:
     last_step: float = math.nan
     lower: float | None = None          # predictions are clipped to [lower, upper]
     upper: float | None = None
+
+    @property
+    def family(self) -> str:
+        """The curve family (``power_law`` also for ``power_law_from_knee``)."""
+        return MODELS[self.model].family
+
+    @property
+    def from_knee(self) -> bool:
+        """Fitted on the points after the knee only (``first_step`` is the knee)."""
+        return MODELS[self.model].from_knee
 
     # -- prediction -------------------------------------------------------------
     def _raw(self, t: np.ndarray, params: np.ndarray | None = None) -> np.ndarray:
@@ -473,36 +530,47 @@ def fit_curve(model: str, steps: np.ndarray, values: np.ndarray, *, direction: i
               limits: Limits = Limits()) -> FitResult:
     """Fit one model; never raises on a bad fit, but returns ``converged=False`` with the reason."""
     spec = MODELS[model]
+    family = spec.family
     steps = np.asarray(steps, dtype=np.float64)
     y = np.asarray(values, dtype=np.float64)
     keep = steps > 0
     t, y = steps[keep] / STEP_UNIT, y[keep]
+    knee = knee_index(t, y, direction) if spec.from_knee else None
+    if knee is not None:
+        t, y = t[knee:], y[knee:]
     n, p = y.size, len(spec.param_names)
     base = dict(model=model, formula=spec.formula(direction), direction=direction, param_names=spec.param_names,
                 n=int(n), lower=limits.lower, upper=limits.upper,
-                first_step=float(steps[keep][0]) if n else math.nan,
-                last_step=float(steps[keep][-1]) if n else math.nan)
+                first_step=float(t[0] * STEP_UNIT) if n else math.nan,
+                last_step=float(t[-1] * STEP_UNIT) if n else math.nan)
 
     def failed(msg: str) -> FitResult:
         return FitResult(params=np.full(p, np.nan), covariance=None, converged=False, message=msg, **base)
 
-    if model == "logistic_log" and direction < 0:
+    if family == "logistic_log" and direction < 0:
         return failed("the logistic model is only used for metrics that grow (accuracy)")
+    if spec.from_knee and knee is None:
+        return failed(f"no knee: the curve has no steep start that leaves less than {KNEE_REMAINING:.0%} of its "
+                      f"change within the first {KNEE_WITHIN:.0%} of its steps")
+    if spec.from_knee and n < KNEE_MIN_POINTS:
+        return failed(f"{n} points after the knee at step {t[0] * STEP_UNIT:g}, {KNEE_MIN_POINTS} needed")
     if n < p + 2:
         return failed(f"{n} points with step > 0 are too few for {p} parameters")
     if np.ptp(y) == 0:
         return failed(f"the {n} values with step > 0 are all {y[0]:g}; there is no curve to fit")
-    if model in {"linear", "log_linear"}:
-        basis = t if model == "linear" else np.log(t)
+    if family in {"linear", "log_linear"}:
+        basis = t if family == "linear" else np.log(t)
         design = np.column_stack([np.ones_like(t), basis])
         params, *_ = np.linalg.lstsq(design, y, rcond=None)
         at_bounds: tuple[str, ...] = ()
         message = "closed-form least squares"
     else:
-        got = _fit_nonlinear(model, t, y, direction, limits)
+        got = _fit_nonlinear(family, t, y, direction, limits)
         if isinstance(got, str):
             return failed(got)
         params, at_bounds, message = got
+    if knee is not None:
+        message += f"; fitted from the knee at step {t[0] * STEP_UNIT:g}"
     with np.errstate(all="ignore"):
         fitted = spec.func(t, direction, *params)
         jac = spec.jac(t, direction, *params)

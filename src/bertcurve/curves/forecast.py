@@ -285,6 +285,13 @@ class CurveForecast:
         return bool(self.weights)
 
     @property
+    def start_step(self) -> float:
+        """The first step the combined curve describes: the latest knee of a weighted family fitted
+        from its knee on (before it, that family would extrapolate backwards), else the first step."""
+        knees = [self.fits[m].first_step for m in self.weights if m in self.fits and self.fits[m].from_knee]
+        return max([self.first_step, *knees]) if knees else self.first_step
+
+    @property
     def main_fit(self) -> FitResult | None:
         return self.fits.get(self.model) if self.model else None
 
@@ -589,7 +596,8 @@ def build_forecast(steps: np.ndarray, values: np.ndarray, *, direction: int, lim
                                   families=candidates, level=level, schedule=schedule)
     scores, imputed = _scores(bt_steps, bt_values, fractions, candidates, split_fits)
     usable = {m: sc for m, sc in scores.items() if members[m].converged}
-    converged = [m for m in families if fits[m].converged]
+    # Akaike weights compare fits of the same points: the fits from the knee are left out of them.
+    converged = [m for m in families if fits[m].converged and not fits[m].from_knee]
     if usable:
         floor = 1e-12 + 1e-9 * max(usable.values())
         best = sorted(usable, key=usable.get)[:COMBINED]

@@ -136,7 +136,7 @@ def asymptote(fit: FitResult | None) -> float | None:
     if fit is None or not fit.converged:
         return None
     names = list(fit.param_names)
-    key = "L" if fit.model == "logistic_log" else "a" if fit.model in ("power_law", "exp_saturation") else None
+    key = "L" if fit.family == "logistic_log" else "a" if fit.family in ("power_law", "exp_saturation") else None
     if key is None or key not in names:
         return None
     value = float(fit.params[names.index(key)])

@@ -443,12 +443,15 @@ def analyze(
                                schedule=schedule)
     if np.any(steps <= 0):
         notes.append(f"curve fits leave out {int(np.sum(steps <= 0))} point(s) at step <= 0 (t^-c and ln t need t > 0)")
-    best_in_sample = max((f for f in fc.fits.values() if f.converged and f.model != "linear"),
+    # R² compares fits of the same points: the fits from the knee (fewer points) are left out.
+    best_in_sample = max((f for f in fc.fits.values() if f.converged and f.model != "linear" and not f.from_knee),
                          key=lambda f: f.r_squared, default=None)
-    main_fit = fc.main_fit
+    resid_fit = fc.main_fit
+    if resid_fit is not None and resid_fit.from_knee and fc.fits[resid_fit.family].converged:
+        resid_fit = fc.fits[resid_fit.family]     # residuals of every point, not of an extrapolation back past the knee
     trend_test = st.mann_kendall(
-        values, None if main_fit is None else values - main_fit.predict(steps),
-        residuals_from=f"the {main_fit.model} curve" if main_fit is not None else "")
+        values, None if resid_fit is None else values - resid_fit.predict(steps),
+        residuals_from=f"the {resid_fit.model} curve" if resid_fit is not None else "")
 
     # -- forecasts, target, throughput
     speed = throughput(log, steps_per_second)
@@ -722,6 +725,15 @@ def _g(value: Any, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
+def _failed_cutoffs(failed: list[dict]) -> str:
+    """'failed on 20%, 30% cut-offs: reason' with each reason once, in the order first met."""
+    by_reason: dict[str, list[str]] = {}
+    for x in failed:
+        by_reason.setdefault(x["reason"], []).append(f"{x['fraction']:.0%}")
+    return "; ".join(f"failed on {', '.join(cuts)} cut-off{'s' if len(cuts) > 1 else ''}: {reason}"
+                     for reason, cuts in by_reason.items())
+
+
 def summary_text(res: dict) -> str:
     """A readable table of the analysis (bilingual labels) and the verdict."""
     m = res["metric"]
@@ -753,21 +765,23 @@ def summary_text(res: dict) -> str:
     if tt:
         lines.insert(len(rows), f"{'趋势检验 Mann–Kendall':<28} p = {tt['pvalue']:.3g}  (Hamed–Rao variance x"
                                 f"{tt['variance_factor']:.2f}, around {tt['residuals_from']})")
-    lines.append(f"{'曲线拟合 fit':<18} {'R²':>7} {'RMSE':>9} {'AIC':>10} {'lag-1':>6} {'backtest RMSE':>14} "
+    width = max([18] + [len(f["model"]) + 2 for f in res["fits"]])
+    lines.append(f"{'曲线拟合 fit':<{width - 2}} {'R²':>7} {'RMSE':>9} {'AIC':>10} {'lag-1':>6} {'backtest RMSE':>14} "
                  f"{'weight':>7}  note")
     ranking = {r["model"]: r for r in res["backtests"]["ranking"]}
     for f in res["fits"]:
         r = ranking.get(f["model"], {})
-        failed = "; ".join(f"failed on {x['fraction']:.0%} cut-off: {x['reason']}" for x in r.get("failed_splits", []))
         mark = " *" if f["model"] == res["chosen_model"]["model"] else ""
         if f["converged"]:
-            lines.append(f"{f['model'] + mark:<18} {_g(f['r_squared'], '.4f'):>7} {_g(f['rmse'], '.4g'):>9} "
+            knee = (f"fitted from the knee at step {f['first_step']:,.0f} ({f['n']} points)"
+                    if f["model"].endswith(cv.FROM_KNEE) and f.get("first_step") is not None else "")
+            bound = ("at bound: " + ", ".join(f["at_bounds"])) if f["at_bounds"] else ""
+            lines.append(f"{f['model'] + mark:<{width}} {_g(f['r_squared'], '.4f'):>7} {_g(f['rmse'], '.4g'):>9} "
                          f"{_g(f['aic'], '.1f'):>10} {_g(f['residual_lag1'], '.2f'):>6} {_g(r.get('mean_rmse'), '.4g'):>14} "
                          f"{r.get('weight', 0):>7.0%}  "
-                         + "; ".join(x for x in (("at bound: " + ", ".join(f["at_bounds"])) if f["at_bounds"] else "",
-                                                 failed) if x))
+                         + "; ".join(x for x in (knee, bound, _failed_cutoffs(r.get("failed_splits", []))) if x))
         else:
-            lines.append(f"{f['model']:<18} {'failed':>7}  {f['message']}")
+            lines.append(f"{f['model']:<{width}} {'failed':>7}  {f['message']}")
     lines.append(f"(* = leading family; weight = share in the forecast: {res['chosen_model']['reason']})")
     if res["forecasts"] and res["forecasts"][0].get("value") is not None:
         lines.append("")

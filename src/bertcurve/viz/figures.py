@@ -8,6 +8,7 @@ chosen by :mod:`bertcurve.viz.fonts`. Saving is :mod:`bertcurve.stages.plot`'s j
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -509,7 +510,7 @@ def loss_analysis(log: TrainingLog, *, lang: str = "both", fit: Any = None) -> F
     ax_b.plot(*thin(s.steps[pos], sm[pos]), color=C_LOSS_SMOOTH, lw=1.8,
               label=label("moving average", "移动平均", lang))
     if fit is not None:
-        grid = np.geomspace(max(float(s.steps[pos][0]), 1.0), float(s.steps[-1]), 300)
+        grid = np.geomspace(max(float(s.steps[pos][0]), 1.0, fit_start(fit)), float(s.steps[-1]), 300)
         ax_b.plot(grid, fit.predict(grid), color=C_FIT, lw=2.2, ls="--", label=fit_label(fit, lang))
         floor = fit_asymptote(fit)
         # A floor pinned at its bound (e.g. 0) is not an estimate; do not draw it as one.
@@ -771,7 +772,7 @@ def correlation_analysis(log: TrainingLog, *, lang: str = "both", metric: str | 
               label=label(f"linear fit (r = {r.statistic:.4f}, R² = {trend.r_squared:.4f})",
                           f"线性拟合（r = {r.statistic:.4f}，R² = {trend.r_squared:.4f}）", lang))
     if fit is not None:
-        grid = np.linspace(x[0], x[-1], 400)
+        grid = np.linspace(max(x[0], fit_start(fit)), x[-1], 400)
         ax_s.plot(grid, fit.predict(grid), color=C_FIT, lw=2.4, label=fit_label(fit, lang))
     if is_accuracy(metric):
         _percent(ax_s)
@@ -795,6 +796,8 @@ _MODEL_WORDS = {
     "logistic_log": ("logistic in log t", "对数 t 的逻辑斯蒂"),
     "linear": ("linear", "线性"),
 }
+_MODEL_WORDS.update({m + "_from_knee": (f"{en} after the knee", f"拐点后{zh}") for m, (en, zh) in
+                     list(_MODEL_WORDS.items()) if m in ("power_law", "exp_saturation", "log_linear")})
 
 
 def direction_of(metric: str, series: Series) -> int:
@@ -807,6 +810,11 @@ def fit_label(fit: Any, lang: str) -> str:
     en, zh = _MODEL_WORDS.get(fit.model, (fit.model, fit.model))
     return label(f"{en} fit {fit.formula} (R² = {fit.r_squared:.3f})",
                  f"{zh}拟合（R² = {fit.r_squared:.3f}）", lang)
+
+
+def fit_start(fit: Any) -> float:
+    """The first step a fitted curve describes: its knee when it was fitted from the knee on."""
+    return float(fit.first_step) if getattr(fit, "from_knee", False) and math.isfinite(fit.first_step) else 0.0
 
 
 def forecast_label(fc: Any, lang: str) -> str:
@@ -956,6 +964,9 @@ def _draw_forecast_backtest(ax_bt: Any, fit: Any, s: Series, metric: str, fmt: C
         if int(train.sum()) < 6:
             break
         half = curves.fit_curve(model, s.steps[train], s.values[train], direction=direction, limits=limits)
+        if not half.converged and curves.MODELS[model].from_knee:   # no knee in the first half: all its points
+            model = curves.MODELS[model].family
+            half = curves.fit_curve(model, s.steps[train], s.values[train], direction=direction, limits=limits)
         if not half.converged:
             continue
         err = half.predict(x[~train]) - s.values[~train]
@@ -1008,7 +1019,7 @@ def forecast(log: TrainingLog, *, lang: str = "both", metric: str | None = None,
     ax.set_title(title("Forecast from the learning curve", "基于学习曲线的预测", lang))
     ax.scatter(*thin(x, s.values), s=8 if len(x) > 300 else 18, color=C_TRAIN, alpha=0.5, lw=0,
                label=label("observed", "观测值", lang))
-    grid = np.linspace(max(x[0], 1.0), horizon, 600)
+    grid = np.linspace(max(x[0], 1.0, fit.start_step), horizon, 600)
     band = fit.interval(grid, level)
     ax.fill_between(grid, band.low, band.high, color=C_FIT, alpha=0.18, lw=0,
                     label=label(f"{level:.0%} forecast interval (calibrated on backtests)",
