@@ -654,8 +654,11 @@ def _reason(rule: str, weights: dict[str, float], ranking: list[dict], fractions
     dropped = [r for r in ranking if not r["full_fit_converged"]]
     tail = ""
     if dropped:
-        tail = "; left out (no fit on all points): " + "; ".join(f"{r['model']} ({r['full_fit_message']})"
-                                                                 for r in dropped)
+        by_message: dict[str, list[str]] = {}     # one reason once, e.g. the three fits from a knee there is not
+        for r in dropped:
+            by_message.setdefault(r["full_fit_message"], []).append(r["model"])
+        tail = "; left out (no fit on all points): " + "; ".join(f"{', '.join(names)} ({message})"
+                                                                 for message, names in by_message.items())
     failed = [r for r in ranking if r["failed_splits"] and r["full_fit_converged"]]
     if failed:
         tail += "; failed on some backtest cut-offs (scored on the others): " + ", ".join(

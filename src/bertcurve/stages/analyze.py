@@ -676,7 +676,8 @@ def _forecast_sentences(res: dict, up: bool) -> list[str]:
         text += (f"; on the backtests it misses by {ranking[chosen]['mean_rmse']:.4g} (RMSE), a straight line, the "
                  f"seed's assumption, by {lin:.4g}")
     out.append(text + ".")
-    failed = [r for r in res["backtests"]["ranking"] if r.get("failed_splits")]
+    # Families with no fit on all points are named by the reason (left out); these were scored.
+    failed = [r for r in res["backtests"]["ranking"] if r.get("failed_splits") and r.get("full_fit_converged", True)]
     if failed:
         # One line however many cut-offs failed: the table and analysis.json hold every reason.
         first = failed[0]["failed_splits"][0]

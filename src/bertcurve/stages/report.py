@@ -659,7 +659,7 @@ def _analysis(doc: Doc, info: RunInfo, figures: dict[str, Path], base: Path, lan
                 for k, v in (f.get("params") or {}).items())
             fit_rows.append([name, f["formula"], params, _num(f["r_squared"]), _num(f["aic"], 6), _num(bt)])
         else:
-            fit_rows.append([name, f["formula"], f"did not converge: {f.get('message', '')}", "—", "—", "—"])
+            fit_rows.append([name, f["formula"], f"no fit: {f.get('message', '')}", "—", "—", "—"])
     doc.table(["Model", "Formula (t = steps / 1000)", "Parameters (± SE)", "R²", "AIC", "Backtest RMSE"],
               fit_rows)
     if a.get("chosen_model", {}).get("reason"):
