@@ -203,3 +203,16 @@ def test_a_forecast_led_by_fits_from_the_knee_describes_the_curve_from_the_knee_
     from_knee = [m for m in fc.weights if fc.fits[m].from_knee]
     assert from_knee and fc.start_step == max(fc.fits[m].first_step for m in from_knee) > fc.first_step
     assert abs(float(fc.predict([60_000])[0]) - (0.74 - 0.05 * 60 ** -0.5)) < 0.003
+
+
+def test_what_compares_with_every_point_uses_a_fit_of_every_point():
+    # Targets inside the log are looked for from the knee on (not on a backwards extrapolation),
+    # and residuals come from the same family fitted on all points.
+    steps, y = _restart_curve()
+    fc = policy.fit_and_choose(steps, y, direction=1, limits=policy.limits_for("accuracy"))
+    assert fc.main_fit.from_knee and not fc.whole_fit.from_knee
+    ranked = [r["model"] for r in fc.ranking if not fc.fits[r["model"]].from_knee]
+    assert fc.whole_fit.model == ranked[0]          # the weightiest (then best-scored) fit of every point
+    assert fc.steps_to_reach(0.5, horizon_factor=100) >= fc.start_step
+    early, late = fc.steps_to_reach_band(0.5, horizon_factor=100)
+    assert early >= fc.start_step and late >= fc.start_step

@@ -319,3 +319,8 @@ def test_an_unseen_cooldown_forecast_survives_its_json_round_trip():
     at = np.array([14000.0, 19000.0])
     assert back.predict(at) == pytest.approx(fc.predict(at), rel=1e-3)
     assert back.interval(at).high == pytest.approx(fc.interval(at).high, rel=1e-3)
+    # Whether the families follow the plan is stored: a file written before it rebuilds as it was made.
+    assert d["families_follow_plan"] is True and back.families_follow_plan
+    old = {k: v for k, v in d.items() if k != "families_follow_plan"}
+    before = CurveForecast.from_dict(old, [f.to_dict() for f in fc.fits.values()])
+    assert not before.families_follow_plan

@@ -158,14 +158,13 @@ def models_for(direction: int) -> list[str]:
 
 def knee_index(steps: np.ndarray, values: np.ndarray, direction: int) -> int | None:
     """Index of the curve's knee: the first point after which less than KNEE_REMAINING of its
-    whole change is left (measured on its best value so far, so noise does not end the transient
-    early), when that comes within KNEE_WITHIN of the step range and after the first point; else
-    None. Steps and values as fitted (step > 0)."""
+    whole change (first to last point) is left, when that comes within KNEE_WITHIN of the step
+    range and after the first point; else None. Steps and values as fitted (step > 0)."""
     y = direction * np.asarray(values, dtype=np.float64)
     steps = np.asarray(steps, dtype=np.float64)
     if y.size < 3 or not (y[-1] - y[0]) > 0:
         return None
-    remaining = (y[-1] - np.maximum.accumulate(y)) / (y[-1] - y[0])
+    remaining = (y[-1] - y) / (y[-1] - y[0])
     hit = np.flatnonzero(remaining < KNEE_REMAINING)
     if hit.size == 0 or hit[0] == 0:
         return None

@@ -168,7 +168,8 @@ class ScheduleLawFit:
             return np.zeros(s.shape)
         idx = np.minimum(np.maximum(np.round(s).astype(np.int64), 1), self.areas.last_step)
         with np.errstate(all="ignore"):
-            change = self.predict(idx.astype(np.float64)) - self.law.predict(self._held_areas, idx)
+            held = _clip(self.law.predict(self._held_areas, idx), Limits(self.lower, self.upper))
+            change = self.predict(idx.astype(np.float64)) - held
         return np.where(s > self.fitted_last_step, np.nan_to_num(change, nan=0.0), 0.0)
 
     @cached_property
@@ -268,6 +269,7 @@ class CurveForecast:
     first_step: float = math.nan
     last_step: float = math.nan
     schedule_fit: ScheduleLawFit | None = None   # the schedule-aware candidate, when a schedule was given
+    follow_plan: bool = False                   # the families add the law's plan_change (families_follow_plan)
 
     # -- what it says -----------------------------------------------------------------
     @property
@@ -296,13 +298,30 @@ class CurveForecast:
         return self.fits.get(self.model) if self.model else None
 
     @property
+    def whole_fit(self) -> FitResult | None:
+        """The leading fit of every point, for what is compared with every point (residuals, the
+        trend test, the correlation figure): ``main_fit``, or where that was fitted from the knee,
+        the first fit of every point in the ranking (by weight, then out-of-sample score), else
+        the same family fitted on all points, else None."""
+        main = self.main_fit
+        if main is None or not main.from_knee:
+            return main
+        for row in self.ranking:
+            fit = self.fits.get(row["model"])
+            if fit is not None and fit.converged and not fit.from_knee and row.get("score") is not None:
+                return fit
+        same = self.fits.get(main.family)
+        return same if same is not None and same.converged else None
+
+    @property
     def families_follow_plan(self) -> bool:
         """Do the step-only families take the schedule law's :meth:`ScheduleLawFit.plan_change`?
-        Only where the fitted points saw no annealing and the plan anneals later: their curve is
-        then the curve of a constant rate, and the change is all the plan's. Where the points saw
-        some annealing, the families' shape carries part of its effect already (adding the change
-        there doubled it on bench/forecast.py's cosine logs)."""
-        return self.schedule_fit is not None and self.schedule_fit.decay_unidentified
+        Only where the fitted points saw no annealing and the plan anneals later (``follow_plan``,
+        set by :func:`build_forecast`): their curve is then the curve of a constant rate, and the
+        change is all the plan's. Where the points saw some annealing, the families' shape carries
+        part of its effect already (adding the change there doubled it on bench/forecast.py's
+        cosine logs)."""
+        return self.follow_plan and self.schedule_fit is not None and self.schedule_fit.converged
 
     def _raw_kilo(self, t: np.ndarray) -> np.ndarray:
         out = np.zeros_like(t, dtype=np.float64)
@@ -402,7 +421,7 @@ class CurveForecast:
         """First step at which the forecast reaches ``target``, searched up to ``horizon_factor`` x the last step."""
         if not self.weights:
             return None
-        return _first_crossing(self._raw_kilo, target, self.direction, self.first_step,
+        return _first_crossing(self._raw_kilo, target, self.direction, self.start_step,
                                self.last_step * horizon_factor)
 
     def steps_to_reach_band(self, target: float, level: float | None = None, *, horizon_factor: float
@@ -415,8 +434,8 @@ class CurveForecast:
         def edge(sign: int):
             return lambda t: self._raw_kilo(t) + sign * self.direction * self.half_width(t * STEP_UNIT, level)
 
-        return (_first_crossing(edge(+1), target, self.direction, self.first_step, end),
-                _first_crossing(edge(-1), target, self.direction, self.first_step, end))
+        return (_first_crossing(edge(+1), target, self.direction, self.start_step, end),
+                _first_crossing(edge(-1), target, self.direction, self.start_step, end))
 
     # -- (de)serialisation ---------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -432,6 +451,7 @@ class CurveForecast:
             "direction": self.direction,
             "lower": self.limits.lower,
             "upper": self.limits.upper,
+            "families_follow_plan": self.follow_plan,
             **({"schedule_law": self.schedule_fit.to_dict()} if self.schedule_fit is not None else {}),
         }
 
@@ -449,6 +469,7 @@ class CurveForecast:
             ranking=list(ranking), rule=d.get("rule", ""), reason=d.get("reason", ""),
             calibration=np.asarray(d.get("calibration_scores") or [], dtype=np.float64),
             first_step=float(d["first_step"]), last_step=float(d["last_step"]), schedule_fit=sched,
+            follow_plan=bool(d.get("families_follow_plan", False)),   # files written before it: as they were
         )
 
 
@@ -623,7 +644,8 @@ def build_forecast(steps: np.ndarray, values: np.ndarray, *, direction: int, lim
     return CurveForecast(direction=direction, limits=limits, level=level, fits=fits, backtests=rows,
                          weights=weights, ranking=ranking, rule=rule, reason=reason, calibration=calib,
                          first_step=float(pos[0]) if pos.size else math.nan,
-                         last_step=float(steps[-1]), schedule_fit=sched_fit)
+                         last_step=float(steps[-1]), schedule_fit=sched_fit,
+                         follow_plan=bool(sched_fit is not None and sched_fit.decay_unidentified))
 
 
 def _ranking(families, fits, rows, scores, imputed, weights) -> list[dict]:

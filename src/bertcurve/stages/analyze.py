@@ -60,7 +60,9 @@ def forecast_entry(fc: CurveForecast, step: float, level: float) -> dict[str, An
     if fc.converged:
         band = fc.interval([step], level)
         entry.update(value=float(fc.predict([step])[0]), pi=[float(band.low[0]), float(band.high[0])])
-    entry["by_model"] = {m: float(f.predict([step])[0]) for m, f in fc.fits.items() if f.converged}
+    # Each family's own value; where the families follow the planned schedule, with the plan's change.
+    change = float(fc.schedule_fit.plan_change([step])[0]) if fc.families_follow_plan else 0.0
+    entry["by_model"] = {m: float(f.predict([step])[0]) + change for m, f in fc.fits.items() if f.converged}
     return entry
 
 
@@ -446,9 +448,7 @@ def analyze(
     # R² compares fits of the same points: the fits from the knee (fewer points) are left out.
     best_in_sample = max((f for f in fc.fits.values() if f.converged and f.model != "linear" and not f.from_knee),
                          key=lambda f: f.r_squared, default=None)
-    resid_fit = fc.main_fit
-    if resid_fit is not None and resid_fit.from_knee and fc.fits[resid_fit.family].converged:
-        resid_fit = fc.fits[resid_fit.family]     # residuals of every point, not of an extrapolation back past the knee
+    resid_fit = fc.whole_fit    # residuals of every point, not of an extrapolation back past a knee
     trend_test = st.mann_kendall(
         values, None if resid_fit is None else values - resid_fit.predict(steps),
         residuals_from=f"the {resid_fit.model} curve" if resid_fit is not None else "")
@@ -669,8 +669,10 @@ def _forecast_sentences(res: dict, up: bool) -> list[str]:
     c = fits[chosen]
     weights = res["chosen_model"].get("weights") or {chosen: 1.0}
     mix = ", ".join(f"{m} {w:.0%}" for m, w in weights.items() if w >= 0.005)
+    on = (f" on the {c['n']} points from the knee at step {c['first_step']:,.0f}"
+          if chosen.endswith(cv.FROM_KNEE) and c.get("first_step") is not None else "")
     text = (f"The forecast combines {mix} ({res['chosen_model'].get('rule', 'backtest-weighted')}); the leading "
-            f"{chosen} model is {c['formula']} (in-sample R² {c['r_squared']:.3f})")
+            f"{chosen} model is {c['formula']} (in-sample R² {c['r_squared']:.3f}{on})")
     lin = ranking.get("linear", {}).get("mean_rmse")
     if chosen != "linear" and lin and ranking[chosen].get("mean_rmse"):
         text += (f"; on the backtests it misses by {ranking[chosen]['mean_rmse']:.4g} (RMSE), a straight line, the "

@@ -653,6 +653,8 @@ def _analysis(doc: Doc, info: RunInfo, figures: dict[str, Path], base: Path, lan
     for f in a.get("fits", []):
         bt = ranking.get(f["model"], {}).get("mean_rmse")
         name = f["model"] + (" (chosen)" if f["model"] == chosen else "")
+        if f["model"].endswith("_from_knee") and f.get("converged") and f.get("first_step") is not None:
+            name += f", {f['n']} points from step {f['first_step']:,.0f}"   # its R² and AIC are of those
         if f.get("converged"):
             params = ", ".join(
                 f"{k} = {_num(v['value'])}" + (f" ± {_num(v['se'], 2)}" if v.get("se") is not None else "")

@@ -808,6 +808,9 @@ def direction_of(metric: str, series: Series) -> int:
 def fit_label(fit: Any, lang: str) -> str:
     """Legend text of a fitted curve: its family, formula and R²."""
     en, zh = _MODEL_WORDS.get(fit.model, (fit.model, fit.model))
+    if getattr(fit, "from_knee", False):   # its R² is of the points from the knee on only
+        return label(f"{en} fit {fit.formula} (R² = {fit.r_squared:.3f} from step {fit.first_step:,.0f})",
+                     f"{zh}拟合（第 {fit.first_step:,.0f} 步起 R² = {fit.r_squared:.3f}）", lang)
     return label(f"{en} fit {fit.formula} (R² = {fit.r_squared:.3f})",
                  f"{zh}拟合（R² = {fit.r_squared:.3f}）", lang)
 
@@ -837,7 +840,7 @@ class LogFits:
     metric: str
     direction: int
     fits: dict[str, Any]          # model name -> curves.FitResult
-    best: Any                     # the family with the largest weight in the forecast, or None
+    best: Any                     # the forecast's leading fit of every point (CurveForecast.whole_fit), or None
     reason: str                   # how the forecast was made (or why there is none)
     loss: Any = None              # the main fit of the loss's forecast, or None
     forecaster: Any = None        # curves.forecast.CurveForecast of the metric
@@ -887,7 +890,7 @@ class LogFits:
             loss_fit = policy.fit_and_choose(ls.steps.astype(float), ls.values, direction=-1,
                                              limits=policy.limits_for(loss_name), level=level,
                                              schedule=schedule).main_fit
-        return cls(metric, fc.direction, fc.fits, fc.main_fit, fc.reason, loss_fit, fc, level)
+        return cls(metric, fc.direction, fc.fits, fc.whole_fit, fc.reason, loss_fit, fc, level)
 
 
 # ------------------------------------------------------------------ figure 5: forecast
@@ -964,7 +967,9 @@ def _draw_forecast_backtest(ax_bt: Any, fit: Any, s: Series, metric: str, fmt: C
         if int(train.sum()) < 6:
             break
         half = curves.fit_curve(model, s.steps[train], s.values[train], direction=direction, limits=limits)
-        if not half.converged and curves.MODELS[model].from_knee:   # no knee in the first half: all its points
+        if not half.converged and curves.MODELS[model].from_knee:
+            # The first half may have no knee of its own (or too few points after it): the same
+            # family on all of its points stands in, and the legend names it.
             model = curves.MODELS[model].family
             half = curves.fit_curve(model, s.steps[train], s.values[train], direction=direction, limits=limits)
         if not half.converged:
@@ -972,7 +977,8 @@ def _draw_forecast_backtest(ax_bt: Any, fit: Any, s: Series, metric: str, fmt: C
         err = half.predict(x[~train]) - s.values[~train]
         rmse = float(np.sqrt(np.mean(err ** 2))) if len(err) else float("nan")
         en, zh = _MODEL_WORDS.get(model, (model, model))
-        ax_bt.plot(grid_bt, half.predict(grid_bt), color=color, lw=2, ls=style,
+        drawn = grid_bt >= fit_start(half)
+        ax_bt.plot(grid_bt[drawn], half.predict(grid_bt[drawn]), color=color, lw=2, ls=style,
                    label=label(f"{en}: RMSE on held-back part {fmt(rmse)}", f"{zh}：留出部分 RMSE {fmt(rmse)}", lang))
     ax_bt.axvline(cutoff, color=C_GREY, lw=1, ls="-.")
     # A curve fitted on half the points can shoot off before the first logged step: keep the data in view.
