@@ -162,19 +162,24 @@ def _wsd(last: int = 20000, decay_from: int = 16000) -> np.ndarray:
     return schedule
 
 
+def _wsd_seen_in_its_stable_phase():
+    """A warm-up-stable-decay loss (a cooldown worth about 0.05 from step 16,000 on) and its
+    forecast from the stable phase alone (up to step 10,000): steps, values, seen, forecast."""
+    steps = np.arange(100, 20001, 100).astype(float)
+    y = _law_curve(_wsd(), steps, np.random.default_rng(8), c=5e-5)
+    seen = steps <= 10000
+    fc = policy.fit_and_choose(steps[seen], y[seen], direction=-1, limits=policy.limits_for("loss"),
+                               schedule=_wsd())
+    return steps, y, seen, fc
+
+
 def test_unseen_cooldown_takes_half_the_open_gain_and_the_interval_spans_it():
     # Warm-up-stable-decay seen only in its stable phase: the cooldown's gain is not identified
     # (the law's C is fixed at 0). The law's point forecast takes the centre of the open range
     # (between no gain and its limit L0), which is closer to the truth (a cooldown worth about 0.05)
     # than no gain; the interval still spans from the no-gain forecast down towards the limit;
     # the reason says so.
-    rng = np.random.default_rng(8)
-    schedule = _wsd()
-    steps = np.arange(100, 20001, 100).astype(float)
-    y = _law_curve(schedule, steps, rng, c=5e-5)
-    seen = steps <= 10000
-    fc = policy.fit_and_choose(steps[seen], y[seen], direction=-1, limits=policy.limits_for("loss"),
-                               schedule=schedule)
+    steps, y, seen, fc = _wsd_seen_in_its_stable_phase()
     law = fc.schedule_fit
     end = steps[steps >= 19000]
     truth = y[steps >= 19000]
@@ -216,13 +221,7 @@ def test_unseen_cooldown_of_a_rising_metric_takes_the_gain_upwards():
 def test_the_step_only_families_follow_an_unseen_cooldown_of_the_plan():
     # Seen in its stable phase only, a warm-up-stable-decay run's families extrapolate a constant
     # rate; each adds what the law says the plan's cooldown changes, and lands nearer the truth.
-    rng = np.random.default_rng(8)
-    schedule = _wsd()
-    steps = np.arange(100, 20001, 100).astype(float)
-    y = _law_curve(schedule, steps, rng, c=5e-5)
-    seen = steps <= 10000
-    fc = policy.fit_and_choose(steps[seen], y[seen], direction=-1, limits=policy.limits_for("loss"),
-                               schedule=schedule)
+    steps, y, seen, fc = _wsd_seen_in_its_stable_phase()
     end = steps >= 19000
     change = fc.schedule_fit.plan_change(steps[end])
     assert np.all(change < 0) and not fc.schedule_fit.plan_change(steps[seen]).any()

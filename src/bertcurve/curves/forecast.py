@@ -323,9 +323,15 @@ class CurveForecast:
         cosine logs)."""
         return self.follow_plan and self.schedule_fit is not None and self.schedule_fit.converged
 
+    def family_change(self, steps: Sequence[float] | np.ndarray) -> np.ndarray:
+        """What each step-only family adds to its own prediction at ``steps``: the law's
+        :meth:`ScheduleLawFit.plan_change` where the families follow the plan, else 0."""
+        s = np.asarray(steps, dtype=np.float64).reshape(-1)
+        return self.schedule_fit.plan_change(s) if self.families_follow_plan else np.zeros(s.shape)
+
     def _raw_kilo(self, t: np.ndarray) -> np.ndarray:
         out = np.zeros_like(t, dtype=np.float64)
-        change = self.schedule_fit.plan_change(t * STEP_UNIT) if self.families_follow_plan else 0.0
+        change = self.family_change(t * STEP_UNIT)
         for m, w in self.weights.items():
             value = self.member(m).predict(t * STEP_UNIT)
             out = out + w * (value if m == SCHEDULE_LAW else value + change)

@@ -61,7 +61,7 @@ def forecast_entry(fc: CurveForecast, step: float, level: float) -> dict[str, An
         band = fc.interval([step], level)
         entry.update(value=float(fc.predict([step])[0]), pi=[float(band.low[0]), float(band.high[0])])
     # Each family's own value; where the families follow the planned schedule, with the plan's change.
-    change = float(fc.schedule_fit.plan_change([step])[0]) if fc.families_follow_plan else 0.0
+    change = float(fc.family_change([step])[0])
     entry["by_model"] = {m: float(f.predict([step])[0]) + change for m, f in fc.fits.items() if f.converged}
     return entry
 

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 from bertcurve import __version__, layout
 from bertcurve.curves import policy
+from bertcurve.curves.fits import FROM_KNEE
 from bertcurve.errors import UserError
 from bertcurve.progress import more_time
 from bertcurve.fsutil import atomic_write_text, guard_output_file, markdown_cell, read_json
@@ -653,7 +654,7 @@ def _analysis(doc: Doc, info: RunInfo, figures: dict[str, Path], base: Path, lan
     for f in a.get("fits", []):
         bt = ranking.get(f["model"], {}).get("mean_rmse")
         name = f["model"] + (" (chosen)" if f["model"] == chosen else "")
-        if f["model"].endswith("_from_knee") and f.get("converged") and f.get("first_step") is not None:
+        if f["model"].endswith(FROM_KNEE) and f.get("converged") and f.get("first_step") is not None:
             name += f", {f['n']} points from step {f['first_step']:,.0f}"   # its R² and AIC are of those
         if f.get("converged"):
             params = ", ".join(

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from bertcurve.curves import policy
+from bertcurve.curves.fits import FROM_KNEE, KNEE_FAMILIES
 from bertcurve.curves.logs import Series, TrainingLog
 from bertcurve.errors import UserError
 from bertcurve.progress import more_time
@@ -796,8 +797,8 @@ _MODEL_WORDS = {
     "logistic_log": ("logistic in log t", "对数 t 的逻辑斯蒂"),
     "linear": ("linear", "线性"),
 }
-_MODEL_WORDS.update({m + "_from_knee": (f"{en} after the knee", f"拐点后{zh}") for m, (en, zh) in
-                     list(_MODEL_WORDS.items()) if m in ("power_law", "exp_saturation", "log_linear")})
+_MODEL_WORDS.update({m + FROM_KNEE: (f"{_MODEL_WORDS[m][0]} after the knee", f"拐点后{_MODEL_WORDS[m][1]}")
+                     for m in KNEE_FAMILIES})
 
 
 def direction_of(metric: str, series: Series) -> int:
