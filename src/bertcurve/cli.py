@@ -15,7 +15,7 @@ import os
 import sys
 
 from bertcurve import __version__
-from bertcurve.errors import UserError
+from bertcurve.errors import UserError, error_line
 
 # verb -> (module, one-line summary). The order is the order of a study.
 VERBS: dict[str, tuple[str, str]] = {
@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv[1:])
         return int(module.run(args) or 0)
     except UserError as exc:
-        print(f"bertcurve: error: {exc}", file=sys.stderr)
+        if not exc.said:
+            print(error_line(exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bertcurve: interrupted", file=sys.stderr)

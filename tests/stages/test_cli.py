@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from bertcurve import cli
-from bertcurve.errors import UserError
+from bertcurve.errors import UserError, say_now
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -62,6 +62,25 @@ def test_user_error_becomes_one_line_without_traceback(monkeypatch, capsys):
     assert cli.main(["prepare", "7"]) == 2
     err = capsys.readouterr().err
     assert err == "bertcurve: error: bad thing 7; do the other thing\n"
+
+
+def test_an_error_said_early_is_not_said_twice(monkeypatch, capsys):
+    # A torchrun worker whose peer died says its line before torchrun's SIGTERM can kill it
+    # (say_now); the CLI then exits 2 without repeating the line.
+    class FakeVerb:
+        __doc__ = "fake"
+
+        @staticmethod
+        def add_arguments(parser):
+            pass
+
+        @staticmethod
+        def run(args):
+            raise say_now(UserError("another process of this run stopped"))
+
+    monkeypatch.setattr(cli, "_load_verb", lambda verb: (FakeVerb, "fake"))
+    assert cli.main(["train"]) == 2
+    assert capsys.readouterr().err == "bertcurve: error: another process of this run stopped\n"
 
 
 def test_disk_full_is_one_line(monkeypatch, capsys):

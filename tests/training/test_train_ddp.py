@@ -40,8 +40,8 @@ CASES = {
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
-def _torchrun(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+def _torchrun(*args: str, **env_vars: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", **env_vars)
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            "--nproc_per_node=2", *args],
                           capture_output=True, text=True, env=env, timeout=600)
@@ -125,10 +125,11 @@ def _ranks_exit_codes(proc: subprocess.CompletedProcess) -> dict[int, int]:
     return {int(rank): int(code) for rank, code in found}
 
 
-def _killed_run(tiny_data_dir, root: Path, fault: str) -> tuple[subprocess.CompletedProcess, Path]:
+def _killed_run(tiny_data_dir, root: Path, fault: str,
+                **env_vars: str) -> tuple[subprocess.CompletedProcess, Path]:
     """The tied-ga1 case on 2 processes with ``fault`` on one rank; bounded by _torchrun's timeout."""
     proc = _torchrun(str(WORKER), str(tiny_data_dir), str(root),
-                     json.dumps({"run": dict(STEPS, **CASES["tied-ga1"])}), fault)
+                     json.dumps({"run": dict(STEPS, **CASES["tied-ga1"])}), fault, **env_vars)
     return proc, root / "run"
 
 
@@ -155,7 +156,10 @@ def test_sigkill_of_one_rank_stops_the_other_with_one_line_and_resume_auto_compl
         two_process_runs, tiny_data_dir, tmp_path):
     # Rank 1 dies (SIGKILL, as on a crash or OOM kill) in step 5: rank 0 must not hang in the
     # gradient all-reduce; it stops with a one-line error naming the last good checkpoint.
-    proc, run = _killed_run(tiny_data_dir, tmp_path, "1:5:after-backward:SIGKILL")
+    # torchrun SIGTERMs rank 0 as soon as it sees rank 1 die: the line must be out before
+    # the trainer gives SIGTERM back to its default action (the slow exit widens that window).
+    proc, run = _killed_run(tiny_data_dir, tmp_path, "1:5:after-backward:SIGKILL",
+                            BERTCURVE_TEST_SLOW_EXIT="2")
     assert proc.returncode != 0
     assert "another process of this run stopped" in proc.stderr
     assert "checkpoint (step-00000003) is kept" in proc.stderr

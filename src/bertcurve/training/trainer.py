@@ -31,7 +31,7 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping
 import torch
 
 from bertcurve import layout
-from bertcurve.errors import UserError
+from bertcurve.errors import UserError, say_now
 from bertcurve.fsutil import read_json, staged_directory, write_json
 from bertcurve.progress import Progress
 from bertcurve.training import checkpoint as ckpt
@@ -449,15 +449,16 @@ class Trainer:
                 self.writer.close()
                 raise
             except torch.cuda.OutOfMemoryError:
-                raise UserError(
+                raise self._said_under_torchrun(UserError(
                     f"CUDA ran out of memory at micro-batch {self.cfg.optim.micro_batch} x seq-len "
                     f"{self.cfg.data.seq_len}; lower --micro-batch (raise --grad-accum to keep the "
-                    "effective batch) or --seq-len"
-                ) from None
+                    "effective batch) or --seq-len")) from None
             except RuntimeError as exc:
                 if self.dist.is_distributed and is_collective_failure(exc):
-                    raise self._peer_failure(exc) from None
+                    raise self._said_under_torchrun(self._peer_failure(exc)) from None
                 raise
+            except UserError as exc:
+                raise self._said_under_torchrun(exc)
             finally:
                 self._close_loop()
         if self.interrupted:
@@ -643,6 +644,15 @@ class Trainer:
                     "lower --lr or set --clip")
         self.pending.clear()
         return values[-1]
+
+    def _said_under_torchrun(self, exc: UserError) -> UserError:
+        """``exc``, its line already on stderr when distributed.
+
+        torchrun SIGTERMs the other ranks as soon as one exits, and SIGTERM is
+        held only while the loop runs: the line must be out before it ends
+        (the CLI does not repeat it).
+        """
+        return say_now(exc) if self.dist.is_distributed else exc
 
     def _peer_failure(self, exc: RuntimeError) -> UserError:
         # gloo/NCCL messages start with a source location; keep the first sentence after it.
