@@ -102,6 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if exc.errno in _IO_HINTS and not os.environ.get("BERTCURVE_DEBUG"):
             where = f" ({exc.filename})" if exc.filename else ""
-            print(f"bertcurve: error: {exc.strerror}{where}: {_IO_HINTS[exc.errno]}", file=sys.stderr)
+            print(error_line(f"{exc.strerror}{where}: {_IO_HINTS[exc.errno]}"), file=sys.stderr)
             return 1
         raise

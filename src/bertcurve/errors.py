@@ -13,9 +13,9 @@ class UserError(Exception):
     said = False  # the line is already on stderr (say_now); the CLI does not repeat it
 
 
-def error_line(exc: BaseException) -> str:
-    """The one line the CLI prints for ``exc``."""
-    return f"bertcurve: error: {exc}"
+def error_line(message: object) -> str:
+    """The one line the CLI prints for an error (a UserError or the message it stands for)."""
+    return f"bertcurve: error: {message}"
 
 
 def say_now(exc: UserError) -> UserError:
